@@ -1,0 +1,3 @@
+"""m6rec: recommendation with language models (behaviour as text, pretrain, adapt)."""
+
+__version__ = "0.1.0"

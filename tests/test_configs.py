@@ -1,0 +1,57 @@
+"""Every experiment composes and instantiates (data, model, system, trainer) without training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+from hydra.utils import instantiate
+
+from m6rec.peft import apply_peft, count_parameters
+from tests.helpers import ROOT, compose_config
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
+
+
+def test_experiments_are_on_the_search_path():
+    assert "ctr_lora" in EXPERIMENTS
+    assert (ROOT / "conf" / "experiment").resolve() == (ROOT / "experiments").resolve()
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("trainer", ["default", "ddp_cpu", "gpu", "ddp"])
+def test_experiment_composes(experiment: str, trainer: str, tmp_path: Path):
+    cfg = compose_config([f"experiment={experiment}", f"trainer={trainer}"], tmp_path)
+    assert cfg.trainer._target_ == "lightning.pytorch.Trainer" and cfg.task._target_ and cfg.data._target_
+    assert cfg.callbacks.model_checkpoint.monitor == cfg.optimized_metric
+    assert cfg.optimized_metric.startswith("val/")  # a sweeper must never optimise a test metric
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_instantiates(experiment: str, tmp_path: Path, ml100k_dir: Path):
+    cfg = compose_config([f"experiment={experiment}", f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path}"],
+                         tmp_path)  # fmt: skip
+    datamodule = instantiate(cfg.data)
+    backbone = instantiate(cfg.model.backbone, vocab_size=len(datamodule.tokenizer))
+    system = instantiate(cfg.task, backbone=apply_peft(backbone, instantiate(cfg.peft) or None))
+    assert isinstance(system, L.LightningModule)
+    trainer = instantiate(cfg.trainer, callbacks=[instantiate(c) for c in cfg.callbacks.values()], logger=False)
+    assert isinstance(trainer, L.Trainer)
+    assert count_parameters(system.model)["trainable"] > 0
+
+
+def test_peft_choice_changes_what_is_trained(tmp_path: Path, ml100k_dir: Path):
+    counts = {}
+    for peft in ("lora", "none"):
+        cfg = compose_config(["experiment=ctr_lora", f"peft={peft}", f"data.root={ml100k_dir}",
+                              f"paths.data_dir={tmp_path}"], tmp_path)  # fmt: skip
+        datamodule = instantiate(cfg.data)
+        backbone = instantiate(cfg.model.backbone, vocab_size=len(datamodule.tokenizer))
+        system = instantiate(cfg.task, backbone=apply_peft(backbone, instantiate(cfg.peft) or None))
+        counts[peft] = count_parameters(system.model)
+    assert counts["none"]["trainable"] == counts["none"]["total"]
+    # LoRA r=16 on c_attn (64→192), c_proj (64→64, 256→64) and c_fc (64→256) in 2 layers, plus the 65-weight head
+    lora = 2 * 16 * ((64 + 192) + (64 + 64) + (256 + 64) + (64 + 256)) + 65
+    assert counts["lora"]["trainable"] == lora
+    assert counts["lora"]["total"] == counts["none"]["total"] + lora - 65
