@@ -26,10 +26,13 @@ def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.log_dir = str(output_dir / "logs")
         cfg.extras.print_config = False
+        del cfg["hydra"]  # as in a real run: hydra's own node lives in HydraConfig, not in the job's config
     return cfg
 
 
-def run_cli(args: list[str], tmp_path: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], tmp_path: Path, timeout: int = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run `python run.py ARGS` from the repository with W&B disabled (unless `env` says) and a private log dir."""
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT), "M6REC_ROOT": str(ROOT), **(env or {})}
     cmd = [sys.executable, str(ROOT / "run.py"), *args, f"paths.log_dir={tmp_path / 'logs'}"]
