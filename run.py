@@ -35,7 +35,7 @@ def train(cfg: DictConfig) -> dict:
 
     datamodule = instantiate(cfg.data)
     backbone = instantiate(cfg.model.backbone, vocab_size=len(datamodule.tokenizer))
-    system = instantiate(cfg.task, backbone=apply_peft(backbone, instantiate(cfg.peft) or None))
+    system = instantiate(cfg.task, backbone=apply_peft(backbone, instantiate(cfg.peft)))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -34,7 +34,7 @@ def test_experiment_instantiates(experiment: str, tmp_path: Path, ml100k_dir: Pa
                          tmp_path)  # fmt: skip
     datamodule = instantiate(cfg.data)
     backbone = instantiate(cfg.model.backbone, vocab_size=len(datamodule.tokenizer))
-    system = instantiate(cfg.task, backbone=apply_peft(backbone, instantiate(cfg.peft) or None))
+    system = instantiate(cfg.task, backbone=apply_peft(backbone, instantiate(cfg.peft)))
     assert isinstance(system, L.LightningModule)
     trainer = instantiate(cfg.trainer, callbacks=[instantiate(c) for c in cfg.callbacks.values()], logger=False)
     assert isinstance(trainer, L.Trainer)
@@ -48,7 +48,7 @@ def test_peft_choice_changes_what_is_trained(tmp_path: Path, ml100k_dir: Path):
                               f"paths.data_dir={tmp_path}"], tmp_path)  # fmt: skip
         datamodule = instantiate(cfg.data)
         backbone = instantiate(cfg.model.backbone, vocab_size=len(datamodule.tokenizer))
-        system = instantiate(cfg.task, backbone=apply_peft(backbone, instantiate(cfg.peft) or None))
+        system = instantiate(cfg.task, backbone=apply_peft(backbone, instantiate(cfg.peft)))
         counts[peft] = count_parameters(system.model)
     assert counts["none"]["trainable"] == counts["none"]["total"]
     # LoRA r=16 on c_attn (64→192), c_proj (64→64, 256→64) and c_fc (64→256) in 2 layers, plus the 65-weight head

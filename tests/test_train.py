@@ -62,7 +62,7 @@ def _cfg(tmp_path: Path, ml100k_dir: Path, *overrides: str):
 
 def _system(cfg, datamodule):
     backbone = instantiate(cfg.model.backbone, vocab_size=len(datamodule.tokenizer))
-    return instantiate(cfg.task, backbone=apply_peft(backbone, instantiate(cfg.peft) or None))
+    return instantiate(cfg.task, backbone=apply_peft(backbone, instantiate(cfg.peft)))
 
 
 def test_loss_drops_when_overfitting_a_batch(tmp_path: Path, ml100k_dir: Path):

@@ -9,8 +9,9 @@ from torch import nn
 
 
 def apply_peft(backbone: nn.Module, method: Any | None) -> nn.Module:
-    """Wrap `backbone` for the chosen method: a peft config (LoRA, …) or None for full fine-tuning."""
-    if method is None:
+    """Wrap `backbone` for the chosen method: a peft config (LoRA, …), or nothing (None / an empty `peft=none`
+    config) for full fine-tuning."""
+    if not method:
         return backbone
     if isinstance(method, PeftConfig):
         return get_peft_model(backbone, method)

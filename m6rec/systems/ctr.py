@@ -42,9 +42,12 @@ class CTRSystem(L.LightningModule):
         return self.model(batch["input_ids"], batch["attention_mask"])
 
     def on_fit_start(self) -> None:
-        counts = count_parameters(self.model)
+        """Log what is trained (parameter counts) and on what (dataset statistics and fingerprint)."""
+        record = {f"params/{k}": v for k, v in count_parameters(self.model).items()}
+        datamodule = self.trainer.datamodule
+        record.update({f"data/{k}": v for k, v in getattr(datamodule, "stats", {}).items()})
         for logger in self.loggers:
-            logger.log_hyperparams({f"params/{k}": v for k, v in counts.items()})
+            logger.log_hyperparams(record)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = F.binary_cross_entropy_with_logits(self(batch), batch["labels"])

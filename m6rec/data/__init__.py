@@ -1,0 +1,3 @@
+from m6rec.data.behaviour_log import BehaviourLogDataModule
+
+__all__ = ["BehaviourLogDataModule"]
