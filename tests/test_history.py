@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from m6rec.data import BehaviourLogDataModule
 from m6rec.data.history import recent_training_history
@@ -35,10 +36,13 @@ def test_history_is_earlier_training_events_only_newest_last():
     assert h[5] == []                           # user 2's own log
 
 
-def test_no_valid_or_test_interaction_reaches_any_rendered_text(ml100k_dir: Path, tmp_path: Path):
-    dm = BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir), history_len=50, max_length=512)
+@pytest.mark.parametrize("method", ["random", "loo", "temporal", "cold_items"])
+def test_no_valid_or_test_interaction_reaches_any_rendered_text(ml100k_dir: Path, tmp_path: Path, method: str):
+    dm = BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir), split=method, history_len=50,
+                                max_length=512)  # fmt: skip
     inter = dm.tables.interactions
-    split = random_split(len(inter), dm.hparams.split_ratios, dm.hparams.split_seed)
+    split = dm.split_codes()
+    assert {int(c) for c in np.unique(split)} == {TRAIN, VALID, TEST}
     histories = recent_training_history(inter, split == TRAIN, 50)
     held_out = {(u, i) for u, i, s in zip(inter["user_id"], inter["item_id"], split, strict=True) if s != TRAIN}
     for row, hist in enumerate(histories):
@@ -52,4 +56,7 @@ def test_no_valid_or_test_interaction_reaches_any_rendered_text(ml100k_dir: Path
         for text in rows.loc[rows["u"] == u, "text"]:
             assert f" {titles[i]} (" not in text.split(". Will")[0]
     dm.setup()
-    assert sum(len(d) for d in dm.datasets.values()) == len(inter)
+    sizes = [len(dm.datasets[name]) for name in ("train", "valid", "test")]
+    assert sizes == [(split == code).sum() for code in (TRAIN, VALID, TEST)]
+    if method == "cold_items":
+        assert not set(dm.datasets["train"].item_ids) & set(dm.datasets["test"].item_ids)

@@ -26,7 +26,7 @@ from m6rec.data.render import (
     render_prompt,
     render_user_text,
 )
-from m6rec.data.splits import SPLIT_NAMES, TRAIN, random_split
+from m6rec.data.splits import SPLIT_NAMES, TRAIN, split_interactions
 from m6rec.data.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
 from m6rec.utils.files import file_digest
 
@@ -85,8 +85,9 @@ class UnpaddedDistributedSampler(DistributedSampler):
 class BehaviourLogDataModule(L.LightningDataModule):
     """MovieLens-100K as CTR text: each rating becomes "<user> rated <history>. Will <he> enjoy <item>?".
 
-    `root` points at a local copy (GroupLens `u.*` or RecBole atomic files); when null the dataset is fetched
-    into `data_dir`. Histories come from the training split only, newest kept under the token budget.
+    `split` picks the protocol (see m6rec.data.splits); `root` points at a local copy (GroupLens `u.*` or RecBole
+    atomic files), when null the dataset is fetched into `data_dir`. Histories come from the training split only,
+    newest kept under the token budget.
     """
 
     def __init__(
@@ -94,6 +95,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
         data_dir: str,
         root: str | None = None,
         sources: Sequence[str] = SOURCES,
+        split: str = "random",
         split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
         split_seed: int = 0,
         label_threshold: float = 4.0,
@@ -161,7 +163,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
         if self.datasets:
             return
         inter = self.tables.interactions
-        split = random_split(len(inter), self.hparams.split_ratios, self.hparams.split_seed)
+        split = self.split_codes()
         histories = recent_training_history(inter, split == TRAIN, self.hparams.history_len)
         input_ids = self._encode(histories)
         labels = (inter["rating"].to_numpy() >= self.hparams.label_threshold).astype(np.float32)
@@ -171,6 +173,11 @@ class BehaviourLogDataModule(L.LightningDataModule):
             self.datasets[name] = CTRDataset([input_ids[r] for r in rows], labels[rows], users[rows], items[rows])
         self.stats = self._statistics(labels, split)
         log.info("Data %s: %s", self.fingerprint, self.stats)
+
+    def split_codes(self) -> np.ndarray:
+        """TRAIN/VALID/TEST code of every interaction under `data.split` (random | loo | temporal | cold_items)."""
+        hp = self.hparams
+        return split_interactions(self.tables.interactions, hp.split, hp.split_ratios, hp.split_seed)
 
     def render_texts(self, histories: list[list[tuple[int, float]]]) -> list[str]:
         """The prompt of every interaction with its full history (no token budget applied)."""
