@@ -55,3 +55,11 @@ def test_peft_choice_changes_what_is_trained(tmp_path: Path, ml100k_dir: Path):
     lora = 2 * 16 * ((64 + 192) + (64 + 64) + (256 + 64) + (64 + 256)) + 65
     assert counts["lora"]["trainable"] == lora
     assert counts["lora"]["total"] == counts["none"]["total"] + lora - 65
+
+
+@pytest.mark.parametrize("data", sorted(p.stem for p in (ROOT / "conf" / "data").glob("*.yaml")))
+def test_every_data_config_names_a_known_dataset(data: str, tmp_path: Path):
+    from m6rec.data.behaviour_log import LOADERS
+
+    cfg = compose_config(["experiment=ctr_lora", f"data={data}"], tmp_path)
+    assert cfg.data.dataset in LOADERS and cfg.data.templates.prompt  # inherited from ml100k.yaml

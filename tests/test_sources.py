@@ -438,3 +438,19 @@ def test_registry_and_urls():
     for name, (url, _) in src.GROUPLENS.items():
         assert url == f"https://files.grouplens.org/datasets/movielens/{name}.zip"
     assert src.LOADERS["ml-25m"] is src.load_ml_csv
+
+
+# ------------------------------------------------------------------------------- through the DataModule
+def test_datamodule_selects_the_dataset_and_renders_anonymous_users(ml1m_dir: Path, mlcsv_dir: Path, tmp_path: Path):
+    from m6rec.data import BehaviourLogDataModule
+
+    ml1m = BehaviourLogDataModule(data_dir=str(tmp_path), dataset="ml-1m", root=str(ml1m_dir), max_length=256)
+    ml1m.setup()
+    assert ml1m.stats["interactions"] == len(src.load_ml1m(ml1m_dir).interactions) > 0
+    latest = BehaviourLogDataModule(data_dir=str(tmp_path), dataset="ml-latest-small", root=str(mlcsv_dir),
+                                    max_length=256)  # fmt: skip
+    latest.setup()
+    texts = [latest.tokenizer.decode(ids) for d in latest.datasets.values() for ids in d.input_ids]
+    assert texts and all(t.startswith("A user rated ") and " Will they enjoy " in t for t in texts)
+    with pytest.raises(ValueError, match=r"data.dataset: unknown dataset 'ml-10m'"):
+        BehaviourLogDataModule(data_dir=str(tmp_path), dataset="ml-10m").setup()

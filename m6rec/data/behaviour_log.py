@@ -26,11 +26,14 @@ from m6rec.data.render import (
     render_prompt,
     render_user_text,
 )
+from m6rec.data.sources import LOADERS as GROUPLENS_LOADERS
+from m6rec.data.sources import fetch_grouplens
 from m6rec.data.splits import SPLIT_NAMES, TRAIN, split_interactions
 from m6rec.data.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
 from m6rec.utils.files import file_digest
 
 log = logging.getLogger(__name__)
+LOADERS = {"ml-100k": load_ml100k, **GROUPLENS_LOADERS}
 
 
 class CTRDataset(Dataset):
@@ -83,7 +86,8 @@ class UnpaddedDistributedSampler(DistributedSampler):
 
 
 class BehaviourLogDataModule(L.LightningDataModule):
-    """MovieLens-100K as CTR text: each rating becomes "<user> rated <history>. Will <he> enjoy <item>?".
+    """A MovieLens dataset (`dataset`: ml-100k, ml-1m, ml-20m, ml-25m, ml-latest-small) as CTR text: each rating
+    becomes "<user> rated <history>. Will <he> enjoy <item>?".
 
     `split` picks the protocol (see m6rec.data.splits); `root` points at a local copy (GroupLens `u.*` or RecBole
     atomic files), when null the dataset is fetched into `data_dir`. Histories come from the training split only,
@@ -93,6 +97,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
     def __init__(
         self,
         data_dir: str,
+        dataset: str = "ml-100k",
         root: str | None = None,
         sources: Sequence[str] = SOURCES,
         split: str = "random",
@@ -124,13 +129,21 @@ class BehaviourLogDataModule(L.LightningDataModule):
 
     @cached_property
     def raw_dir(self) -> Path:
+        dataset = self._check_dataset()
         if self.hparams.root is not None:
             return Path(self.hparams.root)
-        return fetch_ml100k(Path(self.hparams.data_dir), tuple(self.hparams.sources))
+        if dataset == "ml-100k":
+            return fetch_ml100k(Path(self.hparams.data_dir), tuple(self.hparams.sources))
+        return fetch_grouplens(dataset, Path(self.hparams.data_dir))
 
     @cached_property
     def tables(self) -> MovieLensTables:
-        return load_ml100k(self.raw_dir)
+        return LOADERS[self._check_dataset()](self.raw_dir)
+
+    def _check_dataset(self) -> str:
+        if self.hparams.dataset not in LOADERS:
+            raise ValueError(f"data.dataset: unknown dataset {self.hparams.dataset!r}; choose from {sorted(LOADERS)}")
+        return self.hparams.dataset
 
     @cached_property
     def fingerprint(self) -> str:
@@ -189,6 +202,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
         users = {row["user_id"]: row for row in tables.users.to_dict("records")}
         items = {row["item_id"]: row for row in tables.items.to_dict("records")}
         user_text = {u: (render_user_text(row, t), pronoun_for(row)) for u, row in users.items()}
+        anonymous = (t.anonymous_user, "they")  # datasets without a user table (ML-20M/25M/latest)
         item_text = {i: render_item_text(row, t) for i, row in items.items()}
         piece: dict[tuple[int, float], str] = {}
         parts = []
@@ -199,7 +213,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
                 if key not in piece:
                     piece[key] = render_history_item(items[key[0]], key[1], t)
                 pieces.append(piece[key])
-            parts.append((*user_text[u], pieces, item_text[i]))
+            parts.append((*user_text.get(u, anonymous), pieces, item_text[i]))
         return parts
 
     def _encode(self, histories: list[list[tuple[int, float]]]) -> list[np.ndarray]:

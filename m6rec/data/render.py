@@ -25,6 +25,7 @@ class Templates:
     prompt: str = "{user} rated {history}. Will {pronoun} enjoy {candidate}?"
     history_sep: str = "; "
     empty_history: str = "nothing yet"
+    anonymous_user: str = "A user"  # for datasets without user attributes
 
     FIELDS = {
         "user": {"age", "gender", "occupation", "pronoun"},
