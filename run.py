@@ -22,9 +22,11 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from m6rec.peft import apply_peft, count_parameters  # noqa: E402
 from m6rec.utils.config_tree import print_config_tree  # noqa: E402
+from m6rec.utils.resolvers import register_resolvers  # noqa: E402
 from m6rec.utils.run_record import write_metrics, write_run_start  # noqa: E402
 
 log = logging.getLogger("m6rec")
+register_resolvers()
 
 
 def train(cfg: DictConfig) -> dict:
@@ -54,6 +56,8 @@ def train(cfg: DictConfig) -> dict:
         if checkpoint is not None and checkpoint.best_model_path:
             metrics["best_checkpoint"] = checkpoint.best_model_path
             metrics[cfg.optimized_metric] = float(checkpoint.best_model_score)
+        elif cfg.optimized_metric in trainer.callback_metrics:  # no checkpointing: the last validation value
+            metrics[cfg.optimized_metric] = float(trainer.callback_metrics[cfg.optimized_metric])
     if cfg.test:
         best = metrics.get("best_checkpoint")
         if best is None:

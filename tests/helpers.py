@@ -12,12 +12,15 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from m6rec.utils.resolvers import register_resolvers
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     """Compose conf/config.yaml with overrides, resolve hydra's own fields, point outputs at `output_dir`."""
+    register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)

@@ -130,3 +130,25 @@ def test_ddp_on_cpu_two_ranks_agree_and_score_each_test_sample_once(tmp_path: Pa
     metrics = json.loads((out / "metrics.json").read_text())
     assert ranks[0]["seen"] + ranks[1]["seen"] == metrics["data"]["test_size"] == 32  # no padded duplicates
     assert metrics["test/auc"] == pytest.approx(ranks[0]["metrics"]["test/auc"])
+
+
+def test_optuna_search_runs_and_resumes_its_sqlite_study(tmp_path: Path, ml100k_dir: Path):
+    import optuna
+
+    args = ["-m", "hparams_search=ctr_optuna", *FAST, *_data(ml100k_dir, tmp_path), "trainer.max_epochs=1",
+            "~callbacks.early_stopping", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=1"]
+    for _ in range(2):
+        run_cli(args, tmp_path)
+    study = optuna.load_study(study_name="ctr_lora_optuna", storage=f"sqlite:///{tmp_path / 'logs' / 'optuna.db'}")
+    trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(trials) == 4 and len({t.params["task.optimizer.lr"] for t in trials}) == 4
+    for t in trials:  # each trial's value is the best validation AUC its job wrote
+        assert 0.0 < t.value <= 1.0 and set(t.params) == {"task.optimizer.lr", "peft.r", "peft.lora_dropout"}
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path: Path, ml100k_dir: Path):
+    run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST, *_data(ml100k_dir, tmp_path),
+             "seed=0,1", "++trainer.fast_dev_run=true"], tmp_path)  # fmt: skip
+    jobs = sorted(tmp_path.glob("logs/ctr_lora/multiruns/*/*/metrics.json"))
+    assert len(jobs) == 2
+    assert len({json.loads(p.read_text())["test/logloss"] for p in jobs}) == 2  # different seeds, different runs
