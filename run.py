@@ -71,15 +71,16 @@ def train(cfg: DictConfig) -> dict:
         path = write_metrics(output_dir, metrics)
         log.info("Metrics: %s", {k: v for k, v in metrics.items() if "/" in k})
         log.info("Run directory: %s (metrics in %s)", output_dir, path.name)
-        _finish_wandb(output_dir)
+        _finish_wandb(metrics)
     return metrics
 
 
-def _finish_wandb(output_dir: Path) -> None:
-    """Close this job's W&B run, so each job of a multirun is its own run, and say how to upload it."""
+def _finish_wandb(metrics: dict) -> None:
+    """Put the best/test metrics in this job's W&B summary and close the run (one run per multirun job)."""
     import wandb
 
     if wandb.run is not None:
+        wandb.run.summary.update({k: v for k, v in metrics.items() if "/" in k})
         offline = wandb.run.settings.mode in ("offline", "dryrun")
         run_dir = Path(wandb.run.dir).parent
         wandb.finish()

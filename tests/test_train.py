@@ -47,12 +47,23 @@ def test_multirun_gives_each_job_its_own_directory(tmp_path: Path, ml100k_dir: P
     assert lora["trainable"] == 32833 and full["trainable"] == full["total"] == lora["total"] - 32833 + 65
 
 
-def test_wandb_offline_writes_a_local_run(tmp_path: Path, ml100k_dir: Path):
-    run_cli(["experiment=ctr_lora", "logger=wandb", *_data(ml100k_dir, tmp_path), "++trainer.fast_dev_run=true"],
-            tmp_path, env={"WANDB_MODE": "offline"})  # fmt: skip
-    out = _only_run_dir(tmp_path)
-    runs = list((out / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+def test_wandb_offline_one_run_per_job_sharing_the_sweep_group(tmp_path: Path, ml100k_dir: Path):
+    import yaml
+
+    run_cli(["-m", "experiment=ctr_lora", "logger=wandb", *_data(ml100k_dir, tmp_path), "peft=lora,none",
+             "++trainer.fast_dev_run=true"], tmp_path, env={"WANDB_MODE": "offline"})  # fmt: skip
+    jobs = sorted(p.parent for p in tmp_path.glob("logs/ctr_lora/multiruns/*/*/metrics.json"))
+    assert len(jobs) == 2
+    sweep = jobs[0].parent.name
+    for job, peft in zip(jobs, ("lora", "none"), strict=True):
+        runs = list((job / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1  # wandb.finish() per job: one run each
+        wandb_cfg = yaml.safe_load((job / "config_resolved.yaml").read_text())["logger"]["wandb"]
+        assert wandb_cfg["group"] == f"ctr_lora-{sweep}"
+        assert wandb_cfg["name"] == f"peft={peft},trainer.fast_dev_run=True"  # paths and data.root left out
+        assert wandb_cfg["job_type"] == "ctr" and wandb_cfg["tags"] == ["ml100k", "ctr", "lora"]
+        record = next(runs[0].glob("run-*.wandb")).read_bytes()  # the offline run's protobuf log
+        assert f"ctr_lora-{sweep}".encode() in record and f"peft={peft},".encode() in record
 
 
 def _cfg(tmp_path: Path, ml100k_dir: Path, *overrides: str):

@@ -14,6 +14,33 @@ def sqlite_url(path: str) -> str:
     return f"sqlite:///{file}"
 
 
+
+
+def sweep_group(default: str) -> str:
+    """`<default>-<multirun dir name>` for the jobs of one multirun (so they share a W&B group), else `default`."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return f"{default}-{Path(HydraConfig.get().sweep.dir).name}"
+    return default
+
+
+IGNORED_IN_NAMES = ("paths.", "data.root", "data.data_dir", "extras.", "hydra.", "logger")
+
+
+def job_name(default: str) -> str:
+    """A readable run name from the job's command-line overrides (paths and plumbing left out), else `default`."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return default
+    kept = [o.lstrip("+~") for o in HydraConfig.get().overrides.task]
+    kept = [o for o in kept if not o.startswith(IGNORED_IN_NAMES) and not o.startswith("experiment=")]
+    return ",".join(kept) or default
+
+
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("sqlite_url"):
-        OmegaConf.register_new_resolver("sqlite_url", sqlite_url)
+    for name, fn in (("sqlite_url", sqlite_url), ("sweep_group", sweep_group), ("job_name", job_name)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
