@@ -34,13 +34,15 @@ def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
 
 
 def run_cli(
-    args: list[str], tmp_path: Path, timeout: int = 600, env: dict | None = None
+    args: list[str], tmp_path: Path, timeout: int = 600, env: dict | None = None, check: bool = True
 ) -> subprocess.CompletedProcess:
     """Run `python run.py ARGS` from the repository with W&B disabled (unless `env` says) and a private log dir."""
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT), "M6REC_ROOT": str(ROOT), **(env or {})}
-    cmd = [sys.executable, str(ROOT / "run.py"), *args, f"paths.log_dir={tmp_path / 'logs'}"]
+    log_dir = [] if any(a.startswith("--config-path") for a in args) else [f"paths.log_dir={tmp_path / 'logs'}"]
+    cmd = [sys.executable, str(ROOT / "run.py"), *args, *log_dir]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"run.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    if check:
+        assert proc.returncode == 0, f"run.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
 
 

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 import run
 from m6rec.peft import apply_peft
 from m6rec.systems.ctr import CTRSystem
-from tests.helpers import compose_config, run_cli
+from tests.helpers import ROOT, compose_config, run_cli
 
 FAST = ["experiment=ctr_lora", "logger=csv", "data.batch_size=32"]
 
@@ -163,3 +163,39 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path: Path, ml100k_
     jobs = sorted(tmp_path.glob("logs/ctr_lora/multiruns/*/*/metrics.json"))
     assert len(jobs) == 2
     assert len({json.loads(p.read_text())["test/logloss"] for p in jobs}) == 2  # different seeds, different runs
+
+
+def test_a_crashed_job_is_reported_and_the_sweep_goes_on(tmp_path: Path, ml100k_dir: Path):
+    from m6rec.compare import collect_runs
+
+    proc = run_cli(["-m", *FAST, *_data(ml100k_dir, tmp_path), "data.max_length=5,64", "++trainer.fast_dev_run=true"],
+                   tmp_path, check=False)  # fmt: skip
+    assert proc.returncode == 1 and "data.max_length=5 is too small" in proc.stderr
+    sweep = next(tmp_path.glob("logs/ctr_lora/multiruns/*"))
+    assert not (sweep / "0" / "metrics.json").exists() and (sweep / "1" / "metrics.json").exists()
+    finished, failed = collect_runs([sweep])
+    assert len(finished) == 1 and [p.name for p in failed] == ["0"]
+
+
+def test_a_run_directory_reproduces_its_run(tmp_path: Path, ml100k_dir: Path):
+    run_cli([*FAST, "logger=wandb", *_data(ml100k_dir, tmp_path), "trainer.max_epochs=1", "seed=3"], tmp_path)
+    original = _only_run_dir(tmp_path)
+    again = tmp_path / "again"
+    run_cli(["--config-path", str(original / ".hydra"), "--config-name", "config", f"hydra.run.dir={again}"], tmp_path)
+    first, second = (json.loads((d / "metrics.json").read_text()) for d in (original, again))
+    assert second["test/auc"] == first["test/auc"] and second["val/auc"] == first["val/auc"]
+    import yaml
+
+    configs = [yaml.safe_load((d / "config_resolved.yaml").read_text().replace(str(d), "<run dir>"))
+               for d in (original, again)]  # fmt: skip
+    assert configs[1]["logger"]["wandb"].pop("name") == "ctr_lora"  # no command-line overrides this time
+    assert configs[0]["logger"]["wandb"].pop("name") == "data.batch_size=32,trainer.max_epochs=1,seed=3"
+    assert configs[1] == configs[0]  # everything else, job_type and group included, is the same
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml")))
+def test_every_experiment_fast_dev_runs(experiment: str, tmp_path: Path, ml100k_dir: Path):
+    run_cli([f"experiment={experiment}", "logger=csv", *_data(ml100k_dir, tmp_path), "++trainer.fast_dev_run=true"],
+            tmp_path)  # fmt: skip
+    metrics = next(tmp_path.glob("logs/*/runs/*/metrics.json"))
+    assert 0.0 <= json.loads(metrics.read_text())["test/auc"] <= 1.0

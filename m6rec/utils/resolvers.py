@@ -26,6 +26,18 @@ def sweep_group(default: str) -> str:
     return default
 
 
+def group_choice(group: str, target: str) -> str:
+    """The option chosen for a config group (e.g. task → ctr). A run reproduced from its saved `.hydra/config.yaml`
+    has no choices; then the module of the group's `_target_` names it (m6rec.systems.ctr.CTRSystem → ctr)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get(group)
+        if choice:
+            return str(choice)
+    return target.rsplit(".", 2)[-2] if target.count(".") >= 2 else target
+
+
 IGNORED_IN_NAMES = ("paths.", "data.root", "data.data_dir", "extras.", "hydra.", "logger")
 
 
@@ -41,6 +53,7 @@ def job_name(default: str) -> str:
 
 
 def register_resolvers() -> None:
-    for name, fn in (("sqlite_url", sqlite_url), ("sweep_group", sweep_group), ("job_name", job_name)):
+    resolvers = {"sqlite_url": sqlite_url, "sweep_group": sweep_group, "job_name": job_name, "choice": group_choice}
+    for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
