@@ -63,3 +63,18 @@ def test_every_data_config_names_a_known_dataset(data: str, tmp_path: Path):
 
     cfg = compose_config(["experiment=ctr_lora", f"data={data}"], tmp_path)
     assert cfg.data.dataset in LOADERS and cfg.data.templates.prompt  # inherited from ml100k.yaml
+
+
+def test_slurm_launcher_asks_for_one_task_per_gpu(tmp_path: Path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", return_hydra_config=True, overrides=[
+            "hydra/launcher=slurm", "experiment=ctr_lora", "trainer=ddp", "trainer.devices=8", "trainer.num_nodes=2"])
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (cfg.hydra.launcher.nodes, cfg.hydra.launcher.gpus_per_node, cfg.hydra.launcher.tasks_per_node) == (2, 8, 8)
+    assert cfg.hydra.launcher.timeout_min == 720 and cfg.hydra.launcher.max_num_timeout == 3

@@ -199,3 +199,10 @@ def test_every_experiment_fast_dev_runs(experiment: str, tmp_path: Path, ml100k_
             tmp_path)  # fmt: skip
     metrics = next(tmp_path.glob("logs/*/runs/*/metrics.json"))
     assert 0.0 <= json.loads(metrics.read_text())["test/auc"] <= 1.0
+
+
+def test_submitit_local_launcher_runs_each_job(tmp_path: Path, ml100k_dir: Path):
+    run_cli(["-m", "hydra/launcher=submitit_local", *FAST, *_data(ml100k_dir, tmp_path), "seed=0,1",
+             "++trainer.fast_dev_run=true"], tmp_path)  # fmt: skip
+    jobs = sorted(tmp_path.glob("logs/ctr_lora/multiruns/*/*/metrics.json"))
+    assert [p.parent.name for p in jobs] == ["0", "1"]
