@@ -206,3 +206,11 @@ def test_submitit_local_launcher_runs_each_job(tmp_path: Path, ml100k_dir: Path)
              "++trainer.fast_dev_run=true"], tmp_path)  # fmt: skip
     jobs = sorted(tmp_path.glob("logs/ctr_lora/multiruns/*/*/metrics.json"))
     assert [p.parent.name for p in jobs] == ["0", "1"]
+
+
+def test_two_loggers_at_once(tmp_path: Path, ml100k_dir: Path):
+    run_cli(["experiment=ctr_lora", "logger=[wandb,csv]", *_data(ml100k_dir, tmp_path), "trainer.max_epochs=1"],
+            tmp_path, env={"WANDB_MODE": "offline"})  # fast_dev_run would silence the loggers  # fmt: skip
+    out = _only_run_dir(tmp_path)
+    assert len(list((out / "wandb").glob("offline-run-*"))) == 1
+    assert "test/auc" in (out / "csv" / "version_0" / "metrics.csv").read_text()
