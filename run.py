@@ -59,7 +59,7 @@ def train(cfg: DictConfig) -> dict:
         elif cfg.optimized_metric in trainer.callback_metrics:  # no checkpointing: the last validation value
             metrics[cfg.optimized_metric] = float(trainer.callback_metrics[cfg.optimized_metric])
     if cfg.test:
-        best = metrics.get("best_checkpoint")
+        best = metrics.get("best_checkpoint") or (None if cfg.train else cfg.ckpt_path)  # train=false: test ckpt_path
         if best is None:
             log.warning("No best checkpoint (fast_dev_run or no validation): testing the current weights")
         trainer.test(system, datamodule=datamodule, ckpt_path=best)

@@ -126,6 +126,9 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path: Path, ml100k_dir: P
     run.train(_cfg(tmp_path / "b", ml100k_dir, "trainer.max_epochs=2", f"ckpt_path={last}"))
     resumed = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)
     assert resumed["global_step"] == 2 * steps_per_epoch and resumed["epoch"] == 1
+    # train=false tests the given checkpoint: the same numbers as the run that produced it
+    tested = run.train(_cfg(tmp_path / "c", ml100k_dir, "train=false", f"ckpt_path={first['best_checkpoint']}"))
+    assert tested["test/auc"] == first["test/auc"] and tested["test/logloss"] == first["test/logloss"]
 
 
 def test_ddp_on_cpu_two_ranks_agree_and_score_each_test_sample_once(tmp_path: Path, ml100k_dir: Path):
