@@ -49,7 +49,7 @@ def test_no_valid_or_test_interaction_reaches_any_rendered_text(ml100k_dir: Path
         for item, _ in hist:
             assert (inter["user_id"].iloc[row], item) not in held_out
     # and in the rendered text of every sample: a held-out item's history piece never appears for its user
-    texts = dm.render_texts(histories)
+    texts = dm.render_texts(inter, histories)
     titles = dm.tables.items.set_index("item_id")["title"]
     rows = pd.DataFrame({"u": inter["user_id"], "text": texts})
     for (u, i) in held_out:
@@ -60,3 +60,24 @@ def test_no_valid_or_test_interaction_reaches_any_rendered_text(ml100k_dir: Path
     assert sizes == [(split == code).sum() for code in (TRAIN, VALID, TEST)]
     if method == "cold_items":
         assert not set(dm.datasets["train"].item_ids) & set(dm.datasets["test"].item_ids)
+
+
+def test_implicit_mode_samples_negatives_per_split_and_k_core_filters(ml100k_dir: Path, tmp_path: Path):
+    dm = BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir), implicit=True,
+                                negatives={"ratio": 2, "strategy": "popularity"}, max_length=256)  # fmt: skip
+    samples = dm.samples()
+    positives = samples[samples["observed"]]
+    assert len(positives) == 320 and (positives["label"] == 1).all()
+    for code in (TRAIN, VALID, TEST):  # ratio negatives per positive, inside each split
+        part = samples[samples["split"] == code]
+        assert (part["label"] == 0).sum() == 2 * (part["label"] == 1).sum()
+    seen = set(zip(positives["user_id"], positives["item_id"], strict=True))
+    negatives = samples[~samples["observed"]]
+    assert not any((u, i) in seen for u, i in zip(negatives["user_id"], negatives["item_id"], strict=True))
+    dm.setup()
+    assert len(dm.datasets["train"]) == 3 * (positives["split"] == TRAIN).sum()
+    assert dm.stats["train_positive_rate"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="data.k_core: no interactions left"):  # every fixture user has 20
+        BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir), k_core=21).setup()
+    kept = BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir), k_core=5).interactions
+    assert (kept.groupby("item_id").size() >= 5).all() and (kept.groupby("user_id").size() >= 5).all()

@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -26,6 +27,7 @@ from m6rec.data.render import (
     render_prompt,
     render_user_text,
 )
+from m6rec.data.sampling import k_core, sample_negatives
 from m6rec.data.sources import LOADERS as GROUPLENS_LOADERS
 from m6rec.data.sources import fetch_grouplens
 from m6rec.data.splits import SPLIT_NAMES, TRAIN, split_interactions
@@ -104,6 +106,9 @@ class BehaviourLogDataModule(L.LightningDataModule):
         split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
         split_seed: int = 0,
         label_threshold: float = 4.0,
+        k_core: int = 0,
+        implicit: bool = False,
+        negatives: dict[str, Any] | None = None,
         history_len: int = 10,
         max_length: int = 64,
         templates: dict[str, str] | None = None,
@@ -117,6 +122,8 @@ class BehaviourLogDataModule(L.LightningDataModule):
         # plain containers (not OmegaConf nodes) so checkpoints load with weights_only=True
         sources, split_ratios = [str(s) for s in sources], [float(r) for r in split_ratios]
         templates = {str(k): str(v) for k, v in (templates or {}).items()}
+        negatives = {"ratio": 1, "strategy": "uniform", **dict(negatives or {})}
+        negatives = {"ratio": int(negatives["ratio"]), "strategy": str(negatives["strategy"])}
         self.save_hyperparameters()
         self.templates = Templates.from_config(templates)
         self.datasets: dict[str, CTRDataset] = {}
@@ -144,6 +151,12 @@ class BehaviourLogDataModule(L.LightningDataModule):
         if self.hparams.dataset not in LOADERS:
             raise ValueError(f"data.dataset: unknown dataset {self.hparams.dataset!r}; choose from {sorted(LOADERS)}")
         return self.hparams.dataset
+
+    @cached_property
+    def interactions(self) -> pd.DataFrame:
+        """The log after k-core filtering (`data.k_core`: users and items with at least k interactions)."""
+        k = self.hparams.k_core
+        return k_core(self.tables.interactions, k, k) if k > 1 else self.tables.interactions
 
     @cached_property
     def fingerprint(self) -> str:
@@ -175,12 +188,12 @@ class BehaviourLogDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        inter = self.tables.interactions
-        split = self.split_codes()
-        histories = recent_training_history(inter, split == TRAIN, self.hparams.history_len)
-        input_ids = self._encode(histories)
-        labels = (inter["rating"].to_numpy() >= self.hparams.label_threshold).astype(np.float32)
-        users, items = inter["user_id"].to_numpy(), inter["item_id"].to_numpy()
+        samples = self.samples()
+        is_history = (samples["split"] == TRAIN).to_numpy() & samples["observed"].to_numpy()
+        histories = recent_training_history(samples, is_history, self.hparams.history_len)
+        input_ids = self._encode(samples, histories)
+        labels, split = samples["label"].to_numpy(np.float32), samples["split"].to_numpy()
+        users, items = samples["user_id"].to_numpy(), samples["item_id"].to_numpy()
         for code, name in SPLIT_NAMES.items():
             rows = np.flatnonzero(split == code)
             self.datasets[name] = CTRDataset([input_ids[r] for r in rows], labels[rows], users[rows], items[rows])
@@ -190,14 +203,38 @@ class BehaviourLogDataModule(L.LightningDataModule):
     def split_codes(self) -> np.ndarray:
         """TRAIN/VALID/TEST code of every interaction under `data.split` (random | loo | temporal | cold_items)."""
         hp = self.hparams
-        return split_interactions(self.tables.interactions, hp.split, hp.split_ratios, hp.split_seed)
+        return split_interactions(self.interactions, hp.split, hp.split_ratios, hp.split_seed)
 
-    def render_texts(self, histories: list[list[tuple[int, float]]]) -> list[str]:
-        """The prompt of every interaction with its full history (no token budget applied)."""
-        parts = self._parts(histories)
+    def samples(self) -> pd.DataFrame:
+        """Every scored event with its `split`, `label` and whether it was `observed` (a real interaction).
+
+        Explicit mode: label = rating >= `label_threshold`. Implicit mode (`data.implicit`): every interaction is a
+        positive, and `negatives.ratio` unobserved items per positive are sampled within each split, never an item
+        the user has in any split.
+        """
+        hp = self.hparams
+        inter = self.interactions.assign(split=self.split_codes(), observed=True)
+        if not hp.implicit:
+            return inter.assign(label=(inter["rating"] >= hp.label_threshold).astype(np.float32))
+        inter = inter.assign(label=np.float32(1.0))
+        parts = [inter]
+        columns = ["user_id", "item_id", "rating", "timestamp"]
+        for code in SPLIT_NAMES:
+            own = inter["split"] == code
+            if hp.negatives["ratio"] > 0 and own.any():
+                negatives = sample_negatives(inter.loc[own, columns], hp.negatives["ratio"], hp.negatives["strategy"],
+                                             seed=hp.split_seed + code, exclude=inter.loc[~own, columns])  # fmt: skip
+                parts.append(negatives.assign(split=code, observed=False, label=np.float32(0.0)))
+        return pd.concat(parts, ignore_index=True)
+
+    def render_texts(self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]]) -> list[str]:
+        """The prompt of every sample with its full history (no token budget applied)."""
+        parts = self._parts(samples, histories)
         return [render_prompt(u, p, h, c, self.templates) for u, p, h, c in parts]
 
-    def _parts(self, histories: list[list[tuple[int, float]]]) -> list[tuple[str, str, list[str], str]]:
+    def _parts(
+        self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]]
+    ) -> list[tuple[str, str, list[str], str]]:
         t, tables = self.templates, self.tables
         users = {row["user_id"]: row for row in tables.users.to_dict("records")}
         items = {row["item_id"]: row for row in tables.items.to_dict("records")}
@@ -206,8 +243,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
         item_text = {i: render_item_text(row, t) for i, row in items.items()}
         piece: dict[tuple[int, float], str] = {}
         parts = []
-        inter = self.tables.interactions
-        for u, i, hist in zip(inter["user_id"].tolist(), inter["item_id"].tolist(), histories, strict=True):
+        for u, i, hist in zip(samples["user_id"].tolist(), samples["item_id"].tolist(), histories, strict=True):
             pieces = []
             for key in hist:
                 if key not in piece:
@@ -216,15 +252,15 @@ class BehaviourLogDataModule(L.LightningDataModule):
             parts.append((*user_text.get(u, anonymous), pieces, item_text[i]))
         return parts
 
-    def _encode(self, histories: list[list[tuple[int, float]]]) -> list[np.ndarray]:
+    def _encode(self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]]) -> list[np.ndarray]:
         """Token ids of every prompt, oldest history items dropped to fit `max_length` (see SegmentEncoder)."""
-        parts = self._parts(histories)
+        parts = self._parts(samples, histories)
         encoder = SegmentEncoder(self.tokenizer, self.templates, self.hparams.max_length)
         encoder.prefetch(s for part in parts for s in prompt_segments(*part, self.templates))
         return [encoder.encode(*part) for part in parts]
 
     def _statistics(self, labels: np.ndarray, split: np.ndarray) -> dict[str, Any]:
-        inter = self.tables.interactions
+        inter = self.interactions
         n_users, n_items = inter["user_id"].nunique(), inter["item_id"].nunique()
         stats: dict[str, Any] = {
             "users": n_users, "items": n_items, "interactions": len(inter),
