@@ -256,7 +256,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
         """Token ids of every prompt, oldest history items dropped to fit `max_length` (see SegmentEncoder)."""
         parts = self._parts(samples, histories)
         encoder = SegmentEncoder(self.tokenizer, self.templates, self.hparams.max_length)
-        encoder.prefetch(s for part in parts for s in prompt_segments(*part, self.templates))
+        encoder.prefetch(s for part in _covering_parts(parts) for s in prompt_segments(*part, self.templates))
         return [encoder.encode(*part) for part in parts]
 
     def _statistics(self, labels: np.ndarray, split: np.ndarray) -> dict[str, Any]:
@@ -296,3 +296,15 @@ class BehaviourLogDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
+
+
+def _covering_parts(parts: list[tuple[str, str, list[str], str]]) -> list[tuple[str, str, list[str], str]]:
+    """A few thousand synthetic prompts in which every distinct user, history item and candidate appears, so one
+    batch call tokenizes (almost) every segment the real prompts use; rare misses are tokenized on demand."""
+    users = sorted({(u, p) for u, p, _, _ in parts})
+    pieces = sorted({piece for _, _, history, _ in parts for piece in history}) or [""]
+    candidates = sorted({c for _, _, _, c in parts})
+    n = max(len(users), len(pieces), len(candidates))
+    return [(*users[k % len(users)], pieces[k % len(pieces) : k % len(pieces) + 2], candidates[k % len(candidates)])
+            for k in range(n)]  # fmt: skip
+
