@@ -16,11 +16,11 @@ os.environ.setdefault("M6REC_ROOT", str(ROOT))
 os.environ.setdefault("WANDB_MODE", "offline")  # no account, no network unless the user asks for it
 
 import hydra  # noqa: E402
-import lightning as L  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from m6rec.peft import apply_peft, count_parameters  # noqa: E402
+from m6rec.build import build_datamodule_and_system  # noqa: E402
+from m6rec.peft import count_parameters  # noqa: E402
 from m6rec.utils.config_tree import print_config_tree  # noqa: E402
 from m6rec.utils.resolvers import register_resolvers  # noqa: E402
 from m6rec.utils.run_record import write_metrics, write_run_start  # noqa: E402
@@ -33,11 +33,7 @@ def train(cfg: DictConfig) -> dict:
     """Run one job and return its metrics (best validation value, test metrics, sizes, wall time)."""
     start = time.time()
     output_dir = Path(cfg.paths.output_dir)
-    L.seed_everything(cfg.seed, workers=True)
-
-    datamodule = instantiate(cfg.data)
-    backbone = instantiate(cfg.model.backbone, vocab_size=len(datamodule.tokenizer))
-    system = instantiate(cfg.task, backbone=apply_peft(backbone, instantiate(cfg.peft)))
+    datamodule, system = build_datamodule_and_system(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -55,6 +51,8 @@ def train(cfg: DictConfig) -> dict:
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.best_model_path:
             metrics["best_checkpoint"] = checkpoint.best_model_path
+            if Path(checkpoint.best_model_path).is_file():  # (not on other nodes' disks under multi-node DDP)
+                metrics["checkpoint_mb"] = Path(checkpoint.best_model_path).stat().st_size / 2**20
             metrics[cfg.optimized_metric] = float(checkpoint.best_model_score)
         elif cfg.optimized_metric in trainer.callback_metrics:  # no checkpointing: the last validation value
             metrics[cfg.optimized_metric] = float(trainer.callback_metrics[cfg.optimized_metric])

@@ -28,6 +28,7 @@ META_COLUMNS = ("path", "seed", "overrides", "choices", "config")
 # output column -> (metric it averages, table header, cell format)
 EXTRAS = {
     "params_trainable": ("params.trainable", "trainable params", "{:,.0f}"),
+    "checkpoint_mb": ("checkpoint_mb", "checkpoint (MB)", "{:.3f}"),
     "wall_time_s": ("wall_time_s", "wall time (s)", "{:.1f}"),
 }
 _NOTHING = object()
@@ -168,7 +169,8 @@ def compare(
     lower_is_better: bool = False,
 ) -> pd.DataFrame:
     """One row per group, best mean first: the by-keys, n, mean, std (ddof=1, NaN when n=1), best, and the means of
-    params_trainable / wall_time_s when present. `by=None` detects the keys; `attrs` holds metric, by and failures."""
+    params_trainable / checkpoint_mb / wall_time_s when present. `by=None` detects the keys; `attrs` holds metric,
+    by and failures."""
     dirs = [dirs] if isinstance(dirs, (str, os.PathLike)) else list(dirs)
     runs, failed = _collect(dirs)
     if runs.empty:

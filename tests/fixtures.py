@@ -66,3 +66,67 @@ def write_recbole(root: Path, log: dict) -> Path:
     user += [f"{u['user_id']}\t{u['age']}\t{u['gender']}\t{u['occupation']}\t{u['zip']}\n" for u in log["users"]]
     (root / "ml-100k.user").write_text("".join(user))
     return root
+
+
+# --------------------------------------------------------------------------- Amazon Reviews (one JSON object a line)
+# One line of each real file, with every field the releases have; {…} are filled per record.
+AMAZON_LINES = {
+    ("2018", "reviews"): '{{"overall": {rating:.1f}, "verified": true, "reviewTime": "09 1, 2016", "reviewerID": '
+    '"{user}", "asin": "{item}", "style": {{"Size:": " 7.0 oz"}}, "reviewerName": "Shelly F", "reviewText": {text}, '
+    '"summary": {summary}, "unixReviewTime": {time}}}',
+    ("2018", "meta"): '{{"category": {categories}, "tech1": "", "description": {description}, "fit": "", "title": '
+    '{title}, "also_buy": ["B000000001"], "tech2": "", "brand": "Acme", "feature": [], "rank": [], "also_view": [], '
+    '"main_cat": "All Beauty", "similar_item": "", "date": "", "price": "", "asin": "{item}", "imageURL": [], '
+    '"imageURLHighRes": []}}',
+    ("2023", "reviews"): '{{"rating": {rating:.1f}, "title": {summary}, "text": {text}, "images": [], "asin": '
+    '"{item}V", "parent_asin": "{item}", "user_id": "{user}", "timestamp": {time}123, "helpful_vote": 0, '
+    '"verified_purchase": true}}',
+    ("2023", "meta"): '{{"main_category": "All Beauty", "title": {title}, "average_rating": 4.5, "rating_number": 10, '
+    '"features": [], "description": {description}, "price": null, "images": [], "videos": [], "store": "Acme", '
+    '"categories": {categories}, "details": {{"UPC": "617390882781"}}, "parent_asin": "{item}", '
+    '"bought_together": null}}',
+}
+
+
+def amazon_lines(version: str, log: dict) -> tuple[list[str], list[str]]:
+    """`log` (see make_log) as the review and metadata lines of Amazon Reviews `version` ("2018" | "2023"): ids are
+    ASIN-like strings (B000000001, A0000000000001X), 2023 times are milliseconds."""
+    import json
+
+    def asin(i: int) -> str:
+        return f"B{i:09d}"
+
+    reviews = [
+        AMAZON_LINES[version, "reviews"].format(
+            rating=r, user=f"A{u:013d}X", item=asin(i), time=t, text=json.dumps(f"Review of {i} by {u}."),
+            summary=json.dumps(f"{r} stars"),
+        )
+        for u, i, r, t in log["ratings"]
+    ]  # fmt: skip
+    meta = [
+        AMAZON_LINES[version, "meta"].format(
+            item=asin(it["item_id"]), title=json.dumps(it["title"]), categories=json.dumps(["Beauty", *it["genres"]]),
+            description=json.dumps([f"About {it['title']}."]),
+        )
+        for it in log["items"]
+    ]  # fmt: skip
+    return reviews, meta
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    """One line each, gzipped when the name ends in .gz."""
+    import gzip
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(line + "\n" for line in lines).encode("utf-8")
+    path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
+    return path
+
+
+def write_amazon(root: Path, version: str, log: dict, category: str = "All_Beauty") -> Path:
+    """`<category>` reviews + `meta_<category>` under the release's names (2018 `.json.gz`, 2023 `.jsonl.gz`)."""
+    suffix = ".json.gz" if version == "2018" else ".jsonl.gz"
+    reviews, meta = amazon_lines(version, log)
+    write_lines(root / f"{category}{suffix}", reviews)
+    write_lines(root / f"meta_{category}{suffix}", meta)
+    return root

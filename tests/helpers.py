@@ -68,3 +68,18 @@ class DumpTestMetrics:
                 path.write_text(json.dumps({"metrics": metrics, "seen": self.seen, "world": trainer.world_size}))
 
         return _Dump()
+
+
+def experiment_data(cfg, ml100k_dir: Path, tmp_path: Path) -> list[str]:
+    """Point an experiment's behaviour data (wherever its data config nests it) at a fixture."""
+    cache = f"paths.data_dir={tmp_path / 'cache'}"
+    if cfg.data.get("behaviour"):  # a corpus derived from a behaviour log
+        return [f"data.behaviour.root={ml100k_dir}", cache]
+    if cfg.data.get("datamodules"):  # multi-task
+        return [*(f"data.datamodules.{name}.root={ml100k_dir}" for name in cfg.data.datamodules), cache]
+    if str(cfg.data.dataset).startswith("amazon"):
+        from tests.fixtures import make_log, write_amazon
+
+        root = write_amazon(tmp_path / "amazon", str(cfg.data.dataset)[-4:], make_log())
+        return [f"data.root={root}", "data.source.category=All_Beauty", "data.k_core=0", cache]
+    return [f"data.root={ml100k_dir}", cache]

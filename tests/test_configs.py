@@ -8,8 +8,9 @@ import lightning as L
 import pytest
 from hydra.utils import instantiate
 
+from m6rec.build import build_datamodule_and_system
 from m6rec.peft import apply_peft, count_parameters
-from tests.helpers import ROOT, compose_config
+from tests.helpers import ROOT, compose_config, experiment_data
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
 
@@ -30,11 +31,9 @@ def test_experiment_composes(experiment: str, trainer: str, tmp_path: Path):
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_instantiates(experiment: str, tmp_path: Path, ml100k_dir: Path):
-    cfg = compose_config([f"experiment={experiment}", f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path}"],
-                         tmp_path)  # fmt: skip
-    datamodule = instantiate(cfg.data)
-    backbone = instantiate(cfg.model.backbone, vocab_size=len(datamodule.tokenizer))
-    system = instantiate(cfg.task, backbone=apply_peft(backbone, instantiate(cfg.peft)))
+    cfg = compose_config([f"experiment={experiment}"], tmp_path)
+    cfg = compose_config([f"experiment={experiment}", *experiment_data(cfg, ml100k_dir, tmp_path)], tmp_path)
+    _, system = build_datamodule_and_system(cfg)
     assert isinstance(system, L.LightningModule)
     trainer = instantiate(cfg.trainer, callbacks=[instantiate(c) for c in cfg.callbacks.values()], logger=False)
     assert isinstance(trainer, L.Trainer)
@@ -62,7 +61,14 @@ def test_every_data_config_names_a_known_dataset(data: str, tmp_path: Path):
     from m6rec.data.behaviour_log import LOADERS
 
     cfg = compose_config(["experiment=ctr_lora", f"data={data}"], tmp_path)
-    assert cfg.data.dataset in LOADERS and cfg.data.templates.prompt  # inherited from ml100k.yaml
+    # a behaviour-log config, or one that wraps them (a derived text corpus, the tasks of a multi-task run)
+    behaviour_logs = (
+        [cfg.data.behaviour] if cfg.data.get("behaviour") else list(cfg.data.get("datamodules", {}).values())
+    )
+    for node in behaviour_logs or [cfg.data]:
+        if "files" in node and "dataset" not in node:
+            continue  # a corpus of text files only
+        assert node.dataset in LOADERS and node.templates.prompt  # inherited from ml100k.yaml
 
 
 def test_slurm_launcher_asks_for_one_task_per_gpu(tmp_path: Path):
@@ -72,8 +78,17 @@ def test_slurm_launcher_asks_for_one_task_per_gpu(tmp_path: Path):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", return_hydra_config=True, overrides=[
-            "hydra/launcher=slurm", "experiment=ctr_lora", "trainer=ddp", "trainer.devices=8", "trainer.num_nodes=2"])
+        cfg = compose(
+            config_name="config",
+            return_hydra_config=True,
+            overrides=[
+                "hydra/launcher=slurm",
+                "experiment=ctr_lora",
+                "trainer=ddp",
+                "trainer.devices=8",
+                "trainer.num_nodes=2",
+            ],
+        )
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
     assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (cfg.hydra.launcher.nodes, cfg.hydra.launcher.gpus_per_node, cfg.hydra.launcher.tasks_per_node) == (2, 8, 8)

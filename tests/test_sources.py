@@ -9,6 +9,7 @@ import logging
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -30,12 +31,12 @@ def _records(df: pd.DataFrame) -> list[list]:
     return df.astype(object).values.tolist()
 
 
-def _canonical_dtypes(t: ml.MovieLensTables) -> None:
+def _canonical_dtypes(t: ml.MovieLensTables, age: str = "int64") -> None:
     assert list(t.interactions.columns) == INTER_COLUMNS
     assert t.interactions.dtypes.astype(str).tolist() == ["int64", "int64", "float32", "int64"]
     assert list(t.items.columns[:4]) == ITEM_COLUMNS and str(t.items["item_id"].dtype) == "int64"
     assert list(t.users.columns[:4]) == USER_COLUMNS
-    assert t.users[["user_id", "age"]].dtypes.astype(str).tolist() == ["int64", "int64"]
+    assert t.users[["user_id", "age"]].dtypes.astype(str).tolist() == ["int64", age]
 
 
 # ----------------------------------------------------------------------------------------------- ML-1M
@@ -61,7 +62,7 @@ def ml1m_dir(tmp_path: Path) -> Path:
 
 def test_ml1m_parses_exact_values(ml1m_dir: Path):
     t = src.load_ml1m(ml1m_dir)
-    _canonical_dtypes(t)
+    _canonical_dtypes(t, age="str")  # ML-1M ages are the README's brackets
     assert _records(t.interactions) == [
         [1, 1193, 5.0, 978300760], [1, 661, 3.0, 978302109], [2, 1193, 4.0, 978298413], [2, 3, 2.0, 978299000],
     ]  # fmt: skip
@@ -72,7 +73,8 @@ def test_ml1m_parses_exact_values(ml1m_dir: Path):
         [4, "American President, The", "1995", "Comedy|Drama|Romance"],
         [5, "Untitled", "", "Drama"],
     ]
-    assert _records(t.users) == [[1, 1, "F", "K-12 student"], [2, 56, "M", "self-employed"]]
+    assert _records(t.users) == [[1, "under 18", "F", "K-12 student"], [2, "56+", "M", "self-employed"]]
+    assert src.ML1M_AGES[25] == "25-34" and len(src.ML1M_AGES) == 7
     assert len(src.ML1M_OCCUPATIONS) == 21 and src.ML1M_OCCUPATIONS[20] == "writer"
 
 
@@ -90,10 +92,14 @@ def test_ml1m_accepts_crlf_and_a_missing_final_newline(ml1m_dir: Path):
         ("ratings.dat", "x::661::3::978302109\n", r"ratings.dat:3: column 'user_id' has invalid value 'x'"),
         ("ratings.dat", "1::661::-3::978302109\n", r"ratings.dat:3: column 'rating' must be a number >= 0, got -3$"),
         ("ratings.dat", "1::661::3::later\n", r"ratings.dat:3: column 'timestamp' has invalid value 'later'"),
-        ("ratings.dat", "1::999::3::978302109\n", r"interaction row 3 references unknown item_id 999"),
-        ("ratings.dat", "9::661::3::978302109\n", r"interaction row 3 references unknown user_id 9"),
+        ("ratings.dat", "1::999::3::978302109\n", r"ratings.dat:3: unknown item_id 999, not in the item table (movies"),
+        ("ratings.dat", "9::661::3::978302109\n", r"ratings.dat:3: unknown user_id 9, not in the user table (users"),
         ("movies.dat", "7::Tab\there (1999)::Drama\n", r"movies.dat:3: unexpected tab character"),
-        ("movies.dat", "661::Duplicate (1996)::Drama\n", r"duplicate item_id 661 in the item table"),
+        (
+            "movies.dat",
+            "661::Duplicate (1996)::Drama\n",
+            r"movies.dat:3: duplicate item_id 661 in the item table (first",
+        ),
         ("users.dat", "3::M::25::21::12345\n", r"users.dat:3: column 'occupation' has unknown code '21'"),
     ],
 )
@@ -166,7 +172,7 @@ def test_ml_csv_parses_exact_values(mlcsv_dir: Path):
         ("ratings.csv", "1,3,4.0,soon\n", r"ratings.csv:3: column 'timestamp' has invalid value 'soon'"),
         ("ratings.csv", "u1,3,4.0,964981247\n", r"ratings.csv:3: column 'userId' has invalid value 'u1'"),
         ("ratings.csv", "1,3,4.0,964981247,7\n", r"ratings.csv:3: expected 4 fields, saw 5"),
-        ("ratings.csv", "1,999,4.0,964981247\n", r"interaction row 2 references unknown item_id 999"),
+        ("ratings.csv", "1,999,4.0,964981247\n", r"ratings.csv:3: unknown item_id 999, not in the item table"),
         ("movies.csv", "12,Dracula, Dead and Loving It (1995),Comedy\n", r"movies.csv:3: expected 3 fields, saw 4"),
         ("movies.csv", "x,Heat (1995),Action\n", r"movies.csv:3: column 'movieId' has invalid value 'x'"),
     ],
@@ -238,7 +244,8 @@ def test_atomic_parses_exact_values(tmp_path: Path):
     assert _records(t.items) == [
         [242, "Kolya", "1996", "Comedy"], [302, "L.A. Confidential", "1997", "Crime|Film-Noir|Mystery|Thriller"],
     ]  # fmt: skip
-    assert _records(t.users) == [[196, 49, "M", "writer"], [186, 39, "F", "executive"]]
+    assert _records(t.users) == [[196, 49, "M", "writer", "55105"], [186, 39, "F", "executive", "00000"]]
+    assert list(t.users.columns) == [*USER_COLUMNS, "zip_code"]  # unmapped columns kept as text for templates
 
 
 def test_atomic_implicit_strings_ids_and_config_fields(tmp_path: Path):
@@ -270,7 +277,7 @@ def test_atomic_without_item_file_builds_items_from_ids(tmp_path: Path):
         (ATOMIC_INTER + "196\t242\t3\tlater\n", r"x.inter:4: column 'timestamp' has invalid value 'later'"),
         (ATOMIC_INTER + "196\t242\t\t881250949\n", r"x.inter:4: column 'rating' must be a number >= 0, got ''"),
         (ATOMIC_INTER + "\t242\t3\t881250949\n", r"x.inter:4: column 'user_id' is empty"),
-        (ATOMIC_INTER + "196\t999\t3\t881250949\n", r"interaction row 3 references unknown item_id 999"),
+        (ATOMIC_INTER + "196\t999\t3\t881250949\n", r"x.inter:4: unknown item_id '999', not in the item"),
     ],
 )
 def test_atomic_errors(tmp_path: Path, inter: str, message: str):
@@ -447,6 +454,8 @@ def test_datamodule_selects_the_dataset_and_renders_anonymous_users(ml1m_dir: Pa
     ml1m = BehaviourLogDataModule(data_dir=str(tmp_path), dataset="ml-1m", root=str(ml1m_dir), max_length=256)
     ml1m.setup()
     assert ml1m.stats["interactions"] == len(src.load_ml1m(ml1m_dir).interactions) > 0
+    texts = {ml1m.tokenizer.decode(ids).split(" rated ")[0] for d in ml1m.datasets.values() for ids in d.input_ids}
+    assert texts == {"A under 18-year-old female K-12 student", "A 56+-year-old male self-employed"}  # like ML-100K
     latest = BehaviourLogDataModule(data_dir=str(tmp_path), dataset="ml-latest-small", root=str(mlcsv_dir),
                                     max_length=256)  # fmt: skip
     latest.setup()
@@ -454,3 +463,168 @@ def test_datamodule_selects_the_dataset_and_renders_anonymous_users(ml1m_dir: Pa
     assert texts and all(t.startswith("A user rated ") and " Will they enjoy " in t for t in texts)
     with pytest.raises(ValueError, match=r"data.dataset: unknown dataset 'ml-10m'"):
         BehaviourLogDataModule(data_dir=str(tmp_path), dataset="ml-10m").setup()
+
+
+# ------------------------------------------------------------------------------- data=atomic / data=table configs
+def _instantiate(overrides: list[str], tmp_path: Path):
+    from hydra.utils import instantiate
+
+    from tests.helpers import compose_config
+
+    return instantiate(compose_config([*overrides, f"paths.data_dir={tmp_path}"], tmp_path).data)
+
+
+def test_atomic_config_reads_a_recbole_folder(tmp_path: Path):
+    from tests.fixtures import make_log, write_recbole
+
+    root = write_recbole(tmp_path / "rb", make_log())
+    dm = _instantiate(["data=atomic", f"data.root={root}"], tmp_path)
+    dm.setup()
+    assert dm.stats["interactions"] == 320 and dm.stats["users"] == 16
+    texts = [dm.tokenizer.decode(ids) for d in dm.datasets.values() for ids in d.input_ids]
+    assert any(t.startswith("A 25-year-old female writer rated ") for t in texts)  # user 2 of make_log
+    assert any(t.endswith(" Will he enjoy Heat (1995), Action, Crime, Thriller?") for t in texts)
+    (root / "other.inter").write_text(ATOMIC_INTER)
+    with pytest.raises(ValueError, match=r"data.source.name: .* holds 2 .inter files \['ml-100k', 'other'\]"):
+        _instantiate(["data=atomic", f"data.root={root}"], tmp_path).setup()
+    with pytest.raises(ValueError, match=r"^data.root: required for data.dataset=atomic: a folder of RecBole"):
+        _instantiate(["data=atomic"], tmp_path).setup()
+
+
+def test_table_config_maps_columns_and_templates_name_extra_columns(mlcsv_dir: Path, tmp_path: Path):
+    _write(mlcsv_dir / "users.tsv", "uid\tjob\n1\tbaker\n2\tpilot\n")
+    dm = _instantiate(
+        ["data=table", f"data.root={mlcsv_dir}", "data.max_length=256", "data.source.users=users.tsv",
+         "data.source.user_columns={user:uid,job:job}", "data.templates.user='A {job}'",
+         "+data.source.item_columns.tagline=title", "data.templates.candidate='jinja:{{ tagline | upper }}'"],
+        tmp_path,
+    )  # fmt: skip
+    dm.setup()
+    texts = [dm.tokenizer.decode(ids) for d in dm.datasets.values() for ids in d.input_ids]
+    assert len(texts) == 4 and all(t.startswith(("A baker rated ", "A pilot rated ")) for t in texts)
+    assert any(t.endswith(" Will they enjoy AMERICAN PRESIDENT, THE (1995)?") for t in texts)
+    with pytest.raises(ValueError, match=r"data.templates.candidate: unknown field\(s\) \['brand'\]; the item table"):
+        _instantiate(["data=table", f"data.root={mlcsv_dir}", "data.templates.candidate='{brand}'"], tmp_path).setup()
+    with pytest.raises(ValueError, match=r"^data.source.colums: not an option of data.dataset=table; options: "):
+        _instantiate(["data=table", f"data.root={mlcsv_dir}", "+data.source.colums={}"], tmp_path).setup()
+
+
+# ------------------------------------------------------------------------------- the sample cache
+def test_sample_cache_is_read_back_without_rendering(ml100k_dir: Path, tmp_path: Path, monkeypatch):
+    from m6rec.data import BehaviourLogDataModule, behaviour_log
+
+    first = BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir))
+    first.setup()
+    assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == ["", ".lock"]  # one entry, no temp dirs
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("rendered again")
+
+    monkeypatch.setattr(behaviour_log, "encode_batch", refuse)
+    monkeypatch.setattr(BehaviourLogDataModule, "samples", refuse)
+    second = BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir), batch_size=7)  # same samples
+    second.setup()
+    assert second.stats == first.stats and second.stats["interactions"] == 320
+    for name, a in first.datasets.items():
+        b = second.datasets[name]
+        assert len(a) == len(b) > 0 and all(np.array_equal(x, y) for x, y in zip(a.input_ids, b.input_ids, strict=True))
+        for column in ("labels", "user_ids", "item_ids", "ratings"):
+            np.testing.assert_array_equal(getattr(a, column), getattr(b, column))
+    with pytest.raises(AssertionError, match="rendered again"):  # another sample setting: another cache entry
+        BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir), history_len=3).setup()
+
+
+def test_cache_key_holds_the_tokenizer_identity(tmp_path: Path):
+    from m6rec.data.sample_cache import cache_dir
+    from m6rec.data.tokenizer import train_bpe_tokenizer
+
+    texts = [f"Movie {i} ({i % 5 + 1}/5) rated by a user" for i in range(300)]
+    small, large = (train_bpe_tokenizer(texts, size, tmp_path / "tok") for size in (270, 300))
+    again = train_bpe_tokenizer(texts, 270, tmp_path / "tok")  # the same tokenizer, loaded from its cache
+    assert cache_dir(tmp_path, "f" * 16, small) == cache_dir(tmp_path, "f" * 16, again)
+    assert cache_dir(tmp_path, "f" * 16, small) != cache_dir(tmp_path, "f" * 16, large)
+    assert cache_dir(tmp_path, "f" * 16, small) != cache_dir(tmp_path, "e" * 16, small)
+
+
+def test_failed_build_leaves_no_cache_and_waiters_read_the_winner(ml100k_dir: Path, tmp_path: Path, monkeypatch):
+    import threading
+
+    from filelock import FileLock
+
+    from m6rec.data import BehaviourLogDataModule, behaviour_log
+    from m6rec.data.sample_cache import load_or_build, write_samples
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("tokenizing crashed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(behaviour_log, "encode_batch", crash)
+        with pytest.raises(RuntimeError, match="tokenizing crashed"):
+            BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir)).setup()
+    assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".lock"]  # nothing half-written
+
+    path, result = tmp_path / "cache" / "entry", {}
+    with FileLock(str(path) + ".lock"):  # another job is building: the waiter must not build too
+        waiter = threading.Thread(target=lambda: result.update(out=load_or_build(path, crash)))
+        waiter.start()
+        waiter.join(timeout=0.5)
+        assert waiter.is_alive()
+        write_samples(path, {"input_ids": [np.array([1, 2], np.int32), np.array([3], np.int32)], "label": np.ones(2)},
+                      {"stats": {"n": 2}})  # fmt: skip
+    waiter.join(timeout=10)
+    columns, meta, hit = result["out"]
+    assert hit and meta["stats"] == {"n": 2} and [x.tolist() for x in columns["input_ids"]] == [[1, 2], [3]]
+
+
+# ------------------------------------------------------------------------------- length bucketing
+def _padding(batches: list[np.ndarray], lengths: np.ndarray) -> int:
+    return int(sum(lengths[b].max() * len(b) - lengths[b].sum() for b in batches))
+
+
+def test_length_grouped_batches_pad_less_and_cover_each_sample_once():
+    from torch.utils.data import DataLoader
+
+    from m6rec.data.bucketing import LengthGroupedSampler
+
+    lengths = np.random.default_rng(0).integers(5, 200, 1003)
+    sampler = LengthGroupedSampler(lengths, batch_size=16, seed=3, bucket_batches=10)
+    batches = sampler.batches()
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1003)) and len(sampler) == 1003
+    assert [len(b) for b in batches] == [16] * 62 + [11]  # the one short batch comes last
+    shuffled = np.random.default_rng(3).permutation(1003)
+    random_batches = [shuffled[k : k + 16] for k in range(0, 1003, 16)]
+    assert _padding(batches, lengths) * 5 < _padding(random_batches, lengths)
+    loader = DataLoader(np.arange(1003), batch_size=16, sampler=sampler)
+    assert [b.tolist() for b in loader] == [b.tolist() for b in batches]  # the DataLoader cuts exactly these
+    sampler.set_epoch(1)
+    assert [b.tolist() for b in sampler.batches()] != [b.tolist() for b in batches]
+    assert sorted(np.concatenate(sampler.batches()).tolist()) == list(range(1003))
+
+
+@pytest.mark.parametrize(("n", "repeated"), [(32 * 6, 0), (32 * 5 + 7, 0), (32 * 4 + 7, 32)])
+def test_length_grouped_ranks_take_disjoint_batches(n: int, repeated: int):
+    from m6rec.data.bucketing import LengthGroupedSampler
+
+    lengths = np.random.default_rng(1).integers(1, 50, n)
+    ranks = [LengthGroupedSampler(lengths, 32, num_replicas=3, rank=r, seed=5).batches() for r in range(3)]
+    assert len({len(r) for r in ranks}) == 1  # the same number of steps on every rank
+    seen = np.concatenate([np.concatenate(r) for r in ranks])
+    assert set(seen.tolist()) == set(range(n)) and len(seen) == n + repeated  # uneven: ranks short of a batch repeat
+    assert all(len(b) == 32 for r in ranks for b in r[:-1])
+
+
+def test_datamodule_length_bucketing_shrinks_padding(ml100k_dir: Path, tmp_path: Path):
+    from m6rec.data import BehaviourLogDataModule
+    from m6rec.data.bucketing import LengthGroupedSampler
+
+    pads = {}
+    for bucketing in (False, True):
+        dm = BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir), batch_size=16, max_length=128,
+                                    length_bucketing=bucketing)  # fmt: skip
+        dm.setup()
+        loader = dm.train_dataloader()
+        assert isinstance(loader.sampler, LengthGroupedSampler) == bucketing
+        batches = list(loader)
+        assert sum(len(b["labels"]) for b in batches) == len(dm.datasets["train"]) == 256
+        pads[bucketing] = sum(int((b["attention_mask"] == 0).sum()) for b in batches)
+    assert pads[True] * 3 < pads[False]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -15,41 +15,46 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from m6rec.data import registry
+from m6rec.data.batch_prompts import RaggedHistory, encode_batch, recent_training_rows
+from m6rec.data.bucketing import LengthGroupedSampler
 from m6rec.data.encode import SegmentEncoder
 from m6rec.data.history import recent_training_history
-from m6rec.data.movielens import SOURCES, MovieLensTables, fetch_ml100k, load_ml100k
+from m6rec.data.movielens import SOURCES, MovieLensTables
 from m6rec.data.render import (
     Templates,
-    prompt_segments,
     pronoun_for,
     render_history_item,
     render_item_text,
     render_prompt,
     render_user_text,
 )
+from m6rec.data.sample_cache import CACHE_VERSION, cache_dir, load_or_build
 from m6rec.data.sampling import k_core, sample_negatives
-from m6rec.data.sources import LOADERS as GROUPLENS_LOADERS
-from m6rec.data.sources import fetch_grouplens
 from m6rec.data.splits import SPLIT_NAMES, TRAIN, split_interactions
 from m6rec.data.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
 from m6rec.utils.files import file_digest
 
 log = logging.getLogger(__name__)
-LOADERS = {"ml-100k": load_ml100k, **GROUPLENS_LOADERS}
+LOADERS = registry.LOADERS  # data.dataset → loader(root, **data.source)
+NOT_SAMPLE_SETTINGS = ("data_dir", "root", "sources", "num_workers", "batch_size", "eval_batch_size", "cache",
+                       "length_bucketing")  # fmt: skip
 
 
 class CTRDataset(Dataset):
-    """Tokenized (user, candidate) events with a binary label."""
+    """Tokenized (user, candidate) events with a binary label and the raw rating (0 for sampled negatives)."""
 
-    def __init__(self, input_ids: list[np.ndarray], labels: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray):
+    def __init__(self, input_ids: list[np.ndarray], labels: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray,
+                 ratings: np.ndarray | None = None):  # fmt: skip
         self.input_ids, self.labels, self.user_ids, self.item_ids = input_ids, labels, user_ids, item_ids
+        self.ratings = np.full(len(labels), np.nan, np.float32) if ratings is None else ratings
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return {"input_ids": self.input_ids[i], "label": self.labels[i], "user_id": self.user_ids[i],
-                "item_id": self.item_ids[i]}  # fmt: skip
+                "item_id": self.item_ids[i], "rating": self.ratings[i]}  # fmt: skip
 
 
 def pad_collate(pad_id: int):
@@ -68,6 +73,7 @@ def pad_collate(pad_id: int):
             "labels": torch.tensor([b["label"] for b in batch], dtype=torch.float32),
             "user_ids": torch.tensor([b["user_id"] for b in batch], dtype=torch.long),
             "item_ids": torch.tensor([b["item_id"] for b in batch], dtype=torch.long),
+            "ratings": torch.tensor([b.get("rating", np.nan) for b in batch], dtype=torch.float32),
         }
 
     return collate
@@ -93,7 +99,9 @@ class BehaviourLogDataModule(L.LightningDataModule):
 
     `split` picks the protocol (see m6rec.data.splits); `root` points at a local copy (GroupLens `u.*` or RecBole
     atomic files), when null the dataset is fetched into `data_dir`. Histories come from the training split only,
-    newest kept under the token budget.
+    newest kept under the token budget. `dataset` may also be atomic / table / amazon (read from `root`, options in
+    `source`; see m6rec.data.registry); `cache` keeps the tokenized samples on disk (m6rec.data.sample_cache);
+    `length_bucketing` batches training samples of similar length (m6rec.data.bucketing).
     """
 
     def __init__(
@@ -117,9 +125,13 @@ class BehaviourLogDataModule(L.LightningDataModule):
         batch_size: int = 64,
         eval_batch_size: int = 256,
         num_workers: int = 0,
+        source: dict[str, Any] | None = None,
+        cache: bool = True,
+        length_bucketing: bool = False,
     ):
         super().__init__()
         # plain containers (not OmegaConf nodes) so checkpoints load with weights_only=True
+        source = _plain(source or {})
         sources, split_ratios = [str(s) for s in sources], [float(r) for r in split_ratios]
         templates = {str(k): str(v) for k, v in (templates or {}).items()}
         negatives = {"ratio": 1, "strategy": "uniform", **dict(negatives or {})}
@@ -136,21 +148,19 @@ class BehaviourLogDataModule(L.LightningDataModule):
 
     @cached_property
     def raw_dir(self) -> Path:
-        dataset = self._check_dataset()
-        if self.hparams.root is not None:
-            return Path(self.hparams.root)
-        if dataset == "ml-100k":
-            return fetch_ml100k(Path(self.hparams.data_dir), tuple(self.hparams.sources))
-        return fetch_grouplens(dataset, Path(self.hparams.data_dir))
+        """`data.root`, else the fetched cache (datasets that cannot be fetched say where to get them)."""
+        hp = self.hparams
+        return registry.raw_dir(hp.dataset, hp.root, hp.data_dir, hp.sources, hp.source)
 
     @cached_property
     def tables(self) -> MovieLensTables:
-        return LOADERS[self._check_dataset()](self.raw_dir)
+        """The parsed dataset (`data.dataset`'s loader with `data.source`); the templates are checked against it."""
+        tables = registry.load(self._check_dataset(), self.raw_dir, self.hparams.source)
+        self.templates.check_fields(tables.items.columns, tables.users.columns)
+        return tables
 
     def _check_dataset(self) -> str:
-        if self.hparams.dataset not in LOADERS:
-            raise ValueError(f"data.dataset: unknown dataset {self.hparams.dataset!r}; choose from {sorted(LOADERS)}")
-        return self.hparams.dataset
+        return registry.check_dataset(self.hparams.dataset)
 
     @cached_property
     def interactions(self) -> pd.DataFrame:
@@ -161,10 +171,11 @@ class BehaviourLogDataModule(L.LightningDataModule):
     @cached_property
     def fingerprint(self) -> str:
         """Hash of the raw files and of every data setting that changes the samples."""
-        h = hashlib.sha256()
-        for path in sorted(p for p in self.raw_dir.iterdir() if p.is_file() and not p.name.startswith(".")):
+        h = hashlib.sha256(f"{CACHE_VERSION}\n".encode())
+        dataset, source = self._check_dataset(), registry.check_source(self.hparams.dataset, self.hparams.source)
+        for path in registry.raw_files(dataset, self.raw_dir, source):
             h.update(f"{path.name}:{file_digest(path)}\n".encode())
-        settings = {k: v for k, v in self.hparams.items() if k not in ("data_dir", "root", "sources", "num_workers")}
+        settings = {k: v for k, v in self.hparams.items() if k not in NOT_SAMPLE_SETTINGS}
         h.update(repr(sorted((k, str(v)) for k, v in settings.items())).encode())
         return h.hexdigest()[:16]
 
@@ -188,17 +199,40 @@ class BehaviourLogDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        samples = self.samples()
-        is_history = (samples["split"] == TRAIN).to_numpy() & samples["observed"].to_numpy()
-        histories = recent_training_history(samples, is_history, self.hparams.history_len)
-        input_ids = self._encode(samples, histories)
-        labels, split = samples["label"].to_numpy(np.float32), samples["split"].to_numpy()
-        users, items = samples["user_id"].to_numpy(), samples["item_id"].to_numpy()
+        if self.hparams.cache:  # `data.cache`: tokenized samples under <data_dir>/cache/<key>/ (see sample_cache)
+            kind = f"{type(self).__module__}.{type(self).__qualname__}"  # a subclass may build other samples
+            path = cache_dir(self.hparams.data_dir, f"{self.fingerprint}|{kind}", self.tokenizer)
+            columns, meta, hit = load_or_build(path, self._columns_and_stats)
+            self.stats = meta["stats"]
+            log.info("Samples %s %s", "read from" if hit else "cached in", path)
+        else:
+            columns = self.sample_columns()
+            self.stats = self._statistics(columns["label"], columns["split"])
+        input_ids, labels, split = columns["input_ids"], columns["label"], columns["split"]
+        users, items, ratings = columns["user_id"], columns["item_id"], columns["rating"]
         for code, name in SPLIT_NAMES.items():
             rows = np.flatnonzero(split == code)
-            self.datasets[name] = CTRDataset([input_ids[r] for r in rows], labels[rows], users[rows], items[rows])
-        self.stats = self._statistics(labels, split)
+            self.datasets[name] = CTRDataset([input_ids[r] for r in rows], labels[rows], users[rows], items[rows],
+                                             ratings[rows])  # fmt: skip
         log.info("Data %s: %s", self.fingerprint, self.stats)
+
+    def _columns_and_stats(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        columns = self.sample_columns()
+        return columns, {"stats": self._statistics(columns["label"], columns["split"])}
+
+    def sample_columns(self) -> dict[str, Any]:
+        """Every sample as columns: input_ids (list of int32 arrays), label, split, user_id, item_id, rating."""
+        samples = self.samples()
+        is_history = (samples["split"] == TRAIN).to_numpy() & samples["observed"].to_numpy()
+        histories = recent_training_rows(samples, is_history, self.hparams.history_len)
+        return {
+            "input_ids": self._encode(samples, histories),
+            "label": samples["label"].to_numpy(np.float32),
+            "split": samples["split"].to_numpy(np.int8),
+            "user_id": samples["user_id"].to_numpy(np.int64),
+            "item_id": samples["item_id"].to_numpy(np.int64),
+            "rating": samples["rating"].to_numpy(np.float32),
+        }
 
     def split_codes(self) -> np.ndarray:
         """TRAIN/VALID/TEST code of every interaction under `data.split` (random | loo | temporal | cold_items)."""
@@ -252,12 +286,48 @@ class BehaviourLogDataModule(L.LightningDataModule):
             parts.append((*user_text.get(u, anonymous), pieces, item_text[i]))
         return parts
 
-    def _encode(self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]]) -> list[np.ndarray]:
-        """Token ids of every prompt, oldest history items dropped to fit `max_length` (see SegmentEncoder)."""
-        parts = self._parts(samples, histories)
-        encoder = SegmentEncoder(self.tokenizer, self.templates, self.hparams.max_length)
-        encoder.prefetch(s for part in _covering_parts(parts) for s in prompt_segments(*part, self.templates))
-        return [encoder.encode(*part) for part in parts]
+    def _encode(
+        self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]] | RaggedHistory
+    ) -> list[np.ndarray]:
+        """Token ids of every prompt, oldest history items dropped to fit `max_length` (as SegmentEncoder.encode,
+        vectorised by `encode_batch`); `histories` as lists of (item, rating) or as rows of `samples`."""
+        t, tables = self.templates, self.tables
+        if isinstance(histories, RaggedHistory):
+            lengths, rows = histories.lengths(), histories.rows
+            hist_items, hist_ratings = samples["item_id"].to_numpy()[rows], samples["rating"].to_numpy()[rows]
+        else:
+            lengths = np.array([len(h) for h in histories], np.int64)
+            hist_items = np.array([i for h in histories for i, _ in h], np.int64)
+            hist_ratings = np.array([r for h in histories for _, r in h], np.float64)
+        history = RaggedHistory(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), np.arange(lengths.sum()))
+        user_code, user_ids = pd.factorize(samples["user_id"].to_numpy())
+        users = {row["user_id"]: row for row in tables.users.to_dict("records")}
+        user_parts = [(render_user_text(users[u], t), pronoun_for(users[u])) if u in users else
+                      (t.anonymous_user, "they") for u in user_ids.tolist()]  # fmt: skip
+        item_code, item_ids = pd.factorize(samples["item_id"].to_numpy())
+        items = tables.items.set_index("item_id", drop=False)
+        item_rows = dict(zip(items.index.tolist(), items.to_dict("records"), strict=True))
+        candidates = [render_item_text(item_rows[i], t) for i in item_ids.tolist()]
+        item_of, item_keys = pd.factorize(hist_items)  # a history piece = a distinct (item, rating)
+        rating_of, rating_keys = pd.factorize(hist_ratings)
+        n_ratings = max(len(rating_keys), 1)
+        piece_code, piece_keys = pd.factorize(item_of.astype(np.int64) * n_ratings + rating_of)
+        pieces = [render_history_item(item_rows[item_keys[k // n_ratings]], float(rating_keys[k % n_ratings]), t)
+                  for k in piece_keys.tolist()]  # fmt: skip
+        encoder = SegmentEncoder(self.tokenizer, t, self.hparams.max_length)
+        return encode_batch(encoder, user_parts, user_code, candidates, item_code, pieces, history, piece_code)
+
+    def encode_requests(self, user_id: int, item_ids: Sequence[int]) -> list[np.ndarray]:
+        """Token ids of the prompt "<user> rated <history>. Will <pronoun> enjoy <item>?" for each item, the history
+        being the user's most recent training interactions (as for an event after all of them)."""
+        inter = self.interactions
+        train = inter[(self.split_codes() == TRAIN) & (inter["user_id"] == user_id).to_numpy()]
+        query = pd.DataFrame({"user_id": user_id, "item_id": list(item_ids), "rating": np.nan,
+                              "timestamp": (train["timestamp"].max() + 1) if len(train) else 0})  # fmt: skip
+        frame = pd.concat([train[query.columns], query], ignore_index=True)
+        is_history = np.arange(len(frame)) < len(train)
+        histories = recent_training_history(frame, is_history, self.hparams.history_len)[len(train) :]
+        return self._encode(query, histories)
 
     def _statistics(self, labels: np.ndarray, split: np.ndarray) -> dict[str, Any]:
         inter = self.interactions
@@ -276,12 +346,16 @@ class BehaviourLogDataModule(L.LightningDataModule):
         dataset = self.datasets[name]
         sampler = None
         trainer = self.trainer
-        if not train and trainer is not None and trainer.world_size > 1:
-            sampler = UnpaddedDistributedSampler(dataset, trainer.world_size, trainer.global_rank)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if not train and world > 1:
+            sampler = UnpaddedDistributedSampler(dataset, world, rank)
+        if train and self.hparams.length_bucketing:  # `data.length_bucketing`: batches of similar lengths
+            lengths = np.fromiter(map(len, dataset.input_ids), np.int64, count=len(dataset))
+            sampler = LengthGroupedSampler(lengths, self.hparams.batch_size, world, rank, torch.initial_seed() % 2**32)
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size,
-            shuffle=train,
+            shuffle=train and sampler is None,
             sampler=sampler,
             num_workers=self.hparams.num_workers,
             collate_fn=pad_collate(self.tokenizer.pad_token_id),
@@ -298,6 +372,15 @@ class BehaviourLogDataModule(L.LightningDataModule):
         return self._loader("test", train=False)
 
 
+def _plain(value: Any) -> Any:
+    """Nested mappings/sequences (e.g. OmegaConf nodes) as plain dicts/lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _covering_parts(parts: list[tuple[str, str, list[str], str]]) -> list[tuple[str, str, list[str], str]]:
     """A few thousand synthetic prompts in which every distinct user, history item and candidate appears, so one
     batch call tokenizes (almost) every segment the real prompts use; rare misses are tokenized on demand."""
@@ -307,4 +390,3 @@ def _covering_parts(parts: list[tuple[str, str, list[str], str]]) -> list[tuple[
     n = max(len(users), len(pieces), len(candidates))
     return [(*users[k % len(users)], pieces[k % len(pieces) : k % len(pieces) + 2], candidates[k % len(candidates)])
             for k in range(n)]  # fmt: skip
-

@@ -24,7 +24,7 @@ import pandas as pd
 from filelock import FileLock
 
 from m6rec.data import movielens
-from m6rec.data.movielens import MovieLensTables, _atomic_columns, _check_ids, _to_int
+from m6rec.data.movielens import MovieLensTables, _atomic_columns, _to_int
 from m6rec.utils.files import atomic_dir, file_digest
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ ML1M_OCCUPATIONS = (
     "lawyer", "programmer", "retired", "sales/marketing", "scientist", "self-employed", "technician/engineer",
     "tradesman/craftsman", "unemployed", "writer",
 )  # fmt: skip
+ML1M_AGES = {1: "under 18", 18: "18-24", 25: "25-34", 35: "35-44", 45: "45-49", 50: "50-55", 56: "56+"}
 ATOMIC_FIELDS = {
     "user": "user_id", "item": "item_id", "rating": "rating", "time": "timestamp",
     "title": "movie_title", "year": "release_year", "genres": "class",
@@ -97,6 +98,10 @@ def _read_csv(path: Path, sep: str = ",", quoting: int = csv.QUOTE_MINIMAL, as_t
         m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", msg)
         if m:
             raise ValueError(f"{path}:{m[2]}: expected {m[1]} fields, saw {m[3]}") from None
+        m = re.search(r"EOF inside string starting at row (\d+)", msg)  # pandas counts lines from 0 here
+        if m:
+            line = int(m[1]) + 1
+            raise ValueError(f"{path}:{line}: unterminated quote (the field runs to the end of the file)") from None
         raise ValueError(f"{path}: {msg}") from None
 
 
@@ -249,14 +254,16 @@ def _items_frame(ids: pd.Series, title: pd.Series, year: pd.Series | None, genre
 def _users_frame(
     ids: pd.Series, age: pd.Series | None = None, gender: pd.Series | None = None, occupation: pd.Series | None = None
 ) -> pd.DataFrame:
-    """The canonical user table; a missing attribute is 0 (age) or "" (gender, occupation)."""
+    """The canonical user table; a missing attribute is 0 (age) or "" (gender, occupation); an age given as text
+    (ML-1M's brackets) stays text."""
     n = len(ids)
 
     def column(values: pd.Series | None, default: object, dtype: str | type) -> pd.Series:
         return (pd.Series([default] * n) if values is None else values.reset_index(drop=True)).astype(dtype)
 
     return pd.DataFrame({
-        "user_id": ids.reset_index(drop=True).astype("int64"), "age": column(age, 0, "int64"),
+        "user_id": ids.reset_index(drop=True).astype("int64"),
+        "age": column(age, 0, "int64" if age is None or pd.api.types.is_numeric_dtype(age) else str),
         "gender": column(gender, "", str), "occupation": column(occupation, "", str),
     })  # fmt: skip
 
@@ -272,12 +279,49 @@ def _interactions(user: pd.Series, item: pd.Series, rating: pd.Series, time: pd.
     return pd.DataFrame({name: s.reset_index(drop=True).astype(dtype) for name, (s, dtype) in columns.items()})
 
 
-def _finish(where: Path, tables: MovieLensTables) -> MovieLensTables:
-    """`_check_ids` (duplicates, unknown ids, no rows); an empty user table checks nothing about users."""
-    users = tables.users
-    if users.empty:
-        users = pd.DataFrame({"user_id": tables.interactions["user_id"].unique()})
-    _check_ids(where, MovieLensTables(tables.interactions, tables.items, users))
+Origin = list[tuple[Path, int, int]]  # the files of a table: (path, file line of its first row, rows)
+
+
+def _line(origin: Origin, row: int) -> str:
+    """`path:line` of a table row read from `origin`'s files."""
+    for path, first, n in origin:
+        if row < n:
+            return f"{path}:{row + first}"
+        row -= n
+    return str(origin[-1][0])
+
+
+def _finish(
+    tables: MovieLensTables,
+    inter_origin: Origin,
+    item_origin: Origin | None = None,
+    user_origin: Origin | None = None,
+    raw_ids: pd.DataFrame | None = None,
+) -> MovieLensTables:
+    """Duplicate ids in the item/user table, interactions with an unknown id and no interactions at all are one-line
+    errors naming the file and line (`raw_ids`: the interactions' ids as written, columns "user"/"item")."""
+    for key, name, table, origin in (("item_id", "item", tables.items, item_origin),
+                                     ("user_id", "user", tables.users, user_origin)):  # fmt: skip
+        if name == "user" and table.empty:  # no user attributes: any user id is fine
+            continue
+        ids = table[key]
+        dup = ids.duplicated().to_numpy()
+        if dup.any():
+            row = int(dup.argmax())
+            first = int((ids == ids.iloc[row]).to_numpy().argmax())
+            shown = _shown(table["raw_id"].iloc[row] if "raw_id" in table else ids.iloc[row])
+            where = _line(origin, row) if origin else f"the {name} table"
+            first_at = f" (first at line {_line(origin, first).rsplit(':', 1)[1]})" if origin else ""
+            raise ValueError(f"{where}: duplicate {key} {shown} in the {name} table{first_at}")
+        unknown = ~tables.interactions[key].isin(ids).to_numpy()
+        if unknown.any():
+            row = int(unknown.argmax())
+            value = raw_ids[name].iloc[row] if raw_ids is not None else tables.interactions[key].iloc[row]
+            table_file = f" ({', '.join(p.name for p, _, _ in origin)})" if origin else ""
+            raise ValueError(f"{_line(inter_origin, row)}: unknown {key} {_shown(value)}, not in the {name} table"
+                             f"{table_file}")  # fmt: skip
+    if tables.interactions.empty:
+        raise ValueError(f"{', '.join(str(p) for p, _, _ in inter_origin)}: no interactions")
     return tables
 
 
@@ -287,6 +331,7 @@ def load_ml1m(root: str | Path) -> MovieLensTables:
     root = Path(root)
     path = root / "ratings.dat"
     raw = _read_dat(path, ["user_id", "item_id", "rating", "timestamp"], as_text=False)
+    ratings = [(path, 1, len(raw))]
     inter = _interactions(
         _to_int(raw, "user_id", path, 1), _to_int(raw, "item_id", path, 1),
         _to_rating(raw, "rating", path, 1), _to_int(raw, "timestamp", path, 1),
@@ -294,18 +339,25 @@ def load_ml1m(root: str | Path) -> MovieLensTables:
 
     path = root / "movies.dat"
     raw = _read_dat(path, ["item_id", "title", "genres"])
+    movies = [(path, 1, len(raw))]
     items = _items_frame(_to_int(raw, "item_id", path, 1), raw["title"], None, _genres(raw["genres"]))
 
     path = root / "users.dat"
     raw = _read_dat(path, ["user_id", "gender", "age", "occupation", "zip"])
-    codes = _to_int(raw, "occupation", path, 1)
-    bad = (codes >= len(ML1M_OCCUPATIONS)).to_numpy()
-    if bad.any():
-        row = int(bad.argmax())
-        raise ValueError(f"{path}:{row + 1}: column 'occupation' has unknown code {raw['occupation'].iloc[row]!r}")
-    occupation = pd.Series(np.asarray(ML1M_OCCUPATIONS, dtype=object)[codes.to_numpy()])
-    users = _users_frame(_to_int(raw, "user_id", path, 1), _to_int(raw, "age", path, 1), raw["gender"], occupation)
-    return _finish(root, MovieLensTables(inter, items, users))
+    occupation = _decode(raw, "occupation", dict(enumerate(ML1M_OCCUPATIONS)), path)
+    age = _decode(raw, "age", ML1M_AGES, path)  # the README's bracket codes → "25-34"
+    users = _users_frame(_to_int(raw, "user_id", path, 1), age, raw["gender"], occupation)
+    return _finish(MovieLensTables(inter, items, users), ratings, movies, [(path, 1, len(raw))])
+
+
+def _decode(raw: pd.DataFrame, col: str, names: Mapping[int, str], path: Path) -> pd.Series:
+    """A code column of a `.dat` file as its names (line = row + 1); an unknown code names its line."""
+    codes = _to_int(raw, col, path, 1)
+    known = codes.isin(list(names)).to_numpy()
+    if not known.all():
+        row = int((~known).argmax())
+        raise ValueError(f"{path}:{row + 1}: column '{col}' has unknown code {raw[col].iloc[row]!r}")
+    return codes.map(names).astype(str)
 
 
 # --------------------------------------------------------------------------- GroupLens CSV releases
@@ -315,6 +367,7 @@ def load_ml_csv(root: str | Path) -> MovieLensTables:
     path = root / "ratings.csv"
     _require_file(path, "a GroupLens ratings.csv")
     raw = _select(path, _read_csv(path, as_text=False), ["userId", "movieId", "rating", "timestamp"])
+    ratings = [(path, 2, len(raw))]
     inter = _interactions(
         _to_int(raw, "userId", path, 2), _to_int(raw, "movieId", path, 2),
         _to_rating(raw, "rating", path, 2), _to_int(raw, "timestamp", path, 2),
@@ -324,7 +377,7 @@ def load_ml_csv(root: str | Path) -> MovieLensTables:
     _require_file(path, "a GroupLens movies.csv")
     raw = _select(path, _read_csv(path), ["movieId", "title", "genres"])
     items = _items_frame(_to_int(raw, "movieId", path, 2), raw["title"], None, _genres(raw["genres"]))
-    return _finish(root, MovieLensTables(inter, items, empty_users()))
+    return _finish(MovieLensTables(inter, items, empty_users()), ratings, [(path, 2, len(raw))])
 
 
 # --------------------------------------------------------------------------- RecBole atomic files
@@ -341,10 +394,20 @@ def _canonical(df: pd.DataFrame, fields: Mapping[str, str], keys: tuple[str, ...
     return df[[fields[k] for k in present]].set_axis(present, axis=1)
 
 
+ITEM_KEYS, USER_KEYS = ("item", "title", "year", "genres"), ("user", "age", "gender", "occupation")
+
+
+def _extras(raw: pd.DataFrame, used: set[str], keys: tuple[str, ...]) -> pd.DataFrame:
+    """The columns no mapping uses, as text under their own names (templates may name them)."""
+    names = [c for c in raw.columns if c not in used and c not in keys and c not in ("raw_id", "item_id", "user_id")]
+    return raw[names].fillna("").astype(str)
+
+
 def load_atomic(root: str | Path, dataset: str, fields: Mapping[str, str] | None = None) -> MovieLensTables:
     """Parse RecBole atomic files `<dataset>.inter` (required), `.item` and `.user` (optional) under `root`.
 
     `fields` maps canonical names to the file's (defaults `ATOMIC_FIELDS`); no rating column → 1.0, no time → row order.
+    The other columns of `.item` / `.user` are kept as text under their own names.
     """
     root, f = Path(root), {**ATOMIC_FIELDS, **(fields or {})}
     path = root / f"{dataset}.inter"
@@ -356,6 +419,7 @@ def load_atomic(root: str | Path, dataset: str, fields: Mapping[str, str] | None
     rating = _to_rating(raw, f["rating"], path, 2) if f["rating"] in raw else None
     time = _to_seconds(raw, f["time"], path, 2) if f["time"] in raw else None
     inter = _canonical(raw, f, ("user", "item"))
+    origins: dict[str, Origin | None] = {"inter": [(path, 2, len(raw))], "item": None, "user": None}
 
     items = users = None
     path = root / f"{dataset}.item"
@@ -366,6 +430,8 @@ def load_atomic(root: str | Path, dataset: str, fields: Mapping[str, str] | None
         items = _canonical(raw, f, ("item", "title", "year"))
         if f["genres"] in raw:
             items["genres"] = _genres(raw[f["genres"]], token_seq=types[f["genres"]] == "token_seq")
+        items = items.join(_extras(raw, {f[k] for k in ITEM_KEYS}, ITEM_KEYS))
+        origins["item"] = [(path, 2, len(raw))]
     path = root / f"{dataset}.user"
     if path.is_file():
         raw, _ = _read_atomic(path)
@@ -374,19 +440,35 @@ def load_atomic(root: str | Path, dataset: str, fields: Mapping[str, str] | None
         users = _canonical(raw, f, ("user", "gender", "occupation"))
         if f["age"] in raw:
             users["age"] = _to_int(raw, f["age"], path, 2)
-    return _assemble(root, inter, rating, time, items, users)
+        users = users.join(_extras(raw, {f[k] for k in USER_KEYS}, USER_KEYS))
+        origins["user"] = [(path, 2, len(raw))]
+    return _assemble(origins, inter, rating, time, items, users)
+
+
+def load_atomic_dir(
+    root: str | Path, name: str | None = None, fields: Mapping[str, str] | None = None
+) -> MovieLensTables:
+    """`load_atomic` for `data.dataset=atomic`: `name` is the files' stem, else the one `*.inter` file under `root`."""
+    root = Path(root)
+    if name is None:
+        stems = sorted(p.stem for p in root.glob("*.inter"))
+        if len(stems) != 1:
+            raise ValueError(f"data.source.name: {root} holds {len(stems)} .inter files {stems}; name the one to use")
+        name = stems[0]
+    return load_atomic(root, name, fields)
 
 
 def _assemble(
-    where: Path,
+    origins: Mapping[str, Origin | None],
     inter: pd.DataFrame,
     rating: pd.Series | None,
     time: pd.Series | None,
     items: pd.DataFrame | None,
     users: pd.DataFrame | None,
 ) -> MovieLensTables:
-    """Canonical tables from checked columns keyed "user"/"item"/"title"/"year"/"genres"/"age"/…; ids encoded
-    together (see `_encode_ids`), rating 1.0 and row-order time when absent, items/users from the ids when absent."""
+    """Canonical tables from checked columns keyed "user"/"item"/"title"/"year"/"genres"/"age"/… (other columns are
+    kept as text); ids encoded together (see `_encode_ids`), rating 1.0 and row-order time when absent, items/users
+    from the ids when absent. `origins` ("inter"/"item"/"user") locate rows in files for error messages."""
     n = len(inter)
     (inter_items, *table_items), raw_items = _encode_ids(inter["item"], *([] if items is None else [items["item"]]))
     (inter_users, *table_users), raw_users = _encode_ids(inter["user"], *([] if users is None else [users["user"]]))
@@ -405,18 +487,21 @@ def _assemble(
         title = items["title"] if "title" in items else _raw_or_str(ids, raw_items)
         genres = items["genres"] if "genres" in items else pd.Series([""] * len(ids))
         item_table = _items_frame(ids, title, items.get("year"), genres)
+        item_table = item_table.join(_extras(items.reset_index(drop=True), set(), ITEM_KEYS))
     if raw_items is not None:
         item_table["raw_id"] = _raw_or_str(item_table["item_id"], raw_items).to_numpy()
 
     if users is not None:
         user_table = _users_frame(table_users[0], users.get("age"), users.get("gender"), users.get("occupation"))
+        user_table = user_table.join(_extras(users.reset_index(drop=True), set(), USER_KEYS))
     elif raw_users is not None:  # no user table, but the id mapping must be kept somewhere
         user_table = _users_frame(pd.Series(np.sort(inter_users.unique()), dtype="int64"))
     else:
         user_table = empty_users()
     if raw_users is not None:
         user_table["raw_id"] = _raw_or_str(user_table["user_id"], raw_users).to_numpy()
-    return _finish(where, MovieLensTables(interactions, item_table, user_table))
+    tables = MovieLensTables(interactions, item_table, user_table)
+    return _finish(tables, origins["inter"], origins.get("item"), origins.get("user"), inter[["user", "item"]])
 
 
 def _raw_or_str(ids: pd.Series, raw: pd.Series | None) -> pd.Series:
@@ -435,6 +520,10 @@ def _paths(path_or_glob: str | Path) -> list[Path]:
             raise FileNotFoundError(f"{pattern}: no file matches")
         return paths
     return [Path(pattern)]
+
+
+def _origin(pieces: list[tuple[Path, pd.DataFrame, int]]) -> Origin:
+    return [(path, offset, len(df)) for path, df, offset in pieces]
 
 
 def _read_mapped(
@@ -467,8 +556,9 @@ def load_table(
 ) -> MovieLensTables:
     """Interactions from CSV/TSV/Parquet file(s) with `columns` = {"user", "item", "rating"?, "time"?} → file columns.
 
-    Optional item table {"item", "title"?, "genres"?, "year"?} and user table {"user", "age"?, "gender"?,
-    "occupation"?}; string ids become 1..N in order of first appearance, kept as `raw_id` columns.
+    Optional item table {"item", "title"?, "genres"?, "year"?, <any name>?} and user table {"user", "age"?,
+    "gender"?, "occupation"?, <any name>?} (other names become text columns templates can use); string ids become
+    1..N in order of first appearance, kept as `raw_id` columns.
     """
     if not columns.get("user"):
         raise ValueError(f"{path_or_glob}: the column mapping needs 'user'; got {dict(columns)}")
@@ -486,19 +576,38 @@ def load_table(
     inter = pd.concat([df[["user", "item"]] for _, df, _ in pieces], ignore_index=True)
 
     items = users = None
+    origins: dict[str, Origin | None] = {"inter": _origin(pieces), "item": None, "user": None}
     if item_path is not None:
         parts = _read_mapped(item_path, item_columns or {"item": columns["item"]}, "item")
         items = pd.concat([df for _, df, _ in parts], ignore_index=True)
-        if "genres" in items:
-            items["genres"] = _genres(items["genres"])
+        origins["item"] = _origin(parts)
+        for key in set(items.columns) - {"item", "year"}:  # list cells (Parquet) joined; year may be numeric
+            items[key] = _genres(items[key])
     if user_path is not None:
         mapping = user_columns or {"user": columns["user"]}
         parts = _read_mapped(user_path, mapping, "user")
         users = pd.concat([df for _, df, _ in parts], ignore_index=True)
+        origins["user"] = _origin(parts)
         if "age" in users:
             users["age"] = _concat([_to_int(df.rename(columns={"age": mapping["age"]}), mapping["age"], p, o)
                                     for p, df, o in parts])  # fmt: skip
-    return _assemble(Path(str(path_or_glob)), inter, rating, time, items, users)
+    return _assemble(origins, inter, rating, time, items, users)
+
+
+def load_table_dir(
+    root: str | Path,
+    interactions: str,
+    columns: Mapping[str, str | None],
+    items: str | None = None,
+    item_columns: Mapping[str, str | None] | None = None,
+    users: str | None = None,
+    user_columns: Mapping[str, str | None] | None = None,
+) -> MovieLensTables:
+    """`load_table` for `data.dataset=table`: file names / globs relative to `root` (absolute ones kept)."""
+    root = Path(root)
+    at = {key: None if name is None else root / name for key, name in
+          (("interactions", interactions), ("items", items), ("users", users))}  # fmt: skip
+    return load_table(at["interactions"], columns, at["items"], item_columns, at["users"], user_columns)
 
 
 # --------------------------------------------------------------------------- fetch

@@ -52,8 +52,16 @@ def job_name(default: str) -> str:
     return ",".join(kept) or default
 
 
+def model_path(spec: str, cache_dir: str) -> str:
+    """A model spec (folder, hub name, `pypi:<package>`) as a path `from_pretrained` loads (m6rec.models.pretrained)."""
+    from m6rec.models.pretrained import resolve_model_path
+
+    return resolve_model_path(spec, cache_dir)
+
+
 def register_resolvers() -> None:
-    resolvers = {"sqlite_url": sqlite_url, "sweep_group": sweep_group, "job_name": job_name, "choice": group_choice}
+    resolvers = {"sqlite_url": sqlite_url, "sweep_group": sweep_group, "job_name": job_name, "choice": group_choice,
+                 "model_path": model_path}  # fmt: skip
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -1,0 +1,171 @@
+"""Time BehaviourLogDataModule preparation (load → split → history → render + tokenize → cache), cold and warm.
+
+    python benchmarks/preprocess.py                      # real ML-100K (data/ml-100k) + a generated 1M-rating log
+    python benchmarks/preprocess.py --datasets ml-100k   # one of: ml-100k, synthetic-1m
+
+Each dataset runs in fresh subprocesses with empty tokenizer/sample caches: one times the stages one by one, one
+times `setup()` end to end (cold), then a new DataModule on the same caches (warm); peak RSS is the cold+warm
+process's. The generated log has ML-100K's format with ML-1M's shape (6,040 users × 3,700 items, 1,000,000 ratings).
+Wall times on a shared machine vary with load; CPU times (user + system of the process) vary less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+TARGETS = {"ml-100k": 5.0, "synthetic-1m": 60.0}  # cold setup, seconds
+STAGES = ["load", "tokenizer", "split", "history", "render+tokenize", "cache write"]
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    wall, cpu = time.perf_counter(), _cpu()
+    out = fn()
+    return out, time.perf_counter() - wall, _cpu() - cpu
+
+
+# --------------------------------------------------------------------------- the generated 1M log
+def write_synthetic(root: Path, n_users: int = 6040, n_items: int = 3700, n_ratings: int = 1_000_000) -> Path:
+    """A seeded ML-100K-format log (u.data, u.item, u.user) with skewed user activity and item popularity."""
+    from m6rec.data.movielens import GENRES
+
+    if (root / "u.data").is_file():
+        return root
+    rng = np.random.default_rng(0)
+    activity = rng.pareto(1.2, n_users) + 1
+    popularity = rng.pareto(1.0, n_items) + 1
+    pairs = np.zeros(0, np.int64)
+    while len(pairs) < n_ratings:  # distinct (user, item) pairs, as in MovieLens
+        users = rng.choice(n_users, 2 * n_ratings, p=activity / activity.sum())
+        items = rng.choice(n_items, 2 * n_ratings, p=popularity / popularity.sum())
+        pairs = np.unique(np.concatenate([pairs, users * n_items + items]))
+    pairs = rng.permutation(pairs)[:n_ratings]
+    users, items = pairs // n_items, pairs % n_items
+    taste = rng.normal(0, 1, (n_users, 4)) @ rng.normal(0, 1, (4, n_items)) / 2
+    ratings = np.clip(np.rint(3.5 + taste[users, items] + rng.normal(0, 0.8, n_ratings)), 1, 5).astype(int)
+    times = 874_724_710 + rng.integers(0, 3 * 365 * 86_400, n_ratings)
+    root.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"u": users + 1, "i": items + 1, "r": ratings, "t": times}).to_csv(
+        root / "u.data", sep="\t", header=False, index=False
+    )
+    flags = (rng.random((n_items, len(GENRES))) < 0.12).astype(int)
+    years = rng.integers(1930, 1999, n_items)
+    lines = [f"{i + 1}|Synthetic Movie {i + 1} ({y})|01-Jan-{y}||http://example.org/{i + 1}|" + "|".join(map(str, f))
+             for i, (y, f) in enumerate(zip(years, flags, strict=True))]  # fmt: skip
+    (root / "u.item").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    jobs = ["technician", "writer", "student", "artist", "engineer", "educator", "programmer", "librarian"]
+    (root / "u.user").write_text("".join(
+        f"{u + 1}|{rng.integers(15, 70)}|{'MF'[u % 2]}|{jobs[u % len(jobs)]}|{10000 + u:05d}\n" for u in range(n_users)
+    ))  # fmt: skip
+    return root
+
+
+# --------------------------------------------------------------------------- one measurement (in a subprocess)
+def _module(root: Path, data_dir: Path):
+    from m6rec.data import BehaviourLogDataModule
+
+    return BehaviourLogDataModule(data_dir=str(data_dir), dataset="ml-100k", root=str(root))
+
+
+def run_stages(root: Path, data_dir: Path) -> dict[str, Any]:
+    """Each stage of a cold `setup()` on its own (same calls, same order)."""
+    from m6rec.data.batch_prompts import recent_training_rows
+    from m6rec.data.sample_cache import cache_dir, write_samples
+    from m6rec.data.splits import TRAIN
+
+    dm, out = _module(root, data_dir), {}
+    _, *out["load"] = _timed(lambda: (dm.tables, dm.interactions, dm.fingerprint))
+    tokenizer, *out["tokenizer"] = _timed(lambda: dm.tokenizer)
+    samples, *out["split"] = _timed(dm.samples)
+    is_history = (samples["split"] == TRAIN).to_numpy() & samples["observed"].to_numpy()
+    history, *out["history"] = _timed(lambda: recent_training_rows(samples, is_history, dm.hparams.history_len))
+    ids, *out["render+tokenize"] = _timed(lambda: dm._encode(samples, history))
+    columns = {"input_ids": ids, "label": samples["label"].to_numpy(np.float32)}
+    path = cache_dir(data_dir, dm.fingerprint, tokenizer)
+    _, *out["cache write"] = _timed(lambda: write_samples(path, columns, {}))
+    return {"stages": out, "interactions": len(dm.interactions), "tokens": int(sum(map(len, ids)))}
+
+
+def run_setup(root: Path, data_dir: Path) -> dict[str, Any]:
+    """`setup()` cold (empty caches), then warm (a new DataModule reading the caches); peak RSS of both."""
+    cold = _module(root, data_dir)
+    _, *cold_time = _timed(cold.setup)
+    warm = _module(root, data_dir)
+    _, *warm_time = _timed(warm.setup)
+    same = all(np.array_equal(a, b) for name in cold.datasets
+               for a, b in zip(cold.datasets[name].input_ids, warm.datasets[name].input_ids, strict=True))  # fmt: skip
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"cold": cold_time, "warm": warm_time, "warm_equals_cold": same, "peak_rss_mib": peak_mib}
+
+
+# --------------------------------------------------------------------------- driver
+def _subprocess(mode: str, root: Path, data_dir: Path) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--one", mode, "--root", str(root), "--cache", str(data_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{mode} on {root} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _row(name: str, stages: dict, setup: dict) -> list[str]:
+    cells = [name, f"{stages['interactions']:,}"]
+    cells += [f"{stages['stages'][s][0]:.2f}" for s in STAGES]
+    cells += [f"{setup['cold'][0]:.2f} ({setup['cold'][1]:.2f})", f"{setup['warm'][0]:.2f} ({setup['warm'][1]:.2f})"]
+    target = TARGETS.get(name)
+    cells += [f"{setup['peak_rss_mib']:,.0f}", f"< {target:.0f} s: {'met' if setup['cold'][0] < target else 'MISSED'}"]
+    return cells
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "data", help="holds ml-100k/ (fetched if absent)")
+    parser.add_argument("--datasets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
+    parser.add_argument("--one", choices=["stages", "setup"], help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:  # a measurement inside a fresh process
+        result = (run_stages if args.one == "stages" else run_setup)(args.root, args.cache)
+        print(json.dumps(result))
+        return
+
+    from m6rec.data.movielens import fetch_ml100k
+
+    roots = {"ml-100k": lambda: fetch_ml100k(args.data_dir),
+             "synthetic-1m": lambda: write_synthetic(args.data_dir / "benchmarks" / "synthetic-1m")}  # fmt: skip
+    header = ["dataset", "interactions", *STAGES, "cold setup s (cpu)", "warm setup s (cpu)", "peak RSS MiB",
+              "target (cold)"]  # fmt: skip
+    rows = []
+    for name in args.datasets:
+        root = roots[name]()
+        with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+            stages, setup = _subprocess("stages", root, Path(a)), _subprocess("setup", root, Path(b))
+        assert setup["warm_equals_cold"], "the cached samples differ from the built ones"
+        rows.append(_row(name, stages, setup))
+        print(f"{name}: {stages['tokens']:,} tokens", file=sys.stderr)
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print("\nStage columns: wall seconds of each cold stage run alone; load includes hashing the raw files.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Build a run's components from its config, the same way for training (run.py) and inference (m6rec.recommend)."""
+
+from __future__ import annotations
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from m6rec.peft import apply_peft
+from m6rec.systems.pretrain import LM_OBJECTIVES
+
+
+def build_datamodule_and_system(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
+    """Seed, then instantiate `cfg.data`, the backbone sized to its tokenizer (the LM with its head when the task is
+    pretraining: `task.objective` set), the PEFT wrapper and the task system.
+
+    Seeding first makes a random-init backbone identical on every call, which adapter-only checkpoints rely on.
+    """
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    tokenizer = datamodule.tokenizer
+    if cfg.task.get("objective") in LM_OBJECTIVES:  # pretraining: the task trains the model with its LM head
+        lm = instantiate(cfg.model.lm, vocab_size=len(tokenizer), objective=cfg.task.objective)
+        return datamodule, instantiate(cfg.task, model=apply_peft(lm, instantiate(cfg.peft)), tokenizer=tokenizer)
+    backbone = instantiate(cfg.model.backbone, vocab_size=len(tokenizer))
+    system = instantiate(cfg.task, backbone=apply_peft(backbone, instantiate(cfg.peft)))
+    return datamodule, system

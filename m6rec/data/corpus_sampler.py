@@ -1,0 +1,96 @@
+"""Deterministic, disjoint, resumable training shards for DDP: a sampler with epoch + position state, and a DataLoader
+whose state counts the batches it delivered (Lightning saves/restores any train loader with state_dict/load_state_dict
+in the checkpoint's fit-loop state, so a resumed run neither repeats nor skips blocks)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sized
+from typing import Any
+
+import numpy as np
+from torch.utils.data import DataLoader, DistributedSampler
+
+log = logging.getLogger(__name__)
+
+
+class ResumableShardSampler(DistributedSampler):
+    """Epoch e: a permutation of range(n) seeded with (seed, e) (identity when shuffle=False) cut to
+    (n // world) * world indices; rank r takes r::world. Ranks get equal counts and disjoint indices.
+
+    `state_dict()` = {"epoch", "position"} (indices of this epoch already yielded; a finished epoch reads as the next
+    epoch at position 0); after `load_state_dict` the next iteration resumes there, later ones start at 0.
+    """
+
+    def __init__(self, dataset: Sized, num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)  # type: ignore[arg-type]
+        self.num_samples = len(dataset) // num_replicas
+        self.total_size = self.num_samples * num_replicas
+        self.start = 0  # where the next iteration begins (a resume point)
+        self.position = 0  # indices yielded in the current epoch
+
+    def indices(self, epoch: int) -> np.ndarray:
+        """This rank's shard of epoch `epoch`, in order."""
+        n = len(self.dataset)  # type: ignore[arg-type]
+        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        return order[: self.total_size][self.rank :: self.num_replicas]
+
+    def __iter__(self) -> Iterator[int]:
+        start, self.start = self.start, 0
+        self.position = start
+        for index in self.indices(self.epoch)[start:].tolist():
+            self.position += 1
+            yield index
+
+    def set_epoch(self, epoch: int) -> None:
+        """Move to `epoch` from its start; the current epoch (e.g. just restored) keeps its resume point."""
+        if epoch != self.epoch:
+            self.epoch, self.start, self.position = epoch, 0, 0
+
+    def state_at(self, epoch: int, position: int) -> dict[str, int]:
+        if position >= self.num_samples:
+            epoch, position = epoch + 1, 0
+        return {"epoch": epoch, "position": position, "num_replicas": self.num_replicas}
+
+    def state_dict(self) -> dict[str, int]:
+        return self.state_at(self.epoch, self.position)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        position, replicas = int(state["position"]), int(state.get("num_replicas", self.num_replicas))
+        if replicas != self.num_replicas:  # same number of steps done, but the shards differ: not exact
+            log.warning("Resuming with %d ranks instead of %d: the rest of epoch %d is approximate",
+                        self.num_replicas, replicas, state["epoch"])  # fmt: skip
+            position = position * replicas // self.num_replicas
+        self.epoch, self.start, self.position = int(state["epoch"]), min(position, self.num_samples), position
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over a ResumableShardSampler whose state is the position of the last batch it *delivered* (worker
+    prefetching runs the sampler ahead, so the sampler's own position would skip blocks on resume)."""
+
+    sampler: ResumableShardSampler
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.sampler, ResumableShardSampler):
+            raise TypeError("ResumableDataLoader needs a ResumableShardSampler")
+        self._delivered: tuple[int, int] | None = None  # (epoch, position) after the last delivered batch
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._batches()
+
+    def _batches(self) -> Iterator[Any]:
+        # runs at the first next(): after Lightning's set_epoch, which follows iter() on resume
+        epoch, position = self.sampler.epoch, self.sampler.start
+        self._delivered = (epoch, position)
+        for batch in super().__iter__():
+            position += len(batch["input_ids"])
+            self._delivered = (epoch, position)
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return self.sampler.state_dict() if self._delivered is None else self.sampler.state_at(*self._delivered)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state)
+        self._delivered = None

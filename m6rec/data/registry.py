@@ -1,0 +1,77 @@
+"""`data.dataset` → the loader that parses it, where its files come from, and which files identify it.
+
+A loader is `fn(root, **data.source)`; `data.source` holds the loader's options (column mapping, category, …).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from m6rec.data.amazon import amazon_files, load_amazon, missing_root_message
+from m6rec.data.movielens import MovieLensTables, fetch_ml100k, load_ml100k
+from m6rec.data.sources import LOADERS as GROUPLENS_LOADERS
+from m6rec.data.sources import _paths, fetch_grouplens, load_atomic_dir, load_table_dir
+
+LOADERS: dict[str, Callable[..., MovieLensTables]] = {
+    "ml-100k": load_ml100k,
+    **GROUPLENS_LOADERS,
+    "atomic": load_atomic_dir,
+    "table": load_table_dir,
+    "amazon": load_amazon,
+}
+LOCAL_ONLY = {  # datasets read from `data.root` only: what the folder must hold
+    "atomic": "a folder of RecBole atomic files (<name>.inter, optional <name>.item / <name>.user)",
+    "table": "the folder holding the files named in data.source (CSV/TSV/Parquet)",
+}
+
+
+def check_dataset(name: str) -> str:
+    if name not in LOADERS:
+        raise ValueError(f"data.dataset: unknown dataset {name!r}; choose from {sorted(LOADERS)}")
+    return name
+
+
+def check_source(name: str, source: Mapping[str, Any]) -> dict[str, Any]:
+    """`data.source` checked against the loader's keyword arguments (one-line error naming the key)."""
+    params = list(inspect.signature(LOADERS[check_dataset(name)]).parameters.values())[1:]  # after root
+    options = [p.name for p in params]
+    for key in source:
+        if key not in options:
+            raise ValueError(f"data.source.{key}: not an option of data.dataset={name}; options: {options}")
+    for p in params:
+        if p.default is inspect.Parameter.empty and p.name not in source:
+            raise ValueError(f"data.source.{p.name}: required for data.dataset={name}")
+    return dict(source)
+
+
+def raw_dir(name: str, root: str | None, data_dir: str | Path, sources: Sequence[str], source: Mapping) -> Path:
+    """The folder the loader reads: `root`, else the fetched cache; datasets that cannot be fetched need `root`."""
+    check_dataset(name)
+    if root is not None:
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"data.root: {root} is not a folder")
+        return Path(root)
+    if name == "amazon":
+        raise ValueError(missing_root_message(str(source.get("version", "2023"))))
+    if name in LOCAL_ONLY:
+        raise ValueError(f"data.root: required for data.dataset={name}: {LOCAL_ONLY[name]}")
+    if name == "ml-100k":
+        return fetch_ml100k(Path(data_dir), tuple(sources))
+    return fetch_grouplens(name, Path(data_dir))
+
+
+def load(name: str, root: Path, source: Mapping[str, Any]) -> MovieLensTables:
+    return LOADERS[name](root, **check_source(name, source))
+
+
+def raw_files(name: str, root: Path, source: Mapping[str, Any]) -> list[Path]:
+    """The files whose bytes define the dataset (hashed into the data fingerprint)."""
+    if name == "amazon":
+        return [p for p in amazon_files(root, source["version"], source["category"]) if p is not None]
+    if name == "table":
+        named = [source.get(k) for k in ("interactions", "items", "users")]
+        return sorted({p for n in named if n for p in _paths(root / n) if p.is_file()})
+    return sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))

@@ -1,0 +1,141 @@
+"""Top-k recommendations for one user from a trained run (full or adapter-only checkpoint).
+
+Usage: python -m m6rec.recommend --run <run dir> --user <id> [--k 10] [--candidates FILE] [--ckpt PATH] [--include-seen]
+
+The run is rebuilt from its `config_resolved.yaml` exactly as run.py built it, the checkpoint is loaded through the
+system's own checkpoint hooks, and each candidate is scored by the system's forward on the same prompts evaluation
+uses (the user's most recent training history + the candidate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from m6rec.build import build_datamodule_and_system
+from m6rec.data.behaviour_log import pad_collate
+from m6rec.data.splits import TRAIN
+
+
+class RecommendError(ValueError):
+    """A problem with the arguments: a missing run directory or checkpoint, an unknown user or item."""
+
+
+def load_run(
+    run_dir: str | Path, ckpt: str | Path | None = None
+) -> tuple[DictConfig, L.LightningDataModule, L.LightningModule]:
+    """Rebuild a finished run's datamodule and system and load its best checkpoint (or `ckpt`)."""
+    run_dir = Path(run_dir)
+    config = run_dir / "config_resolved.yaml"
+    if not config.is_file():
+        raise RecommendError(f"--run {run_dir}: no config_resolved.yaml (not a run directory?)")
+    cfg = OmegaConf.load(config)
+    path = Path(ckpt) if ckpt else _best_checkpoint(run_dir)
+    datamodule, system = build_datamodule_and_system(cfg)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    system.on_load_checkpoint(checkpoint)  # as Lightning does: adapter-only checkpoints are completed here
+    system.load_state_dict(checkpoint["state_dict"], strict=getattr(system, "strict_loading", True))
+    return cfg, datamodule, system.eval()
+
+
+def _best_checkpoint(run_dir: Path) -> Path:
+    metrics = run_dir / "metrics.json"
+    best = json.loads(metrics.read_text()).get("best_checkpoint") if metrics.is_file() else None
+    for path in (Path(best) if best else None, run_dir / "checkpoints" / "last.ckpt"):
+        if path is not None and path.is_file():
+            return path
+    raise RecommendError(f"--run {run_dir}: no checkpoint (metrics.json best_checkpoint or checkpoints/last.ckpt)")
+
+
+@torch.inference_mode()
+def score_items(datamodule, system: L.LightningModule, user_id: int, item_ids: Sequence[int], batch_size: int = 256
+                ) -> torch.Tensor:  # fmt: skip
+    """The system's score of each (user, item) prompt, batched exactly like evaluation batches."""
+    collate = pad_collate(datamodule.tokenizer.pad_token_id)
+    ids = datamodule.encode_requests(user_id, item_ids)
+    scores = []
+    for start in range(0, len(ids), batch_size):
+        rows = [
+            {"input_ids": x, "label": 0.0, "user_id": user_id, "item_id": i}
+            for x, i in zip(ids[start : start + batch_size], item_ids[start : start + batch_size], strict=True)
+        ]
+        scores.append(system(collate(rows)).float())
+    return torch.cat(scores) if scores else torch.empty(0)
+
+
+def recommend(datamodule, system, user_id: int, k: int = 10, candidates: Sequence[int] | None = None,
+              include_seen: bool = False) -> list[tuple[int, str, float]]:  # fmt: skip
+    """Top-k (item id, title, score) for `user_id`: over `candidates`, else the whole catalogue minus the items
+    the user has in the training split (unless `include_seen`)."""
+    inter, items = datamodule.interactions, datamodule.tables.items
+    if user_id not in set(inter["user_id"].tolist()):
+        raise RecommendError(f"--user {user_id}: not in the dataset's interactions")
+    if candidates is None:
+        seen = (
+            set()
+            if include_seen
+            else set(
+                inter.loc[(datamodule.split_codes() == TRAIN) & (inter["user_id"] == user_id).to_numpy(), "item_id"]
+            )
+        )
+        candidates = [i for i in items["item_id"].tolist() if i not in seen]
+    scores = score_items(datamodule, system, user_id, list(candidates))
+    top = torch.argsort(scores, descending=True, stable=True)[:k].tolist()
+    titles = dict(zip(items["item_id"].tolist(), items["title"].astype(str).tolist(), strict=True))
+    return [(int(candidates[j]), titles[candidates[j]], float(scores[j])) for j in top]
+
+
+def read_candidates(path: str | Path, known: set[int]) -> list[int]:
+    """Item ids, one per line (blank lines and # comments skipped); an unknown id names its line."""
+    out = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            item = int(text)
+        except ValueError:
+            raise RecommendError(f"{path}:{n}: not an item id: {text!r}") from None
+        if item not in known:
+            raise RecommendError(f"{path}:{n}: unknown item id {item}")
+        out.append(item)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m m6rec.recommend", description=__doc__.split("\n")[0])
+    parser.add_argument("--run", required=True, help="a run directory (logs/<task>/runs/<time>)")
+    parser.add_argument("--user", required=True, type=int, help="user id as in the dataset")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--candidates", help="file of item ids (one per line) to score instead of the catalogue")
+    parser.add_argument("--ckpt", help="checkpoint to load (default: the run's best, else last.ckpt)")
+    parser.add_argument("--include-seen", action="store_true", help="do not mask the user's training items")
+    args = parser.parse_args(argv)
+    try:
+        _, datamodule, system = load_run(args.run, args.ckpt)
+        known = set(datamodule.tables.items["item_id"].tolist())
+        candidates = read_candidates(args.candidates, known) if args.candidates else None
+        ranked = recommend(datamodule, system, args.user, args.k, candidates, args.include_seen)
+    except RecommendError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    table = Table(title=f"Top {len(ranked)} for user {args.user}")
+    for name, justify in (("rank", "right"), ("item", "right"), ("title", "left"), ("score", "right")):
+        table.add_column(name, justify=justify)
+    for rank, (item, title, score) in enumerate(ranked, 1):
+        table.add_row(str(rank), str(item), title, f"{score:.4f}")
+    Console().print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""Exact full-catalogue ranking: hand-computed values, agreement with torchmetrics, chunking, ties, state merging."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torchmetrics.retrieval import RetrievalHitRate, RetrievalMRR, RetrievalNormalizedDCG
+
+from m6rec.metrics.ranking import RankingMetrics, ranking_values, target_ranks
+
+
+def test_two_users_five_items_by_hand():
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.3, 0.7], [0.4, 0.4, 0.2, 0.8, 0.1]])
+    targets = torch.tensor([2, 0])
+    excluded = torch.tensor([[1], [-1]])  # user 0 has seen item 1 (the top score): it is not ranked
+    ranks = target_ranks(scores, torch.eye(5), targets, excluded, chunk_size=2)  # identity items: scores as given
+    # user 0: only item 4 (0.7) is above 0.5 → rank 1; user 1: item 3 above, item 1 tied (pessimistic) → rank 2
+    assert ranks.tolist() == [1, 2]
+    assert target_ranks(scores, torch.eye(5), targets).tolist() == [2, 2]  # without the exclusion item 1 counts
+    values = ranking_values(ranks, ks=(1, 3))
+    assert values["hr@1"] == 0.0 and values["hr@3"] == 1.0
+    assert values["ndcg@3"].item() == pytest.approx((1 / math.log2(3) + 1 / math.log2(4)) / 2)
+    assert values["mrr@3"].item() == pytest.approx((1 / 2 + 1 / 3) / 2)
+    assert values["ndcg@1"] == 0.0 and values["mrr@1"] == 0.0
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 23, 1000])
+def test_agrees_with_torchmetrics_on_a_random_case(chunk_size: int):
+    g = torch.Generator().manual_seed(0)
+    n_users, n_items = 9, 23
+    queries, items = torch.randn(n_users, 6, generator=g), torch.randn(n_items, 6, generator=g)
+    targets = torch.randint(n_items, (n_users,), generator=g)
+    excluded = torch.full((n_users, 5), -1)
+    for u in range(n_users):  # 0-5 seen items per user, never the target
+        seen = [i for i in torch.randperm(n_items, generator=g)[:5].tolist() if i != targets[u]][: u % 6]
+        excluded[u, : len(seen)] = torch.tensor(seen, dtype=torch.long)
+    ranks = target_ranks(queries, items, targets, excluded, chunk_size=chunk_size)
+    scores = queries @ items.T
+    preds, target, indexes = [], [], []
+    for u in range(n_users):
+        kept = [i for i in range(n_items) if i not in excluded[u].tolist()]
+        preds.append(scores[u, kept])
+        target.append(torch.tensor(kept) == targets[u])
+        indexes.append(torch.full((len(kept),), u))
+    preds, target, indexes = torch.cat(preds), torch.cat(target), torch.cat(indexes)
+    ours = ranking_values(ranks, ks=(1, 5, 10))
+    for k in (1, 5, 10):
+        for name, metric in (("hr", RetrievalHitRate), ("ndcg", RetrievalNormalizedDCG), ("mrr", RetrievalMRR)):
+            expected = metric(top_k=k)(preds, target, indexes=indexes)
+            assert ours[f"{name}@{k}"].item() == pytest.approx(expected.item(), abs=1e-6), (name, k)
+    assert 0 < ours["hr@5"] < 1  # the case is not degenerate
+
+
+def test_an_identical_item_ties_pessimistically_in_any_chunk():
+    items = torch.tensor([[1.0, 2.0], [0.3, 0.1], [1.0, 2.0], [-1.0, 0.5]])  # items 0 and 2 are the same text
+    queries = torch.tensor([[0.7, 0.2], [0.7, 0.2]])
+    for chunk_size in (1, 2, 3, 4):
+        ranks = target_ranks(queries, items, torch.tensor([0, 2]), chunk_size=chunk_size)
+        assert ranks.tolist() == [1, 1]
+
+
+def test_metric_state_collects_every_rank_once():
+    metric = RankingMetrics(ks=(2,))
+    metric.update(torch.tensor([0, 3]))
+    metric.update(torch.tensor([1]))
+    values = metric.compute()
+    assert values["hr@2"].item() == pytest.approx(2 / 3)
+    assert values["ndcg@2"].item() == pytest.approx((1 + 1 / math.log2(3)) / 3)
+    assert values["mrr@2"].item() == pytest.approx((1 + 1 / 2) / 3)
+
+
+def test_metric_computes_after_a_ddp_style_sync():
+    def gather(tensor: torch.Tensor, group=None) -> list[torch.Tensor]:  # what all_gather gives rank 0 of two
+        return [tensor, torch.tensor([1])]
+
+    rank0 = RankingMetrics(ks=(2,), dist_sync_fn=gather, distributed_available_fn=lambda: True)
+    rank0.update(torch.tensor([0, 3]))
+    synced = rank0.compute()  # the list state becomes one gathered tensor
+    expected = ranking_values(torch.tensor([0, 3, 1]), ks=(2,))
+    assert {k: round(v.item(), 6) for k, v in synced.items()} == {k: round(v.item(), 6) for k, v in expected.items()}
