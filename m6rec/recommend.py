@@ -24,6 +24,10 @@ from rich.table import Table
 from m6rec.build import build_datamodule_and_system
 from m6rec.data.behaviour_log import pad_collate
 from m6rec.data.splits import TRAIN
+from m6rec.systems.ctr import CTRSystem
+from m6rec.systems.rating import RatingSystem
+
+SCORING_SYSTEMS = (CTRSystem, RatingSystem)  # a forward that scores (user, item) prompts
 
 
 class RecommendError(ValueError):
@@ -41,6 +45,9 @@ def load_run(
     cfg = OmegaConf.load(config)
     path = Path(ckpt) if ckpt else _best_checkpoint(run_dir)
     datamodule, system = build_datamodule_and_system(cfg)
+    if not isinstance(system, SCORING_SYSTEMS):
+        raise RecommendError(f"--run {run_dir}: a {type(system).__name__} run; the recommender ranks with runs that "
+                             "score (user, item) prompts (task=ctr or task=rating)")  # fmt: skip
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     system.on_load_checkpoint(checkpoint)  # as Lightning does: adapter-only checkpoints are completed here
     system.load_state_dict(checkpoint["state_dict"], strict=getattr(system, "strict_loading", True))

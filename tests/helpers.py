@@ -77,9 +77,9 @@ def experiment_data(cfg, ml100k_dir: Path, tmp_path: Path) -> list[str]:
         return [f"data.behaviour.root={ml100k_dir}", cache]
     if cfg.data.get("datamodules"):  # multi-task
         return [*(f"data.datamodules.{name}.root={ml100k_dir}" for name in cfg.data.datamodules), cache]
-    if str(cfg.data.dataset).startswith("amazon"):
+    if cfg.data.dataset == "amazon":
         from tests.fixtures import make_log, write_amazon
 
-        root = write_amazon(tmp_path / "amazon", str(cfg.data.dataset)[-4:], make_log())
+        root = write_amazon(tmp_path / "amazon", str(cfg.data.source.version), make_log())
         return [f"data.root={root}", "data.source.category=All_Beauty", "data.k_core=0", cache]
     return [f"data.root={ml100k_dir}", cache]

@@ -57,6 +57,7 @@ def test_a_task_without_a_batch_gets_zero_gradients_not_none(tmp_path: Path, ml1
     assert torch.count_nonzero(system.parts["ctr"].model.head.weight.grad) > 0
 
 
+@pytest.mark.slow  # two DDP processes through the CLI: the slow tier, still run by CI
 def test_ddp_with_a_task_that_runs_out_of_batches(tmp_path: Path, ml100k_dir: Path):
     """2 CPU ranks, max_size mode, the rating task exhausted after one step: DDP must not stall or raise."""
     run_cli([*_overrides(ml100k_dir, tmp_path), "trainer=ddp_cpu", "logger=csv", "data.mode=max_size",

@@ -62,3 +62,17 @@ def test_cli_prints_top_k_and_names_bad_candidates(trained_run: Path, tmp_path: 
     assert rec.main(["--run", str(trained_run), "--user", "1", "--candidates", str(bad)]) == 2
     assert f"{bad}:2: unknown item id 999" in capsys.readouterr().err
     assert rec.main(["--run", str(tmp_path), "--user", "1"]) == 2
+
+
+def test_a_run_that_does_not_score_prompts_is_a_clear_error(tmp_path: Path, ml100k_dir: Path):
+    from omegaconf import OmegaConf
+
+    from tests.helpers import compose_config
+
+    cfg = compose_config(["experiment=retrieval_lora", f"data.root={ml100k_dir}",
+                          f"paths.data_dir={tmp_path / 'cache'}"], tmp_path)  # fmt: skip
+    (tmp_path / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with pytest.raises(rec.RecommendError, match="a RetrievalSystem run; the recommender ranks with runs that score"):
+        rec.load_run(tmp_path)

@@ -199,6 +199,7 @@ def test_a_run_directory_reproduces_its_run(tmp_path: Path, ml100k_dir: Path):
     assert configs[1] == configs[0]  # everything else, job_type and group included, is the same
 
 
+@pytest.mark.slow  # nine CLI runs (~3 min): the slow tier, still run by CI
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml")))
 def test_every_experiment_fast_dev_runs(experiment: str, tmp_path: Path, ml100k_dir: Path):
     cfg = compose_config([f"experiment={experiment}"], tmp_path)
