@@ -4,6 +4,7 @@ CombinedLoader), validation/test loaders run one after another (dataloader_idx =
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Any
 
 import lightning as L
@@ -29,7 +30,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         self.names = list(self.datamodules)
         self.mode = mode
 
-    @property
+    @cached_property
     def tokenizer(self):
         """The tokenizer every task's DataModule uses (checked to be the same vocabulary)."""
         first, *rest = self.names

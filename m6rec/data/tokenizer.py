@@ -31,22 +31,36 @@ def load_pretrained_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, cache_dir: str | Path) -> PreTrainedTokenizerFast:
     """Train (or reuse from `cache_dir`, keyed by a hash of texts + size) a byte-level BPE tokenizer."""
     texts = list(texts)
-    h = hashlib.sha256(f"bpe-v1|{vocab_size}".encode())
+    path = Path(cache_dir) / f"bpe-{vocab_size}-{_texts_key('bpe', vocab_size, texts)}"
+
+    def build() -> PreTrainedTokenizerFast:
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=[PAD, EOS], show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )  # fmt: skip
+        tok.train_from_iterator(texts, trainer=trainer)
+        return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, bos_token=EOS)
+
+    return _cached_tokenizer(path, build)
+
+
+def _texts_key(kind: str, vocab_size: int, texts: list[str]) -> str:
+    """A short hash of the tokenizer kind, size and training texts: the cache folder's name."""
+    h = hashlib.sha256(f"{kind}-v1|{vocab_size}".encode())
     for text in texts:
         h.update(text.encode("utf-8") + b"\0")
-    path = Path(cache_dir) / f"bpe-{vocab_size}-{h.hexdigest()[:16]}"
+    return h.hexdigest()[:16]
+
+
+def _cached_tokenizer(path: Path, build: Callable[[], PreTrainedTokenizerFast]) -> PreTrainedTokenizerFast:
+    """Load the tokenizer saved in `path`, building and saving it first (FileLock + atomic_dir) when absent."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if not (path / "tokenizer.json").exists():
-            tok = Tokenizer(models.BPE())
-            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-            tok.decoder = decoders.ByteLevel()
-            trainer = trainers.BpeTrainer(
-                vocab_size=vocab_size, special_tokens=[PAD, EOS], show_progress=False,
-                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            )  # fmt: skip
-            tok.train_from_iterator(texts, trainer=trainer)
-            fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, bos_token=EOS)
+            fast = build()
             with atomic_dir(path) as tmp:
                 fast.save_pretrained(tmp)
     fast = PreTrainedTokenizerFast.from_pretrained(path)
@@ -64,27 +78,15 @@ def train_tokenizer(
     """
     if kind not in ("bpe", "wordpiece"):
         raise ValueError(f"data.tokenizer_type: {kind!r} is not one of ['bpe', 'wordpiece']")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        if not (path / "tokenizer.json").exists():
-            fast = _train_bpe(texts(), vocab_size) if kind == "bpe" else _train_wordpiece(texts(), vocab_size)
-            with atomic_dir(path) as tmp:
-                fast.save_pretrained(tmp)
-    fast = PreTrainedTokenizerFast.from_pretrained(path)
-    fast.padding_side = "right"
-    return fast
+    train = _train_bpe if kind == "bpe" else _train_wordpiece
+    return _cached_tokenizer(Path(path), lambda: train(texts(), vocab_size))
 
 
 def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int, cache_dir: str | Path) -> PreTrainedTokenizerFast:
     """Train (or reuse from `cache_dir`, keyed by a hash of texts + size) a BERT-style WordPiece tokenizer."""
     texts = list(texts)
-    h = hashlib.sha256(f"wordpiece-v1|{vocab_size}".encode())
-    for text in texts:
-        h.update(text.encode("utf-8") + b"\0")
-    return train_tokenizer(
-        lambda: texts, "wordpiece", vocab_size, Path(cache_dir) / f"wordpiece-{vocab_size}-{h.hexdigest()[:16]}"
-    )
+    path = Path(cache_dir) / f"wordpiece-{vocab_size}-{_texts_key('wordpiece', vocab_size, texts)}"
+    return train_tokenizer(lambda: texts, "wordpiece", vocab_size, path)
 
 
 def _train_bpe(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
