@@ -1,21 +1,22 @@
-"""Late interaction vs the full model on real MovieLens-100K: speed-up per ranking request, and AUC kept.
+"""Late interaction vs the full model: speed-up per ranking request, and AUC kept — from two trained runs.
 
-Both GPT-2 scorers start from the same random weights and train on the same CTR samples (random 80/10/10 split,
-label = rating >= 4) for `--steps` steps. Then each of `--users` test users is one request ranking `--candidates`
-items: their test items (at most half the list; label = rating >= 4) plus unseen items sampled uniformly (items
-they never rated in any split; label 0). The request's history is the user's newest training ratings.
+Train the same model twice, late and full, then compare them (MovieLens-100K, 6-block 128-d GPT-2):
 
-Latency per request, excluding tokenization (both read pre-tokenized ids): full = pad the prompts, run all blocks;
-late = look the segments' lower states up in the cache (built offline, timed apart as `cache_build_s`), concatenate,
-run the top `--layers-online` blocks. Requests alternate full/late so both see the same CPU load.
+    python run.py -m experiment=ctr_late model.layers_online=1,null
+    python benchmarks/late_interaction.py --late-run <ctr_late run dir> --full-run <the layers_online=null run dir>
 
-    .venv/bin/python benchmarks/late_interaction.py --steps 200 --layers 6 --layers-online 1 --users 50
+Each of `--users` test users is one request ranking `--candidates` items: their test items (at most half the list;
+label = the run's CTR label) plus items they never rated in any split (label 0). Every request is built by the
+recommender's path (`datamodule.request_rows`: the user's newest training ratings as history) and scored by each
+run's own model. Latency per request excludes tokenization: full = the padded prompts through every block; late =
+the segments' lower-block states looked up in a `SegmentStateCache` (built offline, timed apart as `cache_build_s`),
+concatenated, the top `layers_online` blocks. Requests alternate full/late so both see the same CPU load.
+The runs' own test-set AUCs (metrics.json) are reported beside the ranking AUCs.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import sys
@@ -24,43 +25,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
-import torch.nn.functional as F
 from torchmetrics.functional.classification import binary_auroc
-from transformers import get_linear_schedule_with_warmup
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from m6rec.data import BehaviourLogDataModule  # noqa: E402
-from m6rec.data.behaviour_log import pad_collate  # noqa: E402
-from m6rec.data.encode import SegmentEncoder  # noqa: E402
-from m6rec.data.history import recent_training_history  # noqa: E402
-from m6rec.data.render import prompt_segments  # noqa: E402
-from m6rec.data.splits import TEST, TRAIN  # noqa: E402
-from m6rec.models.backbone import build_backbone  # noqa: E402
-from m6rec.models.late_interaction import LateInteractionScorer, SegmentStateCache, tokenize_late  # noqa: E402
-from m6rec.models.scorer import TextScorer  # noqa: E402
-
-Parts = list[tuple[str, str, list[str], str]]
+from m6rec.data.behaviour_log import BehaviourLogDataModule  # noqa: E402
+from m6rec.data.splits import TEST  # noqa: E402
+from m6rec.models.late_interaction import LateInteractionScorer, SegmentStateCache  # noqa: E402
+from m6rec.recommend import load_run  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default=str(ROOT / "data"), help="dataset + tokenizer cache (ml-100k inside)")
-    p.add_argument("--root", default=None, help="a local ML-100K copy (GroupLens u.* files) instead of data-dir's")
-    p.add_argument("--steps", type=int, default=200, help="training steps of each model (one pass, no repeats)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--layers", type=int, default=6, help="GPT-2 blocks L")
-    p.add_argument("--layers-online", type=int, default=1, help="top blocks run per request (L - L')")
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--late-run", required=True, help="run dir of experiment=ctr_late (model.layers_online set)")
+    p.add_argument("--full-run", required=True, help="run dir of the same experiment with model.layers_online=null")
     p.add_argument("--users", type=int, default=50, help="ranking requests (test users)")
     p.add_argument("--candidates", type=int, default=100, help="items ranked per request")
-    p.add_argument("--max-length", type=int, default=64, help="token budget of a prompt (data.max_length)")
-    p.add_argument("--history-len", type=int, default=10)
     p.add_argument("--warmup-requests", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared CPU)")
     p.add_argument("--seed", type=int, default=0)
@@ -68,54 +50,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def encode_full(parts: Parts, encoder: SegmentEncoder) -> list[np.ndarray]:
-    """Token ids of the joint prompts, budgeted like the data module does."""
-    encoder.prefetch(s for part in parts for s in prompt_segments(*part, encoder.templates))
-    return [encoder.encode(*part) for part in parts]
-
-
-def train(model: torch.nn.Module, loss_of: Callable[[int], torch.Tensor], steps: int, lr: float) -> dict[str, float]:
-    """AdamW + linear warm-up (10 %) and decay; `loss_of(step)` computes the loss of batch `step`."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    scheduler = get_linear_schedule_with_warmup(optimizer, max(1, steps // 10), steps)
-    model.train()
-    start, losses = time.perf_counter(), []
-    for step in range(steps):
-        loss = loss_of(step)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
-    model.eval()
-    tail = losses[-max(1, steps // 10) :]
-    return {"train_s": time.perf_counter() - start, "first_loss": losses[0], "last_loss": float(np.mean(tail))}
-
-
 def ranking_requests(
-    dm: BehaviourLogDataModule, samples: pd.DataFrame, users: int, candidates: int, rng: np.random.Generator
-) -> tuple[list[Parts], list[np.ndarray]]:
-    """(parts, labels) of each request: a test user's test items (≤ half) + unseen items, newest training history."""
-    split = samples["split"].to_numpy()
-    test = samples[split == TEST]
-    chosen = rng.choice(np.sort(test["user_id"].unique()), size=users, replace=False)
+    dm: BehaviourLogDataModule, users: int, candidates: int, rng: np.random.Generator
+) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(user, item ids, labels) per request: a test user's test items (≤ half, their CTR labels) + unseen items."""
+    samples = dm.samples()
+    test = samples[samples["split"].to_numpy() == TEST]
     all_items = np.sort(dm.tables.items["item_id"].to_numpy())
-    rows, labels = [], []
-    for user in chosen:
+    requests = []
+    for user in rng.choice(np.sort(test["user_id"].unique()), size=users, replace=False).tolist():
         own = test[test["user_id"] == user]
         own = own.iloc[rng.permutation(len(own))[: candidates // 2]]
         seen = samples.loc[samples["user_id"] == user, "item_id"].to_numpy()
         unseen = rng.choice(np.setdiff1d(all_items, seen), size=candidates - len(own), replace=False)
-        rows.append(pd.DataFrame({"user_id": user, "item_id": np.concatenate([own["item_id"].to_numpy(), unseen])}))
-        labels.append(np.concatenate([own["label"].to_numpy(np.float32), np.zeros(len(unseen), np.float32)]))
-    requests = pd.concat(rows, ignore_index=True)
-    # History at request time: the newest training ratings (the request comes after every logged event).
-    later = requests.assign(rating=0.0, timestamp=int(samples["timestamp"].max()) + 1)
-    frame = pd.concat([samples[["user_id", "item_id", "rating", "timestamp"]], later], ignore_index=True)
-    is_train = np.concatenate([split == TRAIN, np.zeros(len(later), bool)])
-    histories = recent_training_history(frame, is_train, dm.hparams.history_len)[len(samples) :]
-    parts = dm._parts(requests, histories)
-    return [parts[k * candidates : (k + 1) * candidates] for k in range(users)], labels
+        labels = np.concatenate([own["label"].to_numpy(np.float32), np.zeros(len(unseen), np.float32)])
+        requests.append((int(user), np.concatenate([own["item_id"].to_numpy(), unseen]), labels))
+    return requests
 
 
 def timed(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
@@ -131,61 +81,39 @@ def mean_user_auc(scores: list[torch.Tensor], labels: list[np.ndarray]) -> float
     return float(np.mean(aucs)) if aucs else None
 
 
+def run_test_auc(run_dir: str) -> float | None:
+    path = Path(run_dir) / "metrics.json"
+    return json.loads(path.read_text()).get("test/auc") if path.is_file() else None
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(args.seed)
+    _, late_dm, late_system = load_run(args.late_run)
+    _, full_dm, full_system = load_run(args.full_run)
+    late, full = late_system.model, full_system.model
+    if not isinstance(late, LateInteractionScorer) or isinstance(full, LateInteractionScorer):
+        raise SystemExit("--late-run needs model.layers_online set, --full-run needs model.layers_online=null")
+    if late_dm.fingerprint != full_dm.fingerprint:  # same log, split and labels: the same test set for both
+        raise SystemExit(f"--late-run {args.late_run} and --full-run {args.full_run}: different data "
+                         f"(fingerprints {late_dm.fingerprint} vs {full_dm.fingerprint})")  # fmt: skip
+
     t0 = time.perf_counter()
-    dm = BehaviourLogDataModule(
-        data_dir=args.data_dir, root=args.root, history_len=args.history_len, max_length=args.max_length
-    )
-    samples = dm.samples()
-    train_rows = np.flatnonzero(samples["split"].to_numpy() == TRAIN)
-    train_rows = rng.permutation(train_rows)[: args.steps * args.batch_size]
-    histories = recent_training_history(samples, (samples["split"] == TRAIN).to_numpy(), args.history_len)
-    train_parts = dm._parts(samples.iloc[train_rows], [histories[r] for r in train_rows])
-    encoder = SegmentEncoder(dm.tokenizer, dm.templates, args.max_length)
-    full_ids, late_segs = encode_full(train_parts, encoder), tokenize_late(train_parts, encoder, args.max_length)
-    train_labels = torch.from_numpy(samples["label"].to_numpy(np.float32)[train_rows])
-    request_parts, request_labels = ranking_requests(dm, samples, args.users, args.candidates, rng)
-    request_full = [encode_full(parts, encoder) for parts in request_parts]
-    request_late = [tokenize_late(parts, encoder, args.max_length) for parts in request_parts]
+    requests = ranking_requests(late_dm, args.users, args.candidates, np.random.default_rng(args.seed))
+    collate_full, collate_late = full_dm.collate_fn(), late_dm.collate_fn()
+    full_batches = [collate_full(full_dm.request_rows(user, items.tolist())) for user, items, _ in requests]
+    late_requests = [collate_late(late_dm.request_rows(u, items.tolist()))["segments"] for u, items, _ in requests]
     data_s = time.perf_counter() - t0
 
-    torch.manual_seed(args.seed)
-    config = {"model_type": "gpt2", "n_layer": args.layers, "n_embd": args.hidden, "n_head": args.heads,
-              "n_positions": 256, "activation_function": "gelu", "resid_pdrop": 0.0, "embd_pdrop": 0.0,
-              "attn_pdrop": 0.0, "bos_token_id": 1, "eos_token_id": 1}  # fmt: skip
-    backbone = build_backbone(len(dm.tokenizer), config)
-    full = TextScorer(copy.deepcopy(backbone), args.hidden)
-    late = LateInteractionScorer(copy.deepcopy(backbone), args.layers_online)
-    late.head.load_state_dict(full.head.state_dict())
-    collate = pad_collate(dm.tokenizer.pad_token_id)
-
-    def batch_of(ids: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        return collate([{"input_ids": x, "label": 0.0, "user_id": 0, "item_id": 0} for x in ids])
-
-    def full_loss(step: int) -> torch.Tensor:
-        rows = slice(step * args.batch_size, (step + 1) * args.batch_size)
-        b = batch_of(full_ids[rows])
-        return F.binary_cross_entropy_with_logits(full(b["input_ids"], b["attention_mask"]), train_labels[rows])
-
-    def late_loss(step: int) -> torch.Tensor:
-        rows = slice(step * args.batch_size, (step + 1) * args.batch_size)
-        return F.binary_cross_entropy_with_logits(late(late_segs[rows]), train_labels[rows])
-
-    full_train, late_train = train(full, full_loss, args.steps, args.lr), train(late, late_loss, args.steps, args.lr)
-
     cache = SegmentStateCache(late)
-    occurrences = [ids for request in request_late for sample in request for _, ids in sample]
+    occurrences = [ids for request in late_requests for sample in request for _, ids in sample]
     _, cache_build_s = timed(lambda: cache.add(occurrences))
 
     def full_request(k: int) -> torch.Tensor:
-        b = batch_of(request_full[k])
-        return full(b["input_ids"], b["attention_mask"])
+        return full(full_batches[k]["input_ids"], full_batches[k]["attention_mask"])
 
     def late_request(k: int) -> torch.Tensor:
-        return cache.score(request_late[k])
+        return cache.score(late_requests[k])
 
     full_scores, late_scores, full_ms, late_ms = [], [], [], []
     with torch.inference_mode():
@@ -197,8 +125,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 logits, seconds = timed(lambda request=request, k=k: request(k))
                 scores.append(logits)
                 ms.append(1000 * seconds)
-        cache_diff = float((late(request_late[0]) - late_scores[0]).abs().max())  # the same request, uncached
+        cache_diff = float((late(late_requests[0]) - late_scores[0]).abs().max())  # the same request, uncached
 
+    request_labels = [labels for _, _, labels in requests]
     labels = torch.from_numpy(np.concatenate(request_labels)).long()
     result = {
         "speedup": statistics.median(full_ms) / statistics.median(late_ms),
@@ -206,11 +135,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "auc_late": float(binary_auroc(torch.cat(late_scores), labels)),
         "user_auc_full": mean_user_auc(full_scores, request_labels),
         "user_auc_late": mean_user_auc(late_scores, request_labels),
-        "layers_online": args.layers_online,
-        "layers": args.layers,
-        "hidden": args.hidden,
-        "steps": args.steps,
-        "batch_size": args.batch_size,
+        "test_auc_full": run_test_auc(args.full_run),
+        "test_auc_late": run_test_auc(args.late_run),
+        "layers_online": late.layers_online,
+        "layers": len(late.backbone.h),
+        "hidden": late.backbone.config.hidden_size,
         "latency_ms_full": statistics.median(full_ms),
         "latency_ms_late": statistics.median(late_ms),
         "latency_ms_full_mean": statistics.fmean(full_ms),
@@ -222,13 +151,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "users": args.users,
         "candidates": args.candidates,
         "positives": int(labels.sum()),
-        "tokens_per_request_full": float(np.mean([sum(map(len, r)) for r in request_full])),
-        "tokens_per_request_late": float(np.mean([sum(len(i) for s in r for _, i in s) for r in request_late])),
-        "train_full": full_train,
-        "train_late": late_train,
+        "tokens_per_request_full": float(np.mean([int(b["attention_mask"].sum()) for b in full_batches])),
         "threads": args.threads,
         "seed": args.seed,
         "data_s": data_s,
+        "late_run": str(args.late_run),
+        "full_run": str(args.full_run),
         "command": "python benchmarks/late_interaction.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     out = Path(args.out)
@@ -240,15 +168,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 def print_table(r: dict) -> None:
-    rows = [("full", r["layers"], r["auc_full"], r["user_auc_full"], r["latency_ms_full"], r["train_full"]["train_s"]),
-            ("late", r["layers_online"], r["auc_late"], r["user_auc_late"], r["latency_ms_late"],
-             r["train_late"]["train_s"])]  # fmt: skip
-    print(f"| model | blocks online | AUC | mean user AUC | ms / request ({r['candidates']} items) | train s |")
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    print(f"| model | blocks online | ranking AUC | mean user AUC | test-set AUC (run) | ms / request "
+          f"({r['candidates']} items) |")  # fmt: skip
     print("|---|---|---|---|---|---|")
-    for name, blocks, auc, user_auc, ms, train_s in rows:
-        user_auc = "n/a" if user_auc is None else f"{user_auc:.4f}"
-        print(f"| {name} | {blocks} of {r['layers']} | {auc:.4f} | {user_auc} | {ms:.1f} | {train_s:.0f} |")
-    print(f"speed-up {r['speedup']:.2f}x, AUC kept {100 * r['auc_late'] / r['auc_full']:.1f} %, cache build "
+    for name, blocks in (("full", r["layers"]), ("late", r["layers_online"])):
+        print(f"| {name} | {blocks} of {r['layers']} | {r[f'auc_{name}']:.4f} | {fmt(r[f'user_auc_{name}'])} | "
+              f"{fmt(r[f'test_auc_{name}'])} | {r[f'latency_ms_{name}']:.1f} |")  # fmt: skip
+    print(f"speed-up {r['speedup']:.2f}x, ranking AUC kept {100 * r['auc_late'] / r['auc_full']:.1f} %, cache build "
           f"{r['cache_build_s']:.2f} s for {r['cache_entries']} segments ({r['cache_lookups']} lookups)")  # fmt: skip
 
 

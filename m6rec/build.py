@@ -22,6 +22,9 @@ def build_datamodule_and_system(cfg: DictConfig) -> tuple[L.LightningDataModule,
     if cfg.task.get("objective") in LM_OBJECTIVES:  # pretraining: the task trains the model with its LM head
         lm = instantiate(cfg.model.lm, vocab_size=len(tokenizer), objective=cfg.task.objective)
         return datamodule, instantiate(cfg.task, model=apply_peft(lm, instantiate(cfg.peft)), tokenizer=tokenizer)
+    if cfg.model.get("layers_online") is not None and "layers_online" not in cfg.task:
+        raise ValueError(f"model.layers_online={cfg.model.layers_online}: late interaction scores CTR prompts "
+                         f"(task=ctr), not {cfg.task._target_.rsplit('.', 1)[-1]}")  # fmt: skip
     backbone = instantiate(cfg.model.backbone, vocab_size=len(tokenizer))
     system = instantiate(cfg.task, backbone=apply_peft(backbone, instantiate(cfg.peft)))
     return datamodule, system

@@ -2,9 +2,10 @@
 
 Usage: python -m m6rec.recommend --run <run dir> --user <id> [--k 10] [--candidates FILE] [--ckpt PATH] [--include-seen]
 
-The run is rebuilt from its `config_resolved.yaml` exactly as run.py built it, the checkpoint is loaded through the
-system's own checkpoint hooks, and each candidate is scored by the system's forward on the same prompts evaluation
-uses (the user's most recent training history + the candidate).
+The run is rebuilt from its `config_resolved.yaml` exactly as run.py built it and the checkpoint is loaded through the
+system's own checkpoint hooks. A CTR / rating run scores each candidate by the system's forward on the prompt evaluation
+uses (the user's most recent training history + the candidate); a retrieval run by the cosine similarity of the user's
+query embedding (the query evaluation uses) with the candidate's item embedding.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from rich.console import Console
 from rich.table import Table
 
 from m6rec.build import build_datamodule_and_system
-from m6rec.data.behaviour_log import pad_collate
 from m6rec.data.splits import TRAIN
 from m6rec.systems.ctr import CTRSystem
 from m6rec.systems.rating import RatingSystem
+from m6rec.systems.retrieval import RetrievalSystem
 
 SCORING_SYSTEMS = (CTRSystem, RatingSystem)  # a forward that scores (user, item) prompts
+EMBEDDING_SYSTEMS = (RetrievalSystem,)  # towers that embed user queries and items
 
 
 class RecommendError(ValueError):
@@ -45,9 +47,10 @@ def load_run(
     cfg = OmegaConf.load(config)
     path = Path(ckpt) if ckpt else _best_checkpoint(run_dir)
     datamodule, system = build_datamodule_and_system(cfg)
-    if not isinstance(system, SCORING_SYSTEMS):
-        raise RecommendError(f"--run {run_dir}: a {type(system).__name__} run; the recommender ranks with runs that "
-                             "score (user, item) prompts (task=ctr or task=rating)")  # fmt: skip
+    if not isinstance(system, (*SCORING_SYSTEMS, *EMBEDDING_SYSTEMS)):
+        raise RecommendError(f"--run {run_dir}: a {type(system).__name__} run (task_name={cfg.get('task_name')}); the "
+                             "recommender ranks with runs that score (user, item) prompts (task=ctr or task=rating) "
+                             "or embed users and items (task=retrieval)")  # fmt: skip
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     system.on_load_checkpoint(checkpoint)  # as Lightning does: adapter-only checkpoints are completed here
     system.load_state_dict(checkpoint["state_dict"], strict=getattr(system, "strict_loading", True))
@@ -66,17 +69,31 @@ def _best_checkpoint(run_dir: Path) -> Path:
 @torch.inference_mode()
 def score_items(datamodule, system: L.LightningModule, user_id: int, item_ids: Sequence[int], batch_size: int = 256
                 ) -> torch.Tensor:  # fmt: skip
-    """The system's score of each (user, item) prompt, batched exactly like evaluation batches."""
-    collate = pad_collate(datamodule.tokenizer.pad_token_id)
-    ids = datamodule.encode_requests(user_id, item_ids)
-    scores = []
-    for start in range(0, len(ids), batch_size):
-        rows = [
-            {"input_ids": x, "label": 0.0, "user_id": user_id, "item_id": i}
-            for x, i in zip(ids[start : start + batch_size], item_ids[start : start + batch_size], strict=True)
-        ]
-        scores.append(system(collate(rows)).float())
+    """Each item's score for `user_id`: a CTR / rating system's forward on the (user, item) prompt, batched exactly
+    like evaluation batches; a retrieval system's cosine similarity (see `_similarities`)."""
+    if isinstance(system, EMBEDDING_SYSTEMS):
+        return _similarities(datamodule, system, user_id, item_ids, batch_size)
+    collate, rows = datamodule.collate_fn(), datamodule.request_rows(user_id, list(item_ids))
+    scores = [system(collate(rows[start : start + batch_size])).float() for start in range(0, len(rows), batch_size)]
     return torch.cat(scores) if scores else torch.empty(0)
+
+
+def _similarities(datamodule, system: RetrievalSystem, user_id: int, item_ids: Sequence[int], batch_size: int
+                  ) -> torch.Tensor:  # fmt: skip
+    """Cosine similarity of the user's query embedding (the query evaluation uses) with each item's embedding, items
+    embedded `batch_size` at a time (bit-equal to evaluation's `queries @ item_embeddings.T` when batched alike)."""
+    collate = datamodule.collate_fn()
+    query = collate([{"input_ids": datamodule.encode_query(user_id), "item_id": -1, "user_id": user_id}])
+    query = system.model.embed_queries(query["input_ids"], query["attention_mask"])
+    tokens, items = datamodule.encode_items(item_ids), []
+    for start in range(0, len(tokens), batch_size):
+        rows = [
+            {"input_ids": x, "item_id": i, "user_id": user_id}
+            for x, i in zip(tokens[start : start + batch_size], item_ids[start : start + batch_size], strict=True)
+        ]
+        batch = collate(rows)
+        items.append(system.model.embed_items(batch["input_ids"], batch["attention_mask"]))
+    return (query @ torch.cat(items).T)[0].float() if items else torch.empty(0)
 
 
 def recommend(datamodule, system, user_id: int, k: int = 10, candidates: Sequence[int] | None = None,

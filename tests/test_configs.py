@@ -93,3 +93,16 @@ def test_slurm_launcher_asks_for_one_task_per_gpu(tmp_path: Path):
     assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (cfg.hydra.launcher.nodes, cfg.hydra.launcher.gpus_per_node, cfg.hydra.launcher.tasks_per_node) == (2, 8, 8)
     assert cfg.hydra.launcher.timeout_min == 720 and cfg.hydra.launcher.max_num_timeout == 3
+
+
+@pytest.mark.parametrize(("mode", "direction"), [("max", "maximize"), ("min", "minimize")])
+def test_optuna_direction_follows_optimized_mode(mode: str, direction: str):
+    """A val/rmse or val/loss search must minimise: the sweeper's direction is derived from `optimized_mode`."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["hparams_search=ctr_optuna", f"optimized_mode={mode}"],
+                      return_hydra_config=True)  # fmt: skip
+    assert cfg.hydra.sweeper.direction == direction

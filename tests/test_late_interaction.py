@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from m6rec import recommend as rec
 from m6rec.data import BehaviourLogDataModule
 from m6rec.data.encode import SegmentEncoder
 from m6rec.data.history import recent_training_history
@@ -25,6 +27,7 @@ from m6rec.models.late_interaction import (
     tokenize_late,
 )
 from m6rec.models.scorer import TextScorer
+from tests.helpers import run_cli
 
 GPT2 = {"model_type": "gpt2", "n_layer": 2, "n_embd": 32, "n_head": 2, "n_positions": 128,
         "activation_function": "gelu", "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}  # fmt: skip
@@ -154,12 +157,61 @@ def test_layers_online_out_of_range_is_rejected():
         LateInteractionScorer(build_backbone(50, GPT2), layers_online=3)
 
 
-def test_benchmark_runs_end_to_end_on_the_fixture(ml100k_dir, tmp_path):
+@pytest.fixture(scope="module")
+def late_and_full_runs(ml100k_dir, tmp_path_factory) -> tuple[Path, Path]:
+    """experiment=ctr_late trained twice through the CLI (one multirun): layers_online=1, and the same model full."""
+    tmp = tmp_path_factory.mktemp("late_runs")
+    run_cli(["-m", "experiment=ctr_late", "model.layers_online=1,null", "logger=csv", f"data.root={ml100k_dir}",
+             f"paths.data_dir={tmp / 'data'}", "model.backbone.config.n_layer=2", "model.backbone.config.n_embd=32",
+             "trainer.max_epochs=1", "data.batch_size=32"], tmp)  # fmt: skip
+    late, full = sorted((tmp / "logs" / "ctr_late" / "multiruns").glob("*/[01]"))
+    return late, full
+
+
+def test_late_run_batches_carry_segments_whose_tokens_are_the_prompt(late_and_full_runs):
+    """The late run trained a LateInteractionScorer on LateSegmentDataModule batches: each sample's segments
+    concatenate to its input_ids, and the system's score equals the scorer's uncached forward on them."""
+    late_dir, full_dir = late_and_full_runs
+    _, dm, system = rec.load_run(late_dir)
+    assert isinstance(system.model, LateInteractionScorer) and system.model.layers_online == 1
+    assert not isinstance(rec.load_run(full_dir)[2].model, LateInteractionScorer)
+    dm.setup("test")
+    rows = [dm.datasets["test"][k] for k in range(6)]
+    batch = dm.collate_fn()(rows)
+    for row, segments in zip(rows, batch["segments"], strict=True):
+        assert [i for _, ids in segments for i in ids] == row["input_ids"].tolist()
+        assert [role for role, _ in segments].count(CANDIDATE) == 1
+    with torch.inference_mode():
+        assert torch.equal(system(batch), system.model(batch["segments"]))
+    metrics = json.loads((late_dir / "metrics.json").read_text())
+    assert 0.0 <= metrics["test/auc"] <= 1.0
+    ranked = rec.recommend(dm, system, 3, k=5)  # the recommender serves late runs through request_rows + collate_fn
+    (segments,) = dm.collate_fn()(dm.request_rows(3, [ranked[0][0]]))["segments"]
+    with torch.inference_mode():  # alone vs in the catalogue batch: float32 GEMM rounding only
+        torch.testing.assert_close(ranked[0][2], system.model([segments]).item(), rtol=0, atol=1e-6)
+    assert [s for _, _, s in ranked] == sorted((s for _, _, s in ranked), reverse=True) and len(ranked) == 5
+
+
+def test_late_interaction_needs_segment_batches_and_an_in_place_peft(ml100k_dir, tmp_path):
+    args = ["experiment=ctr_lora", "model.layers_online=1", "logger=csv", f"data.root={ml100k_dir}",
+            f"paths.data_dir={tmp_path / 'data'}", "++trainer.fast_dev_run=true"]  # fmt: skip
+    run = run_cli(args, tmp_path, check=False)
+    assert run.returncode != 0
+    assert "model.layers_online is set but batches have no `segments`" in run.stderr
+    from m6rec.peft import apply_peft
+    from m6rec.peft.option import OptionTuning
+    from m6rec.systems.ctr import CTRSystem
+
+    with pytest.raises(ValueError, match="late interaction needs a GPT-2 backbone adapted in place"):
+        CTRSystem(apply_peft(build_backbone(50, GPT2), OptionTuning(n_prompt=4, num_options=2)), layers_online=1)
+
+
+def test_benchmark_runs_end_to_end_on_the_fixture(late_and_full_runs, tmp_path):
     from benchmarks.late_interaction import main
 
+    late_dir, full_dir = late_and_full_runs
     out = tmp_path / "late.json"
-    result = main(["--root", str(ml100k_dir), "--data-dir", str(tmp_path), "--steps", "2", "--batch-size", "8",
-                   "--layers", "2", "--hidden", "32", "--heads", "2", "--users", "3", "--candidates", "10",
+    result = main(["--late-run", str(late_dir), "--full-run", str(full_dir), "--users", "3", "--candidates", "10",
                    "--warmup-requests", "1", "--out", str(out)])  # fmt: skip
     assert json.loads(out.read_text()) == result
     assert (result["layers"], result["layers_online"], result["users"], result["candidates"]) == (2, 1, 3, 10)
@@ -167,3 +219,31 @@ def test_benchmark_runs_end_to_end_on_the_fixture(ml100k_dir, tmp_path):
     assert result["cache_entries"] < result["cache_lookups"]  # shared user/history/candidate segments reused
     assert result["speedup"] == pytest.approx(result["latency_ms_full"] / result["latency_ms_late"])
     assert 0.0 <= result["auc_full"] <= 1.0 and 0.0 <= result["auc_late"] <= 1.0
+    for name, run_dir in (("full", full_dir), ("late", late_dir)):
+        assert result[f"test_auc_{name}"] == json.loads((run_dir / "metrics.json").read_text())["test/auc"]
+
+
+def test_late_request_rows_equal_the_test_rows_under_loo(ml100k_dir, tmp_path):
+    """Under `loo` a test event follows all of its user's training events, so the recommender's request (segments
+    included) must equal the test set's row exactly."""
+    from m6rec.data.late_segments import LateSegmentDataModule
+
+    dm = LateSegmentDataModule(data_dir=str(tmp_path), root=str(ml100k_dir), split="loo", max_length=128)
+    dm.setup("test")
+    test = dm.datasets["test"]
+    for row in range(0, len(test), max(1, len(test) // 5)):
+        expected = test[row]
+        (request,) = dm.request_rows(int(expected["user_id"]), [int(expected["item_id"])])
+        for key in ("input_ids", "segment_lengths", "segment_roles"):
+            np.testing.assert_array_equal(request[key], expected[key])
+        assert request["segment_lengths"].sum() == len(request["input_ids"]) and len(request["segment_roles"]) > 3
+
+
+def test_layers_online_outside_ctr_is_a_config_error(ml100k_dir, tmp_path):
+    from m6rec.build import build_datamodule_and_system
+    from tests.helpers import compose_config
+
+    cfg = compose_config(["experiment=rating_lora", "model.layers_online=1", f"data.root={ml100k_dir}",
+                          f"paths.data_dir={tmp_path}"], tmp_path)  # fmt: skip
+    with pytest.raises(ValueError, match=r"model.layers_online=1: late interaction scores CTR prompts \(task=ctr\)"):
+        build_datamodule_and_system(cfg)

@@ -22,6 +22,15 @@ def trained_run(tmp_path_factory, ml100k_dir: Path) -> Path:
     return run_dir
 
 
+@pytest.fixture(scope="module")
+def retrieval_run(tmp_path_factory, ml100k_dir: Path) -> Path:
+    tmp = tmp_path_factory.mktemp("rec_retrieval")
+    run_cli(["experiment=retrieval_lora", "logger=csv", f"data.root={ml100k_dir}", f"paths.data_dir={tmp / 'cache'}",
+             "trainer.max_epochs=1", "data.batch_size=32"], tmp)  # fmt: skip
+    (run_dir,) = tmp.glob("logs/retrieval_lora/runs/*")
+    return run_dir
+
+
 def test_request_prompt_and_score_equal_the_test_events(trained_run: Path):
     """Under `loo` a test event follows all of the user's training events, so its evaluation prompt and score must
     be exactly what the recommender computes for that (user, item)."""
@@ -30,9 +39,9 @@ def test_request_prompt_and_score_equal_the_test_events(trained_run: Path):
     test = datamodule.datasets["test"]
     for row in range(3):
         user, item = int(test.user_ids[row]), int(test.item_ids[row])
-        (ids,) = datamodule.encode_requests(user, [item])
+        (ids,) = datamodule.request_columns(user, [item])["input_ids"]
         np.testing.assert_array_equal(ids, test.input_ids[row])
-        batch = next(iter(torch.utils.data.DataLoader([test[row]], collate_fn=rec.pad_collate(0))))
+        batch = next(iter(torch.utils.data.DataLoader([test[row]], collate_fn=datamodule.collate_fn())))
         with torch.inference_mode():
             expected = system(batch)
         assert rec.score_items(datamodule, system, user, [item]).item() == expected.item()
@@ -64,15 +73,64 @@ def test_cli_prints_top_k_and_names_bad_candidates(trained_run: Path, tmp_path: 
     assert rec.main(["--run", str(tmp_path), "--user", "1"]) == 2
 
 
-def test_a_run_that_does_not_score_prompts_is_a_clear_error(tmp_path: Path, ml100k_dir: Path):
+def test_a_run_that_neither_scores_prompts_nor_embeds_is_a_clear_error(tmp_path: Path, ml100k_dir: Path):
     from omegaconf import OmegaConf
 
     from tests.helpers import compose_config
 
-    cfg = compose_config(["experiment=retrieval_lora", f"data.root={ml100k_dir}",
+    cfg = compose_config(["experiment=zero_shot", f"data.root={ml100k_dir}",
                           f"paths.data_dir={tmp_path / 'cache'}"], tmp_path)  # fmt: skip
     (tmp_path / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
-    with pytest.raises(rec.RecommendError, match="a RetrievalSystem run; the recommender ranks with runs that score"):
+    with pytest.raises(rec.RecommendError, match=r"a ZeroShotSystem run \(task_name=zero_shot\); the recommender"):
         rec.load_run(tmp_path)
+
+
+def test_retrieval_query_and_similarity_equal_the_evaluation_path(retrieval_run: Path):
+    """Under `loo` a test query holds all of the user's training events, so the recommender's query tokens, its
+    similarity with the target and the target's rank among the non-excluded catalogue must equal evaluation's."""
+    _, datamodule, system = rec.load_run(retrieval_run)
+    queries = {user: datamodule.encode_query(user) for user in (1, 2, 3)}
+    assert not datamodule.datasets  # encode_query did not need setup()
+    datamodule.setup("test")
+    system.embed_catalogue(datamodule)
+    test, catalogue = datamodule.datasets["test"], datamodule.catalogue_ids.tolist()
+    collate = datamodule.collate_fn()
+    for row in range(3):
+        user, item = int(test.user_ids[row]), int(test.item_ids[row])
+        np.testing.assert_array_equal(queries[user], test.input_ids[row])
+        batch = collate([test[row]])
+        with torch.inference_mode():
+            query = system(batch)
+            expected = (query @ system.item_embeddings.T)[0]
+            rank = int(system.rank(query, batch)[0])
+        scores = rec.score_items(datamodule, system, user, catalogue, batch_size=datamodule.hparams.eval_batch_size)
+        column = catalogue.index(item)
+        assert scores[column].item() == expected[column].item()
+        others = [c for c, i in enumerate(catalogue) if i != item and i not in set(test.excluded[row].tolist())]
+        assert rank == int((scores[others] >= scores[column]).sum())
+
+
+def test_retrieval_recommend_masks_training_items_and_sorts_by_similarity(retrieval_run: Path):
+    _, datamodule, system = rec.load_run(retrieval_run)
+    inter = datamodule.interactions
+    seen = set(inter.loc[(datamodule.split_codes() == TRAIN) & (inter["user_id"] == 3).to_numpy(), "item_id"])
+    ranked = rec.recommend(datamodule, system, 3, k=50)
+    assert len(ranked) == 30 - len(seen) and len(seen) == 18  # 20 interactions, loo: the last two are valid / test
+    assert not seen & {item for item, _, _ in ranked}
+    scores = [s for _, _, s in ranked]
+    assert scores == sorted(scores, reverse=True) and all(-1.0001 <= s <= 1.0001 for s in scores)
+    assert len(set(scores)) > 1  # the towers tell items apart
+    assert rec.recommend(datamodule, system, 3, k=4) == ranked[:4]
+    assert len(rec.recommend(datamodule, system, 3, k=50, include_seen=True)) == 30
+
+
+def test_cli_prints_top_k_for_a_retrieval_run(retrieval_run: Path, capsys):
+    _, datamodule, system = rec.load_run(retrieval_run)
+    top = rec.recommend(datamodule, system, 2, k=3)
+    assert rec.main(["--run", str(retrieval_run), "--user", "2", "--k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "Top 3 for user 2" in out
+    for _, title, score in top:
+        assert title in out and f"{score:.4f}" in out

@@ -158,6 +158,7 @@ def test_optuna_search_runs_and_resumes_its_sqlite_study(tmp_path: Path, ml100k_
         run_cli(args, tmp_path)
     study = optuna.load_study(study_name="ctr_lora_optuna", storage=f"sqlite:///{tmp_path / 'logs' / 'optuna.db'}")
     trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE  # optimized_mode=max (val/auc)
     assert len(trials) == 4 and len({t.params["task.optimizer.lr"] for t in trials}) == 4
     for t in trials:  # each trial's value is the best validation AUC its job wrote
         assert 0.0 < t.value <= 1.0 and set(t.params) == {"task.optimizer.lr", "peft.r", "peft.lora_dropout"}

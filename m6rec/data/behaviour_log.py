@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -39,22 +39,26 @@ log = logging.getLogger(__name__)
 LOADERS = registry.LOADERS  # data.dataset → loader(root, **data.source)
 NOT_SAMPLE_SETTINGS = ("data_dir", "root", "sources", "num_workers", "batch_size", "eval_batch_size", "cache",
                        "length_bucketing")  # fmt: skip
+SAMPLE_COLUMNS = ("input_ids", "label", "split", "user_id", "item_id", "rating")  # CTRDataset's own; others → extra
 
 
 class CTRDataset(Dataset):
-    """Tokenized (user, candidate) events with a binary label and the raw rating (0 for sampled negatives)."""
+    """Tokenized (user, candidate) events with a binary label and the raw rating (0 for sampled negatives); `extra`
+    holds further per-sample columns a subclass's encoding adds (e.g. late-interaction segment lengths)."""
 
     def __init__(self, input_ids: list[np.ndarray], labels: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray,
-                 ratings: np.ndarray | None = None):  # fmt: skip
+                 ratings: np.ndarray | None = None, extra: dict[str, Sequence[Any]] | None = None):  # fmt: skip
         self.input_ids, self.labels, self.user_ids, self.item_ids = input_ids, labels, user_ids, item_ids
         self.ratings = np.full(len(labels), np.nan, np.float32) if ratings is None else ratings
+        self.extra = extra or {}
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return {"input_ids": self.input_ids[i], "label": self.labels[i], "user_id": self.user_ids[i],
-                "item_id": self.item_ids[i], "rating": self.ratings[i]}  # fmt: skip
+                "item_id": self.item_ids[i], "rating": self.ratings[i],
+                **{name: values[i] for name, values in self.extra.items()}}  # fmt: skip
 
 
 def pad_collate(pad_id: int):
@@ -210,10 +214,12 @@ class BehaviourLogDataModule(L.LightningDataModule):
             self.stats = self._statistics(columns["label"], columns["split"])
         input_ids, labels, split = columns["input_ids"], columns["label"], columns["split"]
         users, items, ratings = columns["user_id"], columns["item_id"], columns["rating"]
+        extra = {k: v for k, v in columns.items() if k not in SAMPLE_COLUMNS}
         for code, name in SPLIT_NAMES.items():
             rows = np.flatnonzero(split == code)
+            extra_rows = {k: [v[r] for r in rows] for k, v in extra.items()}
             self.datasets[name] = CTRDataset([input_ids[r] for r in rows], labels[rows], users[rows], items[rows],
-                                             ratings[rows])  # fmt: skip
+                                             ratings[rows], extra_rows)  # fmt: skip
         log.info("Data %s: %s", self.fingerprint, self.stats)
 
     def _columns_and_stats(self) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -221,12 +227,12 @@ class BehaviourLogDataModule(L.LightningDataModule):
         return columns, {"stats": self._statistics(columns["label"], columns["split"])}
 
     def sample_columns(self) -> dict[str, Any]:
-        """Every sample as columns: input_ids (list of int32 arrays), label, split, user_id, item_id, rating."""
+        """Every sample as columns: `encode_columns`' (input_ids, …), label, split, user_id, item_id, rating."""
         samples = self.samples()
         is_history = (samples["split"] == TRAIN).to_numpy() & samples["observed"].to_numpy()
         histories = recent_training_rows(samples, is_history, self.hparams.history_len)
         return {
-            "input_ids": self._encode(samples, histories),
+            **self.encode_columns(samples, histories),
             "label": samples["label"].to_numpy(np.float32),
             "split": samples["split"].to_numpy(np.int8),
             "user_id": samples["user_id"].to_numpy(np.int64),
@@ -286,6 +292,12 @@ class BehaviourLogDataModule(L.LightningDataModule):
             parts.append((*user_text.get(u, anonymous), pieces, item_text[i]))
         return parts
 
+    def encode_columns(
+        self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]] | RaggedHistory
+    ) -> dict[str, list[np.ndarray]]:
+        """What the model reads of each sample: its prompt's token ids (`input_ids`); a subclass may add columns."""
+        return {"input_ids": self._encode(samples, histories)}
+
     def _encode(
         self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]] | RaggedHistory
     ) -> list[np.ndarray]:
@@ -317,9 +329,15 @@ class BehaviourLogDataModule(L.LightningDataModule):
         encoder = SegmentEncoder(self.tokenizer, t, self.hparams.max_length)
         return encode_batch(encoder, user_parts, user_code, candidates, item_code, pieces, history, piece_code)
 
-    def encode_requests(self, user_id: int, item_ids: Sequence[int]) -> list[np.ndarray]:
-        """Token ids of the prompt "<user> rated <history>. Will <pronoun> enjoy <item>?" for each item, the history
-        being the user's most recent training interactions (as for an event after all of them)."""
+    def request_rows(self, user_id: int, item_ids: Sequence[int]) -> list[dict[str, Any]]:
+        """Dataset-style rows (label 0) of `request_columns`, ready for `collate_fn()`: what the recommender scores."""
+        columns = self.request_columns(user_id, item_ids)
+        return [{"label": 0.0, "user_id": user_id, "item_id": item, **{k: v[j] for k, v in columns.items()}}
+                for j, item in enumerate(item_ids)]  # fmt: skip
+
+    def request_columns(self, user_id: int, item_ids: Sequence[int]) -> dict[str, list[np.ndarray]]:
+        """`encode_columns` of the (user, item) events that follow all of the user's training interactions: the prompt
+        "<user> rated <history>. Will <pronoun> enjoy <item>?" with the user's most recent training interactions."""
         inter = self.interactions
         train = inter[(self.split_codes() == TRAIN) & (inter["user_id"] == user_id).to_numpy()]
         query = pd.DataFrame({"user_id": user_id, "item_id": list(item_ids), "rating": np.nan,
@@ -327,7 +345,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
         frame = pd.concat([train[query.columns], query], ignore_index=True)
         is_history = np.arange(len(frame)) < len(train)
         histories = recent_training_history(frame, is_history, self.hparams.history_len)[len(train) :]
-        return self._encode(query, histories)
+        return self.encode_columns(query, histories)
 
     def _statistics(self, labels: np.ndarray, split: np.ndarray) -> dict[str, Any]:
         inter = self.interactions
@@ -358,9 +376,13 @@ class BehaviourLogDataModule(L.LightningDataModule):
             shuffle=train and sampler is None,
             sampler=sampler,
             num_workers=self.hparams.num_workers,
-            collate_fn=pad_collate(self.tokenizer.pad_token_id),
+            collate_fn=self.collate_fn(),
             persistent_workers=self.hparams.num_workers > 0,
         )
+
+    def collate_fn(self) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+        """Dataset rows → a batch (right-padded `input_ids` + `attention_mask`, labels, ids, ratings)."""
+        return pad_collate(self.tokenizer.pad_token_id)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -10,6 +10,7 @@ TRAIN + VALID items at test, never the user's own targets of that split).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -148,19 +149,41 @@ class NextItemDataModule(BehaviourLogDataModule):
         item_tokens: dict[int, np.ndarray] | None = None,
         excluded: list[np.ndarray] | None = None,
     ) -> None:
-        parts = [(u, p, h) for u, p, h, _ in self._parts(events, histories)]
-        self.query_parts[name] = parts
-        encoder = SegmentEncoder(self.tokenizer, self.query_templates, self.hparams.max_length)  # caches segments
-        queries = [encoder.encode(u, p, h, "") for u, p, h in parts]
+        self.query_parts[name], queries = self._encode_queries(events, histories)
         self.datasets[name] = NextItemDataset(queries, events["item_id"].to_numpy(np.int64),
                                               events["user_id"].to_numpy(np.int64), item_tokens, excluded)  # fmt: skip
 
-    def _item_tokens(self) -> dict[int, np.ndarray]:
-        """Token ids of every catalogue item's text (the candidate template), cut to `max_length`."""
+    def _encode_queries(
+        self, events: pd.DataFrame, histories: list[list[tuple[int, float]]]
+    ) -> tuple[list[QueryParts], list[np.ndarray]]:
+        """Each event's query parts and token ids (`query_templates`, empty candidate, oldest history dropped first)."""
+        parts = [(u, p, h) for u, p, h, _ in self._parts(events, histories)]
+        encoder = SegmentEncoder(self.tokenizer, self.query_templates, self.hparams.max_length)  # caches segments
+        return parts, [encoder.encode(u, p, h, "") for u, p, h in parts]
+
+    def encode_query(self, user_id: int) -> np.ndarray:
+        """Token ids of `user_id`'s query over the user's most recent training interactions, built as a validation /
+        test query is (setup() not needed)."""
+        inter = self.interactions
+        history = inter[(self.split_codes() == TRAIN) & (inter["user_id"] == user_id).to_numpy()]
+        placeholder = self.tables.items["item_id"].iloc[0]  # _parts renders a candidate; the query drops it
+        event = pd.DataFrame({"user_id": [user_id], "item_id": [placeholder], "rating": [np.nan], "timestamp": [0]})
+        (query,) = self._encode_queries(event, self._final_histories(history, event))[1]
+        return query
+
+    def encode_items(self, item_ids: Sequence[int]) -> list[np.ndarray]:
+        """Token ids of each item's text (the candidate template), cut to `max_length` (setup() not needed)."""
+        if not len(item_ids):
+            return []
         items = {row["item_id"]: row for row in self.tables.items.to_dict("records")}
-        texts = [render_item_text(items[i], self.templates) for i in self.catalogue_ids.tolist()]
+        texts = [render_item_text(items[i], self.templates) for i in item_ids]
         ids = self.tokenizer(texts, truncation=True, max_length=self.hparams.max_length)["input_ids"]
-        return {int(i): np.asarray(x, dtype=np.int32) for i, x in zip(self.catalogue_ids, ids, strict=True)}
+        return [np.asarray(x, dtype=np.int32) for x in ids]
+
+    def _item_tokens(self) -> dict[int, np.ndarray]:
+        """Token ids of every catalogue item's text (`encode_items`), by item id."""
+        ids = self.encode_items(self.catalogue_ids.tolist())
+        return {int(i): x for i, x in zip(self.catalogue_ids, ids, strict=True)}
 
     def query_texts(self, name: str) -> list[str]:
         """The query text of every row of split `name` with its full history (no token budget applied)."""
@@ -172,8 +195,12 @@ class NextItemDataModule(BehaviourLogDataModule):
             sampler = UnpaddedDistributedSampler(dataset, trainer.world_size, trainer.global_rank)
         return DataLoader(dataset, batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size,
                           shuffle=train, sampler=sampler, num_workers=self.hparams.num_workers,
-                          collate_fn=next_item_collate(self.tokenizer.pad_token_id),
+                          collate_fn=self.collate_fn(),
                           persistent_workers=self.hparams.num_workers > 0)  # fmt: skip
+
+    def collate_fn(self) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
+        """Rows → a batch of padded queries (+ target items, excluded ids, log q where rows have them)."""
+        return next_item_collate(self.tokenizer.pad_token_id)
 
     def catalogue_dataloader(self) -> DataLoader:
         """Every catalogue item's text, in `catalogue_ids` order (not sharded: each rank embeds the whole catalogue)."""

@@ -1,4 +1,5 @@
-"""CTRSystem: train a TextScorer to predict P(like | user text, item text) with BCE; AUC / GAUC / LogLoss / accuracy."""
+"""CTRSystem: train a TextScorer (or, with `layers_online`, a LateInteractionScorer) to predict
+P(like | user text, item text) with BCE; AUC / GAUC / LogLoss / accuracy."""
 
 from __future__ import annotations
 
@@ -11,12 +12,18 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 
 from m6rec.metrics.gauc import GroupAUROC
+from m6rec.models.late_interaction import LateInteractionScorer
 from m6rec.models.scorer import TextScorer
 from m6rec.systems.base import TaskSystem
 
 
 class CTRSystem(TaskSystem):
-    """One objective: binary cross-entropy on the score of the joint (user, candidate) prompt."""
+    """One objective: binary cross-entropy on the score of the joint (user, candidate) prompt.
+
+    `layers_online` (model.layers_online; GPT-2 backbones): M6-Rec late interaction — the lower blocks read each
+    segment alone, only the top `layers_online` blocks read the whole prompt; batches must carry `segments`
+    (data._target_=m6rec.data.late_segments.LateSegmentDataModule).
+    """
 
     def __init__(
         self,
@@ -24,12 +31,17 @@ class CTRSystem(TaskSystem):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         pooling: str = "last",
+        layers_online: int | None = None,
     ):
         super().__init__(optimizer, scheduler)
         # Only plain values go into checkpoints (they load with weights_only=True); the run's resolved config
         # records the optimizer and scheduler.
         self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"], logger=False)
-        self.model = TextScorer(backbone, backbone.config.hidden_size, num_outputs=1, pooling=pooling)
+        if layers_online is None:
+            self.model = TextScorer(backbone, backbone.config.hidden_size, num_outputs=1, pooling=pooling)
+        else:
+            _check_late_interaction(backbone, layers_online)
+            self.model = LateInteractionScorer(backbone, layers_online)
         self.metrics = nn.ModuleDict({
             stage: MetricCollection({"auc": BinaryAUROC(), "gauc": GroupAUROC(), "acc": BinaryAccuracy(),
                                      "logloss": MeanMetric()}, prefix=f"{stage}/", compute_groups=False)
@@ -37,7 +49,13 @@ class CTRSystem(TaskSystem):
         })  # fmt: skip
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(batch["input_ids"], batch["attention_mask"])
+        if not isinstance(self.model, LateInteractionScorer):
+            return self.model(batch["input_ids"], batch["attention_mask"])
+        if "segments" not in batch:
+            raise ValueError("model.layers_online is set but batches have no `segments`: use data._target_="
+                             "m6rec.data.late_segments.LateSegmentDataModule (experiments/ctr_late.yaml; under "
+                             "task=multitask, data.datamodules.ctr._target_)")  # fmt: skip
+        return self.model(batch["segments"])
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(self(batch), batch["labels"])
@@ -49,3 +67,14 @@ class CTRSystem(TaskSystem):
         metrics["auc"].update(probs, labels.long())
         metrics["acc"].update(probs, labels.long())
         metrics["gauc"].update(probs, labels.long(), indexes=batch["user_ids"])  # per-user AUC, averaged
+
+
+def _check_late_interaction(backbone: nn.Module, layers_online: int) -> None:
+    """Late interaction runs a GPT-2's blocks itself: the backbone must have them (`h`, `wpe`) and be adapted in
+    place (LoRA, IA3, adapters, freezing), not by virtual tokens its own forward would add (prefix, prompt, option)."""
+    peft_config = getattr(backbone, "active_peft_config", None)
+    virtual = getattr(peft_config, "is_prompt_learning", False) or callable(getattr(backbone, "make_head", None))
+    if virtual or getattr(backbone, "h", None) is None or getattr(backbone, "wpe", None) is None:
+        raise ValueError(f"model.layers_online={layers_online}: late interaction needs a GPT-2 backbone adapted in "
+                         "place (peft=none|frozen|top_k_layers|lora|ia3|adapter), got "
+                         f"{type(backbone).__name__}{' with virtual tokens' if virtual else ''}")  # fmt: skip
