@@ -21,6 +21,8 @@ from m6rec.models.backbone import build_lm
 from m6rec.systems.explain import ExplainSystem
 from tests.helpers import compose_config
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread (conftest)
+
 CATEGORY = "Toys"
 NAMES = ["Alpha", "Bravo", "Charlie", "Delta", "Echo", "Foxtrot", "Golf", "Hotel", "India", "Juliet"]
 GPT2 = {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 4, "n_positions": 256, "bos_token_id": 1,
@@ -66,15 +68,6 @@ def datamodule(root: Path, tmp_path: Path, **kwargs) -> ExplanationDataModule:
     dm = ExplanationDataModule(**settings)
     dm.setup()
     return dm
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train ~9x faster on one thread when the CPU is shared (as on the CI machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,8 @@ from m6rec.metrics.gauc import GroupAUROC
 from m6rec.peft import apply_peft
 from tests.helpers import compose_config
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread (conftest)
+
 
 def _cfg(tmp_path: Path, ml100k_dir: Path, experiment: str, *overrides: str):
     data = [f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}", "data.batch_size=32"]
@@ -30,15 +32,6 @@ def _build(cfg):
     datamodule = instantiate(cfg.data)
     backbone = instantiate(cfg.model.backbone, vocab_size=len(datamodule.tokenizer))
     return datamodule, instantiate(cfg.task, backbone=apply_peft(backbone, instantiate(cfg.peft)))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: one intra-op thread is faster than two fighting over a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 EXPECTED = {
