@@ -117,6 +117,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
         split: str = "random",
         split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
         split_seed: int = 0,
+        tie_break: str = "row",
         label_threshold: float = 4.0,
         k_core: int = 0,
         implicit: bool = False,
@@ -241,9 +242,10 @@ class BehaviourLogDataModule(L.LightningDataModule):
         }
 
     def split_codes(self) -> np.ndarray:
-        """TRAIN/VALID/TEST code of every interaction under `data.split` (random | loo | temporal | cold_items)."""
+        """TRAIN/VALID/TEST code of every interaction under `data.split` (random | loo | temporal | cold_items; `loo`
+        orders same-second interactions by `data.tie_break`)."""
         hp = self.hparams
-        return split_interactions(self.interactions, hp.split, hp.split_ratios, hp.split_seed)
+        return split_interactions(self.interactions, hp.split, hp.split_ratios, hp.split_seed, hp.tie_break)
 
     def samples(self) -> pd.DataFrame:
         """Every scored event with its `split`, `label` and whether it was `observed` (a real interaction).
