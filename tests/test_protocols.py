@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from m6rec.data.behaviour_log import BehaviourLogDataModule
+from m6rec.data.next_item import NextItemDataModule
+from m6rec.data.render import render_history_item
 from m6rec.data.splits import TEST, VALID
 from tests.fixtures import make_log, write_grouplens, write_recbole
 
@@ -89,3 +91,56 @@ def test_tie_rule_is_part_of_the_data_fingerprint(ml100k_dir: Path, tmp_path: Pa
 def test_unknown_tie_rule_names_the_config_key(ml100k_dir: Path, tmp_path: Path):
     with pytest.raises(ValueError, match=r"^data\.tie_break: unknown rule 'newest'"):
         _datamodule(ml100k_dir, tmp_path, tie_break="newest").split_codes()
+
+
+# ---------------------------------------------------------------- what each stage's history holds
+def _in_history(dm: BehaviourLogDataModule, item: int, text: str) -> bool:
+    """Whether `item` is rendered as a history piece ("Title (r/5)", whatever r) in `text`."""
+    row = dm.tables.items.set_index("item_id").loc[item].to_dict()
+    return any(render_history_item(row, r, dm.templates) in text for r in range(1, 6))
+
+
+def test_ctr_loo_test_prompt_holds_the_validation_item_never_the_test_item(tied_dir: Path, tmp_path: Path):
+    dm = _datamodule(tied_dir, tmp_path, max_length=512, cache=False)
+    dm.setup()
+    held_out = _held_out(dm)
+    for name in ("valid", "test"):
+        data = dm.datasets[name]
+        assert len(data) == len(held_out) == 16
+        for user, ids in zip(data.user_ids.tolist(), data.input_ids, strict=True):
+            valid, test = held_out[user]
+            text = dm.tokenizer.decode(ids)
+            assert not _in_history(dm, test, text)
+            assert _in_history(dm, valid, text) == (name == "test"), (name, text)
+            assert text.split(" rated ")[1].split(". Will ")[0].count("/5)") == 10  # history_len, none dropped
+    train = dm.datasets["train"]
+    for user, ids in zip(train.user_ids.tolist(), train.input_ids, strict=True):
+        assert not any(_in_history(dm, item, dm.tokenizer.decode(ids)) for item in held_out[user])
+
+
+def test_retrieval_test_query_holds_the_same_second_validation_item(tied_dir: Path, tmp_path: Path):
+    dm = NextItemDataModule(data_dir=str(tmp_path), root=str(tied_dir), max_length=512)
+    dm.setup()
+    held_out = _held_out(dm)
+    for name in ("valid", "test"):
+        for user, text in zip(dm.datasets[name].user_ids.tolist(), dm.query_texts(name), strict=True):
+            valid, test = held_out[user]
+            assert not _in_history(dm, test, text) and _in_history(dm, valid, text) == (name == "test")
+    for user, text in zip(dm.datasets["train"].user_ids.tolist(), dm.query_texts("train"), strict=True):
+        assert not any(_in_history(dm, item, text) for item in held_out[user])
+
+
+def test_recommender_history_holds_every_interaction(tied_dir: Path, tmp_path: Path):
+    """A request follows all the user knows (the test item too); `before` rebuilds an evaluation point."""
+    ctr = _datamodule(tied_dir, tmp_path, max_length=512, cache=False)
+    retrieval = NextItemDataModule(data_dir=str(tmp_path), root=str(tied_dir), max_length=512)
+    for user, (valid, test) in list(_held_out(ctr).items())[:4]:
+        (request,) = ctr.request_columns(user, [valid])["input_ids"]
+        (at_test,) = ctr.request_columns(user, [valid], before=TEST)["input_ids"]
+        query, query_at_test = retrieval.encode_query(user), retrieval.encode_query(user, before=TEST)
+        for ids in (request, query):
+            text = ctr.tokenizer.decode(ids)
+            assert _in_history(ctr, test, text) and _in_history(ctr, valid, text)
+        for ids in (at_test, query_at_test):
+            text = ctr.tokenizer.decode(ids)
+            assert not _in_history(ctr, test, text) and _in_history(ctr, valid, text)
