@@ -98,12 +98,11 @@ class RetrievalSystem(TaskSystem):
         self.embed_catalogue(datamodule)
 
     def evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
-        queries = self(batch)
-        ranks = self.rank(queries, batch)
+        queries, (columns, excluded), chunk = self(batch), self._columns(batch), self.hparams.chunk_size
+        ranks = target_ranks(queries, self.item_embeddings, columns, excluded, chunk)
         self.metrics[stage].update(ranks)
-        columns, excluded = self._columns(batch)
-        out = {"rank": ranks, "score": target_scores(queries, self.item_embeddings, columns, self.hparams.chunk_size)}
+        out = {"rank": ranks, "score": target_scores(queries, self.item_embeddings, columns, chunk)}
         if self.dump_top_k > 0:
-            top, scores = top_k_items(queries, self.item_embeddings, self.dump_top_k, excluded, self.hparams.chunk_size)
+            top, scores = top_k_items(queries, self.item_embeddings, self.dump_top_k, excluded, chunk)
             out.update(top_items=self.item_ids[top], top_scores=scores)
         return out
