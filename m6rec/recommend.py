@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from m6rec.build import build_datamodule_and_system
-from m6rec.data.splits import TRAIN
+from m6rec.data.protocol.splits import TRAIN
 from m6rec.systems.ctr import CTRSystem
 from m6rec.systems.rating import RatingSystem
 from m6rec.systems.retrieval import RetrievalSystem

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from m6rec.data import movielens as ml
-from m6rec.data import sources as src
+from m6rec.data.sources import grouplens as src
+from m6rec.data.sources import movielens as ml
 
 INTER_COLUMNS = ["user_id", "item_id", "rating", "timestamp"]
 ITEM_COLUMNS = ["item_id", "title", "year", "genres"]
@@ -511,7 +511,8 @@ def test_table_config_maps_columns_and_templates_name_extra_columns(mlcsv_dir: P
 
 # ------------------------------------------------------------------------------- the sample cache
 def test_sample_cache_is_read_back_without_rendering(ml100k_dir: Path, tmp_path: Path, monkeypatch):
-    from m6rec.data import BehaviourLogDataModule, behaviour_log
+    from m6rec.data import BehaviourLogDataModule
+    from m6rec.data.datamodules import behaviour_log
 
     first = BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir))
     first.setup()
@@ -535,8 +536,8 @@ def test_sample_cache_is_read_back_without_rendering(ml100k_dir: Path, tmp_path:
 
 
 def test_cache_key_holds_the_tokenizer_identity(tmp_path: Path):
-    from m6rec.data.sample_cache import cache_dir
-    from m6rec.data.tokenizer import train_bpe_tokenizer
+    from m6rec.data.datamodules.sample_cache import cache_dir
+    from m6rec.data.text.tokenizer import train_bpe_tokenizer
 
     texts = [f"Movie {i} ({i % 5 + 1}/5) rated by a user" for i in range(300)]
     small, large = (train_bpe_tokenizer(texts, size, tmp_path / "tok") for size in (270, 300))
@@ -551,8 +552,9 @@ def test_failed_build_leaves_no_cache_and_waiters_read_the_winner(ml100k_dir: Pa
 
     from filelock import FileLock
 
-    from m6rec.data import BehaviourLogDataModule, behaviour_log
-    from m6rec.data.sample_cache import load_or_build, write_samples
+    from m6rec.data import BehaviourLogDataModule
+    from m6rec.data.datamodules import behaviour_log
+    from m6rec.data.datamodules.sample_cache import load_or_build, write_samples
 
     def crash(*args, **kwargs):
         raise RuntimeError("tokenizing crashed")
@@ -584,7 +586,7 @@ def _padding(batches: list[np.ndarray], lengths: np.ndarray) -> int:
 def test_length_grouped_batches_pad_less_and_cover_each_sample_once():
     from torch.utils.data import DataLoader
 
-    from m6rec.data.bucketing import LengthGroupedSampler
+    from m6rec.data.datamodules.bucketing import LengthGroupedSampler
 
     lengths = np.random.default_rng(0).integers(5, 200, 1003)
     sampler = LengthGroupedSampler(lengths, batch_size=16, seed=3, bucket_batches=10)
@@ -603,7 +605,7 @@ def test_length_grouped_batches_pad_less_and_cover_each_sample_once():
 
 @pytest.mark.parametrize(("n", "repeated"), [(32 * 6, 0), (32 * 5 + 7, 0), (32 * 4 + 7, 32)])
 def test_length_grouped_ranks_take_disjoint_batches(n: int, repeated: int):
-    from m6rec.data.bucketing import LengthGroupedSampler
+    from m6rec.data.datamodules.bucketing import LengthGroupedSampler
 
     lengths = np.random.default_rng(1).integers(1, 50, n)
     ranks = [LengthGroupedSampler(lengths, 32, num_replicas=3, rank=r, seed=5).batches() for r in range(3)]
@@ -615,7 +617,7 @@ def test_length_grouped_ranks_take_disjoint_batches(n: int, repeated: int):
 
 def test_datamodule_length_bucketing_shrinks_padding(ml100k_dir: Path, tmp_path: Path):
     from m6rec.data import BehaviourLogDataModule
-    from m6rec.data.bucketing import LengthGroupedSampler
+    from m6rec.data.datamodules.bucketing import LengthGroupedSampler
 
     pads = {}
     for bucketing in (False, True):

@@ -10,10 +10,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from m6rec.data.amazon import amazon_files, load_amazon, missing_root_message
-from m6rec.data.movielens import MovieLensTables, fetch_ml100k, load_ml100k
-from m6rec.data.sources import LOADERS as GROUPLENS_LOADERS
-from m6rec.data.sources import _paths, fetch_grouplens, load_atomic_dir, load_table_dir
+from m6rec.data.sources.amazon import amazon_files, load_amazon, missing_root_message
+from m6rec.data.sources.grouplens import LOADERS as GROUPLENS_LOADERS
+from m6rec.data.sources.grouplens import _paths, fetch_grouplens, load_atomic_dir, load_table_dir
+from m6rec.data.sources.movielens import MovieLensTables, fetch_ml100k, load_ml100k
 
 LOADERS: dict[str, Callable[..., MovieLensTables]] = {
     "ml-100k": load_ml100k,

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock
 
-from m6rec.data import movielens
-from m6rec.data.movielens import MovieLensTables, _atomic_columns, _to_int
+from m6rec.data.sources import movielens
+from m6rec.data.sources.movielens import MovieLensTables, _atomic_columns, _to_int
 from m6rec.utils.files import atomic_dir, file_digest
 
 log = logging.getLogger(__name__)

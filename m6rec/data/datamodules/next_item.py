@@ -19,11 +19,11 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from m6rec.data.behaviour_log import BehaviourLogDataModule, UnpaddedDistributedSampler
-from m6rec.data.encode import SegmentEncoder
-from m6rec.data.history import recent_training_history
-from m6rec.data.render import render_item_text, render_prompt
-from m6rec.data.splits import SPLIT_NAMES, TEST, TRAIN, VALID
+from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule, UnpaddedDistributedSampler
+from m6rec.data.protocol.history import recent_training_history
+from m6rec.data.protocol.splits import SPLIT_NAMES, TEST, TRAIN, VALID
+from m6rec.data.text.encode import SegmentEncoder
+from m6rec.data.text.render import render_item_text, render_prompt
 
 QueryParts = tuple[str, str, list[str]]  # user text, pronoun, history pieces (oldest → newest)
 

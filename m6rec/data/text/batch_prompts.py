@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from m6rec.data.encode import SegmentEncoder
-from m6rec.data.render import prompt_layout
+from m6rec.data.text.encode import SegmentEncoder
+from m6rec.data.text.render import prompt_layout
 
 
 @dataclass

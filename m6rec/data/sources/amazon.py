@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from m6rec.data.movielens import MovieLensTables
+from m6rec.data.sources.movielens import MovieLensTables
 
 log = logging.getLogger(__name__)
 

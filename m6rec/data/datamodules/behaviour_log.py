@@ -15,13 +15,16 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from m6rec.data import registry
-from m6rec.data.batch_prompts import RaggedHistory, encode_batch, recent_training_rows
-from m6rec.data.bucketing import LengthGroupedSampler
-from m6rec.data.encode import SegmentEncoder
-from m6rec.data.history import recent_training_history
-from m6rec.data.movielens import SOURCES, MovieLensTables
-from m6rec.data.render import (
+from m6rec.data.datamodules.bucketing import LengthGroupedSampler
+from m6rec.data.datamodules.sample_cache import CACHE_VERSION, cache_dir, load_or_build
+from m6rec.data.protocol.history import recent_training_history
+from m6rec.data.protocol.sampling import k_core, sample_negatives
+from m6rec.data.protocol.splits import SPLIT_NAMES, TRAIN, split_interactions
+from m6rec.data.sources import registry
+from m6rec.data.sources.movielens import SOURCES, MovieLensTables
+from m6rec.data.text.batch_prompts import RaggedHistory, encode_batch, recent_training_rows
+from m6rec.data.text.encode import SegmentEncoder
+from m6rec.data.text.render import (
     Templates,
     pronoun_for,
     render_history_item,
@@ -29,10 +32,7 @@ from m6rec.data.render import (
     render_prompt,
     render_user_text,
 )
-from m6rec.data.sample_cache import CACHE_VERSION, cache_dir, load_or_build
-from m6rec.data.sampling import k_core, sample_negatives
-from m6rec.data.splits import SPLIT_NAMES, TRAIN, split_interactions
-from m6rec.data.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
+from m6rec.data.text.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
 from m6rec.utils.files import file_digest
 
 log = logging.getLogger(__name__)
@@ -101,11 +101,11 @@ class BehaviourLogDataModule(L.LightningDataModule):
     """A MovieLens dataset (`dataset`: ml-100k, ml-1m, ml-20m, ml-25m, ml-latest-small) as CTR text: each rating
     becomes "<user> rated <history>. Will <he> enjoy <item>?".
 
-    `split` picks the protocol (see m6rec.data.splits); `root` points at a local copy (GroupLens `u.*` or RecBole
-    atomic files), when null the dataset is fetched into `data_dir`. Histories come from the training split only,
-    newest kept under the token budget. `dataset` may also be atomic / table / amazon (read from `root`, options in
-    `source`; see m6rec.data.registry); `cache` keeps the tokenized samples on disk (m6rec.data.sample_cache);
-    `length_bucketing` batches training samples of similar length (m6rec.data.bucketing).
+    `split` picks the protocol (see m6rec.data.protocol.splits); `root` points at a local copy (GroupLens `u.*` or
+    RecBole atomic files), when null the dataset is fetched into `data_dir`. Histories come from the training split
+    only, newest kept under the token budget. `dataset` may also be atomic / table / amazon (read from `root`, options
+    in `source`; see m6rec.data.sources.registry); `cache` keeps the tokenized samples on disk (`sample_cache`);
+    `length_bucketing` batches training samples of similar length (`bucketing`).
     """
 
     def __init__(
