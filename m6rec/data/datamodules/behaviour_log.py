@@ -21,7 +21,8 @@ from m6rec.data.protocol.history import recent_training_history
 from m6rec.data.protocol.sampling import k_core, sample_negatives
 from m6rec.data.protocol.splits import SPLIT_NAMES, TRAIN, split_interactions
 from m6rec.data.sources import registry
-from m6rec.data.sources.movielens import SOURCES, MovieLensTables
+from m6rec.data.sources.movielens import SOURCES
+from m6rec.data.sources.tables import InteractionTables
 from m6rec.data.text.batch_prompts import RaggedHistory, encode_batch, recent_training_rows
 from m6rec.data.text.encode import SegmentEncoder
 from m6rec.data.text.render import (
@@ -157,7 +158,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
         return registry.raw_dir(hp.dataset, hp.root, hp.data_dir, hp.sources, hp.source)
 
     @cached_property
-    def tables(self) -> MovieLensTables:
+    def tables(self) -> InteractionTables:
         """The parsed dataset (`data.dataset`'s loader with `data.source`); the templates are checked against it."""
         tables = registry.load(self._check_dataset(), self.raw_dir, self.hparams.source)
         self.templates.check_fields(tables.items.columns, tables.users.columns)
