@@ -513,7 +513,7 @@ def test_table_config_maps_columns_and_templates_name_extra_columns(mlcsv_dir: P
 # ------------------------------------------------------------------------------- the sample cache
 def test_sample_cache_is_read_back_without_rendering(ml100k_dir: Path, tmp_path: Path, monkeypatch):
     from m6rec.data import BehaviourLogDataModule
-    from m6rec.data.datamodules import behaviour_log
+    from m6rec.data.text import sample_prompts
 
     first = BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir))
     first.setup()
@@ -522,7 +522,7 @@ def test_sample_cache_is_read_back_without_rendering(ml100k_dir: Path, tmp_path:
     def refuse(*args, **kwargs):
         raise AssertionError("rendered again")
 
-    monkeypatch.setattr(behaviour_log, "encode_batch", refuse)
+    monkeypatch.setattr(sample_prompts, "encode_batch", refuse)
     monkeypatch.setattr(BehaviourLogDataModule, "samples", refuse)
     second = BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir), batch_size=7)  # same samples
     second.setup()
@@ -554,14 +554,14 @@ def test_failed_build_leaves_no_cache_and_waiters_read_the_winner(ml100k_dir: Pa
     from filelock import FileLock
 
     from m6rec.data import BehaviourLogDataModule
-    from m6rec.data.datamodules import behaviour_log
     from m6rec.data.datamodules.sample_cache import load_or_build, write_samples
+    from m6rec.data.text import sample_prompts
 
     def crash(*args, **kwargs):
         raise RuntimeError("tokenizing crashed")
 
     with monkeypatch.context() as patch:
-        patch.setattr(behaviour_log, "encode_batch", crash)
+        patch.setattr(sample_prompts, "encode_batch", crash)
         with pytest.raises(RuntimeError, match="tokenizing crashed"):
             BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir)).setup()
     assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".lock"]  # nothing half-written

@@ -19,7 +19,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule, UnpaddedDistributedSampler
+from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule
+from m6rec.data.datamodules.ctr_dataset import UnpaddedDistributedSampler
 from m6rec.data.protocol.history import recent_training_history
 from m6rec.data.protocol.splits import SPLIT_NAMES, TEST, TRAIN, VALID
 from m6rec.data.text.encode import SegmentEncoder
