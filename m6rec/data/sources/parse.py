@@ -130,6 +130,7 @@ def check_present(df: pd.DataFrame, col: str, path: Path, offset: int, name: str
 
 
 def select_columns(path: Path, df: pd.DataFrame, wanted: list[str]) -> pd.DataFrame:
+    """The `wanted` columns of `df`, or an error naming the missing ones and the header."""
     missing = [c for c in wanted if c not in df.columns]
     if missing:
         raise ValueError(f"{path}:1: missing column(s) {missing}; header has {list(df.columns)}")
@@ -173,6 +174,7 @@ def to_seconds(df: pd.DataFrame, col: str, path: Path, offset: int) -> pd.Series
 
 
 def to_int(df: pd.DataFrame, col: str, path: Path, offset: int) -> pd.Series:
+    """An integer >= 0 as int64, else an error naming the line (row + `offset`) and the value."""
     values = pd.to_numeric(df[col], errors="coerce")
     bad = values.isna() | (values < 0)
     if bad.any():

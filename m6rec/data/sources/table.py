@@ -13,6 +13,7 @@ from m6rec.data.sources.tables import InteractionTables, Origin, assemble_tables
 
 
 def expand_paths(path_or_glob: str | Path) -> list[Path]:
+    """The files a glob matches (sorted; none is an error), or the one path given."""
     pattern = str(path_or_glob)
     if glob.has_magic(pattern):
         paths = sorted(Path(p) for p in glob.glob(pattern))

@@ -91,6 +91,7 @@ def empty_users() -> pd.DataFrame:
 
 
 def interactions_frame(user: pd.Series, item: pd.Series, rating: pd.Series, time: pd.Series) -> pd.DataFrame:
+    """The canonical interaction table with its dtypes (user_id, item_id, rating, timestamp)."""
     columns = {"user_id": (user, "int64"), "item_id": (item, "int64"), "rating": (rating, "float32"),
                "timestamp": (time, "int64")}  # fmt: skip
     return pd.DataFrame({name: s.reset_index(drop=True).astype(dtype) for name, (s, dtype) in columns.items()})
