@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from m6rec.data.text_corpus import TextCorpusDataModule  # noqa: E402
+from m6rec.data.corpus.datamodule import TextCorpusDataModule  # noqa: E402
 
 SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "po", "an", "el", "is", "or", "um", "ba", "de", "fi"]
 

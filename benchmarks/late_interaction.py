@@ -31,8 +31,8 @@ from torchmetrics.functional.classification import binary_auroc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from m6rec.data.behaviour_log import BehaviourLogDataModule  # noqa: E402
-from m6rec.data.splits import TEST, VALID  # noqa: E402
+from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule  # noqa: E402
+from m6rec.data.protocol.splits import TEST, VALID  # noqa: E402
 from m6rec.models.late_interaction import LateInteractionScorer, SegmentStateCache  # noqa: E402
 from m6rec.recommend import load_run  # noqa: E402
 

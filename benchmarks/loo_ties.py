@@ -17,8 +17,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from m6rec.data.behaviour_log import BehaviourLogDataModule  # noqa: E402
-from m6rec.data.splits import TEST, TIE_BREAKS, TRAIN  # noqa: E402
+from m6rec.data import BehaviourLogDataModule  # noqa: E402
+from m6rec.data.protocol.splits import TEST, TIE_BREAKS, TRAIN  # noqa: E402
 from m6rec.metrics.ranking import ranking_values, target_ranks  # noqa: E402
 
 

@@ -45,7 +45,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 # --------------------------------------------------------------------------- the generated 1M log
 def write_synthetic(root: Path, n_users: int = 6040, n_items: int = 3700, n_ratings: int = 1_000_000) -> Path:
     """A seeded ML-100K-format log (u.data, u.item, u.user) with skewed user activity and item popularity."""
-    from m6rec.data.movielens import GENRES
+    from m6rec.data.sources.movielens import GENRES
 
     if (root / "u.data").is_file():
         return root
@@ -87,9 +87,9 @@ def _module(root: Path, data_dir: Path):
 
 def run_stages(root: Path, data_dir: Path) -> dict[str, Any]:
     """Each stage of a cold `setup()` on its own (same calls, same order)."""
-    from m6rec.data.batch_prompts import recent_training_rows
-    from m6rec.data.sample_cache import cache_dir, write_samples
-    from m6rec.data.splits import TRAIN
+    from m6rec.data.datamodules.sample_cache import cache_dir, write_samples
+    from m6rec.data.protocol.splits import TRAIN
+    from m6rec.data.text.batch_prompts import recent_training_rows
 
     dm, out = _module(root, data_dir), {}
     _, *out["load"] = _timed(lambda: (dm.tables, dm.interactions, dm.fingerprint))
@@ -147,7 +147,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    from m6rec.data.movielens import fetch_ml100k
+    from m6rec.data.sources.movielens import fetch_ml100k
 
     roots = {"ml-100k": lambda: fetch_ml100k(args.data_dir),
              "synthetic-1m": lambda: write_synthetic(args.data_dir / "benchmarks" / "synthetic-1m")}  # fmt: skip

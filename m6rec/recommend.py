@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from m6rec.build import build_datamodule_and_system
-from m6rec.data.eval_history import ALL_SPLITS
+from m6rec.data.datamodules.eval_history import ALL_SPLITS
 from m6rec.systems.ctr import CTRSystem
 from m6rec.systems.rating import RatingSystem
 from m6rec.systems.retrieval import RetrievalSystem

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from m6rec.data.movielens import GENRES
+from m6rec.data.sources.movielens import GENRES
 
 OCCUPATIONS = ["technician", "writer", "student", "artist", "engineer"]
 TITLES = [

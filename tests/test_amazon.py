@@ -1,5 +1,5 @@
-"""Amazon Reviews 2018 / 2023 (m6rec.data.amazon): streamed parsing of files in the exact real formats (gzipped JSON
-lines), metadata only for reviewed items, and the DataModule / config wiring."""
+"""Amazon Reviews 2018 / 2023 (m6rec.data.sources.amazon): streamed parsing of files in the exact real formats
+(gzipped JSON lines), metadata only for reviewed items, and the DataModule / config wiring."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from m6rec.data import amazon
+from m6rec.data.sources import amazon
 from tests.fixtures import amazon_lines, make_log, write_amazon, write_lines
 from tests.helpers import compose_config
 

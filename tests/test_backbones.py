@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from peft import LoraConfig, get_peft_model
 
-from m6rec.data.tokenizer import load_pretrained_tokenizer
+from m6rec.data.text.tokenizer import load_pretrained_tokenizer
 from m6rec.models import pretrained
 from m6rec.models.backbone import build_backbone
 from m6rec.models.pretrained import PackagedModel, installed_package_dir, resolve_model_path
@@ -90,7 +90,7 @@ def fake_package(tmp_path: Path, monkeypatch) -> dict:
         calls.append(requirement)
         return wheel
 
-    monkeypatch.setattr("m6rec.data.movielens.pip_download", pip_download)
+    monkeypatch.setattr("m6rec.data.sources.movielens.pip_download", pip_download)
     return {"calls": calls, "folder": folder, "cache": tmp_path / "cache"}
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from m6rec.data import BehaviourLogDataModule
-from m6rec.data import amazon as amz
 from m6rec.data import sources as src
+from m6rec.data.sources import amazon as amz
 from tests.fixtures import amazon_lines, make_log, write_lines
 
 RATINGS = "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.5,964981247\n2,1,0.5,964982224\n"

@@ -58,7 +58,7 @@ def test_peft_choice_changes_what_is_trained(tmp_path: Path, ml100k_dir: Path):
 
 @pytest.mark.parametrize("data", sorted(p.stem for p in (ROOT / "conf" / "data").glob("*.yaml")))
 def test_every_data_config_names_a_known_dataset(data: str, tmp_path: Path):
-    from m6rec.data.behaviour_log import LOADERS
+    from m6rec.data.datamodules.behaviour_log import LOADERS
 
     cfg = compose_config(["experiment=ctr_lora", f"data={data}"], tmp_path)
     # a behaviour-log config, or one that wraps them (a derived text corpus, the tasks of a multi-task run)

@@ -15,8 +15,8 @@ import torch
 from torchmetrics.text import BLEUScore, ROUGEScore
 
 import run
-from m6rec.data.explanations import IGNORE, ExplanationDataModule
-from m6rec.data.splits import TRAIN
+from m6rec.data.datamodules.explanations import IGNORE, ExplanationDataModule
+from m6rec.data.protocol.splits import TRAIN
 from m6rec.models.backbone import build_lm
 from m6rec.systems.explain import ExplainSystem
 from tests.helpers import compose_config

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from m6rec.data import BehaviourLogDataModule
-from m6rec.data.history import recent_training_history
-from m6rec.data.splits import TEST, TRAIN, VALID, random_split
+from m6rec.data.protocol.history import recent_training_history
+from m6rec.data.protocol.splits import TEST, TRAIN, VALID, random_split
 
 
 def test_random_split_ratios_and_determinism():

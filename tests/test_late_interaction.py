@@ -12,10 +12,10 @@ import torch.nn.functional as F
 
 from m6rec import recommend as rec
 from m6rec.data import BehaviourLogDataModule
-from m6rec.data.encode import SegmentEncoder
-from m6rec.data.history import recent_training_history
-from m6rec.data.render import Templates
-from m6rec.data.splits import TEST, TRAIN
+from m6rec.data.protocol.history import recent_training_history
+from m6rec.data.protocol.splits import TEST, TRAIN
+from m6rec.data.text.encode import SegmentEncoder
+from m6rec.data.text.render import Templates
 from m6rec.models.backbone import build_backbone
 from m6rec.models.late_interaction import (
     CANDIDATE,
@@ -219,7 +219,7 @@ def test_benchmark_runs_end_to_end_on_the_fixture(late_and_full_runs, tmp_path):
 def test_late_request_rows_equal_the_test_rows_under_loo(ml100k_dir, tmp_path):
     """Under `loo` a test event follows all of its user's training and validation events, so the recommender's
     request for that point (`before=TEST`, segments included) must equal the test set's row exactly."""
-    from m6rec.data.late_segments import LateSegmentDataModule
+    from m6rec.data.datamodules.late_segments import LateSegmentDataModule
 
     dm = LateSegmentDataModule(data_dir=str(tmp_path), root=str(ml100k_dir), split="loo", max_length=128)
     dm.setup("test")

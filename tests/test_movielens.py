@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from m6rec.data import movielens as ml
+from m6rec.data.sources import movielens as ml
 from m6rec.utils.files import file_digest
 from tests.fixtures import make_log, write_grouplens, write_recbole
 

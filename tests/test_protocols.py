@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from m6rec.data.behaviour_log import BehaviourLogDataModule
-from m6rec.data.next_item import NextItemDataModule
-from m6rec.data.render import render_history_item
-from m6rec.data.splits import TEST, VALID
+from m6rec.data import BehaviourLogDataModule, NextItemDataModule
+from m6rec.data.protocol.splits import TEST, VALID
+from m6rec.data.text.render import render_history_item
 from tests.fixtures import make_log, write_grouplens, write_recbole
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from m6rec import recommend as rec
-from m6rec.data.splits import TEST
+from m6rec.data.protocol.splits import TEST
 from tests.helpers import run_cli
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from m6rec.data.batch_prompts import RaggedHistory, encode_batch, recent_training_rows
-from m6rec.data.encode import SegmentEncoder
-from m6rec.data.history import recent_training_history
-from m6rec.data.render import (
+from m6rec.data.protocol.history import recent_training_history
+from m6rec.data.text.batch_prompts import RaggedHistory, encode_batch, recent_training_rows
+from m6rec.data.text.encode import SegmentEncoder
+from m6rec.data.text.render import (
     Templates,
     prompt_segments,
     render_history_item,
@@ -19,7 +19,7 @@ from m6rec.data.render import (
     render_prompt,
     render_user_text,
 )
-from m6rec.data.tokenizer import train_bpe_tokenizer
+from m6rec.data.text.tokenizer import train_bpe_tokenizer
 
 T = Templates()
 USER = {"user_id": 1, "age": 24, "gender": "M", "occupation": "technician"}

@@ -1,4 +1,4 @@
-"""Tests for m6rec.data.sampling: k-core filtering and negative sampling."""
+"""Tests for m6rec.data.protocol.sampling: k-core filtering and negative sampling."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from m6rec.data.sampling import k_core, sample_negatives
+from m6rec.data.protocol.sampling import k_core, sample_negatives
 
 
 def _frame(pairs: list[tuple[int, int]], start_ts: int = 100) -> pd.DataFrame:

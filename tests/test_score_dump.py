@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 
-from m6rec.data.splits import TEST, VALID
+from m6rec.data.protocol.splits import TEST, VALID
 from m6rec.metrics.ranking import ranking_values
 from m6rec.metrics.score_dump import ScoreDump
 from m6rec.peft import apply_peft

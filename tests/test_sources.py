@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from m6rec.data import movielens as ml
 from m6rec.data import sources as src
+from m6rec.data.sources import grouplens
+from m6rec.data.sources import movielens as ml
 
 INTER_COLUMNS = ["user_id", "item_id", "rating", "timestamp"]
 ITEM_COLUMNS = ["item_id", "title", "year", "genres"]
@@ -31,7 +32,7 @@ def _records(df: pd.DataFrame) -> list[list]:
     return df.astype(object).values.tolist()
 
 
-def _canonical_dtypes(t: ml.MovieLensTables, age: str = "int64") -> None:
+def _canonical_dtypes(t: src.InteractionTables, age: str = "int64") -> None:
     assert list(t.interactions.columns) == INTER_COLUMNS
     assert t.interactions.dtypes.astype(str).tolist() == ["int64", "int64", "float32", "int64"]
     assert list(t.items.columns[:4]) == ITEM_COLUMNS and str(t.items["item_id"].dtype) == "int64"
@@ -74,8 +75,8 @@ def test_ml1m_parses_exact_values(ml1m_dir: Path):
         [5, "Untitled", "", "Drama"],
     ]
     assert _records(t.users) == [[1, "under 18", "F", "K-12 student"], [2, "56+", "M", "self-employed"]]
-    assert src.ML1M_AGES[25] == "25-34" and len(src.ML1M_AGES) == 7
-    assert len(src.ML1M_OCCUPATIONS) == 21 and src.ML1M_OCCUPATIONS[20] == "writer"
+    assert grouplens.ML1M_AGES[25] == "25-34" and len(grouplens.ML1M_AGES) == 7
+    assert len(grouplens.ML1M_OCCUPATIONS) == 21 and grouplens.ML1M_OCCUPATIONS[20] == "writer"
 
 
 def test_ml1m_accepts_crlf_and_a_missing_final_newline(ml1m_dir: Path):
@@ -397,14 +398,14 @@ def _stub_download(monkeypatch, archive: bytes) -> list[str]:
 def test_fetch_grouplens_verifies_md5_extracts_and_reuses_the_cache(tmp_path: Path, monkeypatch, ml1m_dir: Path):
     archive = _zip_of(ml1m_dir, "ml-1m")
     calls = _stub_download(monkeypatch, archive)
-    url = src.GROUPLENS["ml-1m"][0]
-    monkeypatch.setitem(src.GROUPLENS, "ml-1m", (url, hashlib.md5(archive).hexdigest()))
+    url = grouplens.GROUPLENS["ml-1m"][0]
+    monkeypatch.setitem(grouplens.GROUPLENS, "ml-1m", (url, hashlib.md5(archive).hexdigest()))
     cache = tmp_path / "cache"
     root = src.fetch_grouplens("ml-1m", cache)
     assert root == cache / "ml-1m" and calls == ["https://files.grouplens.org/datasets/movielens/ml-1m.zip"]
     assert (root / "SOURCE").read_text().strip() == "grouplens"
     assert (root / "movies.dat").read_bytes() == (ml1m_dir / "movies.dat").read_bytes()
-    assert len(src.LOADERS["ml-1m"](root).interactions) == 4
+    assert len(grouplens.LOADERS["ml-1m"](root).interactions) == 4
     assert src.fetch_grouplens("ml-1m", cache) == root and len(calls) == 1  # second use: no network
     assert _leftovers(cache) == ["ml-1m"]
 
@@ -412,7 +413,7 @@ def test_fetch_grouplens_verifies_md5_extracts_and_reuses_the_cache(tmp_path: Pa
 def test_fetch_grouplens_md5_mismatch_leaves_only_the_lock(tmp_path: Path, monkeypatch, ml1m_dir: Path):
     _stub_download(monkeypatch, _zip_of(ml1m_dir, "ml-1m"))
     cache = tmp_path / "cache"
-    published = src.GROUPLENS["ml-1m"][1]
+    published = grouplens.GROUPLENS["ml-1m"][1]
     assert published == "c4d9eecfca2ab87c1945afe126590906"
     with pytest.raises(ml.ChecksumError, match=rf"ml-1m\.zip: md5 [0-9a-f]{{32}} != published {published}"):
         src.fetch_grouplens("ml-1m", cache)
@@ -422,10 +423,10 @@ def test_fetch_grouplens_md5_mismatch_leaves_only_the_lock(tmp_path: Path, monke
 def test_fetch_grouplens_without_md5_logs_the_sha256(tmp_path: Path, monkeypatch, mlcsv_dir: Path, caplog):
     archive = _zip_of(mlcsv_dir, "ml-latest-small")
     _stub_download(monkeypatch, archive)
-    with caplog.at_level(logging.WARNING, logger=src.__name__):
+    with caplog.at_level(logging.WARNING, logger=grouplens.__name__):
         root = src.fetch_grouplens("ml-latest-small", tmp_path)
     assert hashlib.sha256(archive).hexdigest() in caplog.text
-    assert len(src.LOADERS["ml-latest-small"](root).items) == 6
+    assert len(grouplens.LOADERS["ml-latest-small"](root).items) == 6
 
 
 def test_fetch_grouplens_refuses_unsafe_zip_members_and_unknown_names(tmp_path: Path, monkeypatch):
@@ -441,10 +442,10 @@ def test_fetch_grouplens_refuses_unsafe_zip_members_and_unknown_names(tmp_path: 
 
 
 def test_registry_and_urls():
-    assert set(src.LOADERS) == set(src.GROUPLENS) == {"ml-1m", "ml-20m", "ml-25m", "ml-latest-small"}
-    for name, (url, _) in src.GROUPLENS.items():
+    assert set(grouplens.LOADERS) == set(grouplens.GROUPLENS) == {"ml-1m", "ml-20m", "ml-25m", "ml-latest-small"}
+    for name, (url, _) in grouplens.GROUPLENS.items():
         assert url == f"https://files.grouplens.org/datasets/movielens/{name}.zip"
-    assert src.LOADERS["ml-25m"] is src.load_ml_csv
+    assert grouplens.LOADERS["ml-25m"] is src.load_ml_csv
 
 
 # ------------------------------------------------------------------------------- through the DataModule
@@ -511,7 +512,8 @@ def test_table_config_maps_columns_and_templates_name_extra_columns(mlcsv_dir: P
 
 # ------------------------------------------------------------------------------- the sample cache
 def test_sample_cache_is_read_back_without_rendering(ml100k_dir: Path, tmp_path: Path, monkeypatch):
-    from m6rec.data import BehaviourLogDataModule, behaviour_log
+    from m6rec.data import BehaviourLogDataModule
+    from m6rec.data.text import sample_prompts
 
     first = BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir))
     first.setup()
@@ -520,7 +522,7 @@ def test_sample_cache_is_read_back_without_rendering(ml100k_dir: Path, tmp_path:
     def refuse(*args, **kwargs):
         raise AssertionError("rendered again")
 
-    monkeypatch.setattr(behaviour_log, "encode_batch", refuse)
+    monkeypatch.setattr(sample_prompts, "encode_batch", refuse)
     monkeypatch.setattr(BehaviourLogDataModule, "samples", refuse)
     second = BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir), batch_size=7)  # same samples
     second.setup()
@@ -535,8 +537,8 @@ def test_sample_cache_is_read_back_without_rendering(ml100k_dir: Path, tmp_path:
 
 
 def test_cache_key_holds_the_tokenizer_identity(tmp_path: Path):
-    from m6rec.data.sample_cache import cache_dir
-    from m6rec.data.tokenizer import train_bpe_tokenizer
+    from m6rec.data.datamodules.sample_cache import cache_dir
+    from m6rec.data.text.tokenizer import train_bpe_tokenizer
 
     texts = [f"Movie {i} ({i % 5 + 1}/5) rated by a user" for i in range(300)]
     small, large = (train_bpe_tokenizer(texts, size, tmp_path / "tok") for size in (270, 300))
@@ -551,14 +553,15 @@ def test_failed_build_leaves_no_cache_and_waiters_read_the_winner(ml100k_dir: Pa
 
     from filelock import FileLock
 
-    from m6rec.data import BehaviourLogDataModule, behaviour_log
-    from m6rec.data.sample_cache import load_or_build, write_samples
+    from m6rec.data import BehaviourLogDataModule
+    from m6rec.data.datamodules.sample_cache import load_or_build, write_samples
+    from m6rec.data.text import sample_prompts
 
     def crash(*args, **kwargs):
         raise RuntimeError("tokenizing crashed")
 
     with monkeypatch.context() as patch:
-        patch.setattr(behaviour_log, "encode_batch", crash)
+        patch.setattr(sample_prompts, "encode_batch", crash)
         with pytest.raises(RuntimeError, match="tokenizing crashed"):
             BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir)).setup()
     assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".lock"]  # nothing half-written
@@ -584,7 +587,7 @@ def _padding(batches: list[np.ndarray], lengths: np.ndarray) -> int:
 def test_length_grouped_batches_pad_less_and_cover_each_sample_once():
     from torch.utils.data import DataLoader
 
-    from m6rec.data.bucketing import LengthGroupedSampler
+    from m6rec.data.datamodules.bucketing import LengthGroupedSampler
 
     lengths = np.random.default_rng(0).integers(5, 200, 1003)
     sampler = LengthGroupedSampler(lengths, batch_size=16, seed=3, bucket_batches=10)
@@ -603,7 +606,7 @@ def test_length_grouped_batches_pad_less_and_cover_each_sample_once():
 
 @pytest.mark.parametrize(("n", "repeated"), [(32 * 6, 0), (32 * 5 + 7, 0), (32 * 4 + 7, 32)])
 def test_length_grouped_ranks_take_disjoint_batches(n: int, repeated: int):
-    from m6rec.data.bucketing import LengthGroupedSampler
+    from m6rec.data.datamodules.bucketing import LengthGroupedSampler
 
     lengths = np.random.default_rng(1).integers(1, 50, n)
     ranks = [LengthGroupedSampler(lengths, 32, num_replicas=3, rank=r, seed=5).batches() for r in range(3)]
@@ -615,7 +618,7 @@ def test_length_grouped_ranks_take_disjoint_batches(n: int, repeated: int):
 
 def test_datamodule_length_bucketing_shrinks_padding(ml100k_dir: Path, tmp_path: Path):
     from m6rec.data import BehaviourLogDataModule
-    from m6rec.data.bucketing import LengthGroupedSampler
+    from m6rec.data.datamodules.bucketing import LengthGroupedSampler
 
     pads = {}
     for bucketing in (False, True):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from m6rec.data.splits import (
+from m6rec.data.protocol.splits import (
     SPLITTERS,
     TEST,
     TRAIN,

@@ -13,8 +13,8 @@ from hydra.utils import instantiate
 from torchmetrics.retrieval import RetrievalAUROC
 
 import run
-from m6rec.data.render import render_history_item, render_item_text
-from m6rec.data.splits import TEST, TRAIN, VALID
+from m6rec.data.protocol.splits import TEST, TRAIN, VALID
+from m6rec.data.text.render import render_history_item, render_item_text
 from m6rec.metrics.gauc import GroupAUROC
 from m6rec.peft import apply_peft
 from tests.helpers import compose_config
@@ -182,7 +182,7 @@ def test_gauc_is_the_mean_auc_of_users_with_both_classes():
 
 
 def test_zero_shot_needs_the_candidate_last():
-    from m6rec.data.render import Templates
+    from m6rec.data.text.render import Templates
     from m6rec.systems.zero_shot import candidate_token_lengths
 
     late = SimpleNamespace(templates=Templates(prompt="Will {pronoun} enjoy {candidate}? {user} rated {history}."))

@@ -16,12 +16,12 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from m6rec.data import BehaviourLogDataModule
-from m6rec.data import text_corpus as text_corpus_module
-from m6rec.data.corpus_pack import pack_documents, token_dtype
-from m6rec.data.corpus_sampler import ResumableShardSampler
-from m6rec.data.history import recent_training_history
-from m6rec.data.splits import TRAIN
-from m6rec.data.text_corpus import TextCorpusDataModule
+from m6rec.data.corpus import datamodule as text_corpus_module
+from m6rec.data.corpus.datamodule import TextCorpusDataModule
+from m6rec.data.corpus.pack import pack_documents, token_dtype
+from m6rec.data.corpus.sampler import ResumableShardSampler
+from m6rec.data.protocol.history import recent_training_history
+from m6rec.data.protocol.splits import TRAIN
 from tests.fixtures import make_log, write_grouplens
 from tests.helpers import compose_config
 

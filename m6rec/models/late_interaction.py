@@ -14,8 +14,8 @@ from typing import TypeAlias
 import torch
 from torch import nn
 
-from m6rec.data.encode import SegmentEncoder
-from m6rec.data.render import Templates, prompt_segments
+from m6rec.data.text.encode import SegmentEncoder
+from m6rec.data.text.render import Templates, prompt_segments
 
 CONTEXT, HISTORY, CANDIDATE = 0, 1, 2  # segment roles (index of the learned role embedding)
 Segment: TypeAlias = tuple[int, tuple[int, ...]]  # (role, token ids)

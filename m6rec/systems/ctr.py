@@ -22,7 +22,7 @@ class CTRSystem(TaskSystem):
 
     `layers_online` (model.layers_online; GPT-2 backbones): M6-Rec late interaction — the lower blocks read each
     segment alone, only the top `layers_online` blocks read the whole prompt; batches must carry `segments`
-    (data._target_=m6rec.data.late_segments.LateSegmentDataModule).
+    (data._target_=m6rec.data.LateSegmentDataModule).
     """
 
     def __init__(
@@ -53,7 +53,7 @@ class CTRSystem(TaskSystem):
             return self.model(batch["input_ids"], batch["attention_mask"])
         if "segments" not in batch:
             raise ValueError("model.layers_online is set but batches have no `segments`: use data._target_="
-                             "m6rec.data.late_segments.LateSegmentDataModule (experiments/ctr_late.yaml; under "
+                             "m6rec.data.LateSegmentDataModule (experiments/ctr_late.yaml; under "
                              "task=multitask, data.datamodules.ctr._target_)")  # fmt: skip
         return self.model(batch["segments"])
 

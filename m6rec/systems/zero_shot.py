@@ -15,8 +15,8 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAUROC
 from transformers import PreTrainedModel
 
-from m6rec.data.encode import SegmentEncoder
-from m6rec.data.render import prompt_segments, render_item_text
+from m6rec.data.text.encode import SegmentEncoder
+from m6rec.data.text.render import prompt_segments, render_item_text
 from m6rec.metrics.gauc import GroupAUROC
 from m6rec.systems.base import TaskSystem
 

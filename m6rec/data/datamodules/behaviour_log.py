@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -13,26 +13,21 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader
 
-from m6rec.data import registry
-from m6rec.data.batch_prompts import RaggedHistory, encode_batch, recent_training_rows
-from m6rec.data.bucketing import LengthGroupedSampler
-from m6rec.data.encode import SegmentEncoder
-from m6rec.data.eval_history import ALL_SPLITS, earlier_split_rows, with_rows_replaced
-from m6rec.data.movielens import SOURCES, MovieLensTables
-from m6rec.data.render import (
-    Templates,
-    pronoun_for,
-    render_history_item,
-    render_item_text,
-    render_prompt,
-    render_user_text,
-)
-from m6rec.data.sample_cache import CACHE_VERSION, cache_dir, load_or_build
-from m6rec.data.sampling import k_core, sample_negatives
-from m6rec.data.splits import SPLIT_NAMES, TRAIN, split_interactions
-from m6rec.data.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
+from m6rec.data.datamodules.bucketing import LengthGroupedSampler
+from m6rec.data.datamodules.ctr_dataset import CTRDataset, UnpaddedDistributedSampler, pad_collate
+from m6rec.data.datamodules.eval_history import ALL_SPLITS, earlier_split_rows, with_rows_replaced
+from m6rec.data.datamodules.sample_cache import CACHE_VERSION, cache_dir, load_or_build
+from m6rec.data.protocol.sampling import k_core, sample_negatives
+from m6rec.data.protocol.splits import SPLIT_NAMES, TRAIN, split_interactions
+from m6rec.data.sources import registry
+from m6rec.data.sources.movielens import SOURCES
+from m6rec.data.sources.tables import InteractionTables
+from m6rec.data.text.batch_prompts import RaggedHistory, recent_training_rows
+from m6rec.data.text.render import Templates, render_history_item, render_item_text, render_prompt, render_user_text
+from m6rec.data.text.sample_prompts import encode_prompts, prompt_parts
+from m6rec.data.text.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
 from m6rec.utils.files import file_digest
 
 log = logging.getLogger(__name__)
@@ -42,71 +37,16 @@ NOT_SAMPLE_SETTINGS = ("data_dir", "root", "sources", "num_workers", "batch_size
 SAMPLE_COLUMNS = ("input_ids", "label", "split", "user_id", "item_id", "rating")  # CTRDataset's own; others → extra
 
 
-class CTRDataset(Dataset):
-    """Tokenized (user, candidate) events with a binary label and the raw rating (0 for sampled negatives); `extra`
-    holds further per-sample columns a subclass's encoding adds (e.g. late-interaction segment lengths)."""
-
-    def __init__(self, input_ids: list[np.ndarray], labels: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray,
-                 ratings: np.ndarray | None = None, extra: dict[str, Sequence[Any]] | None = None):  # fmt: skip
-        self.input_ids, self.labels, self.user_ids, self.item_ids = input_ids, labels, user_ids, item_ids
-        self.ratings = np.full(len(labels), np.nan, np.float32) if ratings is None else ratings
-        self.extra = extra or {}
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"input_ids": self.input_ids[i], "label": self.labels[i], "user_id": self.user_ids[i],
-                "item_id": self.item_ids[i], "rating": self.ratings[i],
-                **{name: values[i] for name, values in self.extra.items()}}  # fmt: skip
-
-
-def pad_collate(pad_id: int):
-    """Right-pad `input_ids` to the longest sequence in the batch and build the attention mask."""
-
-    def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        longest = max(len(b["input_ids"]) for b in batch)
-        ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), longest), dtype=torch.long)
-        for row, b in enumerate(batch):
-            ids[row, : len(b["input_ids"])] = torch.from_numpy(b["input_ids"].astype(np.int64))
-            mask[row, : len(b["input_ids"])] = 1
-        return {
-            "input_ids": ids,
-            "attention_mask": mask,
-            "labels": torch.tensor([b["label"] for b in batch], dtype=torch.float32),
-            "user_ids": torch.tensor([b["user_id"] for b in batch], dtype=torch.long),
-            "item_ids": torch.tensor([b["item_id"] for b in batch], dtype=torch.long),
-            "ratings": torch.tensor([b.get("rating", np.nan) for b in batch], dtype=torch.float32),
-        }
-
-    return collate
-
-
-class UnpaddedDistributedSampler(DistributedSampler):
-    """Shard an evaluation set across ranks without repeating samples, so DDP metrics are exact."""
-
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
-        self.num_samples = len(range(rank, len(dataset), num_replicas))  # type: ignore[arg-type]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, len(self.dataset), self.num_replicas))  # type: ignore[arg-type]
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-
 class BehaviourLogDataModule(L.LightningDataModule):
     """A MovieLens dataset (`dataset`: ml-100k, ml-1m, ml-20m, ml-25m, ml-latest-small) as CTR text: each rating
     becomes "<user> rated <history>. Will <he> enjoy <item>?".
 
-    `split` picks the protocol (see m6rec.data.splits); `root` points at a local copy (GroupLens `u.*` or RecBole
-    atomic files), when null the dataset is fetched into `data_dir`. Histories come from the training split only,
-    newest kept under the token budget, except under `loo`, where a validation (test) event follows all of the user's
-    TRAIN (TRAIN + VALID) interactions (m6rec.data.eval_history). `dataset` may also be atomic / table / amazon
-    (read from `root`, options in `source`; see m6rec.data.registry); `cache` keeps the tokenized samples on disk
-    (m6rec.data.sample_cache); `length_bucketing` batches training samples of similar length (m6rec.data.bucketing).
+    `split` picks the protocol (see m6rec.data.protocol.splits); `root` points at a local copy (GroupLens `u.*` or
+    RecBole atomic files), when null the dataset is fetched into `data_dir`. Histories come from the training split
+    only, newest kept under the token budget, except under `loo`, where a validation (test) event follows all of the
+    user's TRAIN (TRAIN + VALID) interactions (`eval_history`). `dataset` may also be atomic / table / amazon (read
+    from `root`, options in `source`; see m6rec.data.sources.registry); `cache` keeps the tokenized samples on disk
+    (`sample_cache`); `length_bucketing` batches training samples of similar length (`bucketing`).
     """
 
     def __init__(
@@ -159,7 +99,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
         return registry.raw_dir(hp.dataset, hp.root, hp.data_dir, hp.sources, hp.source)
 
     @cached_property
-    def tables(self) -> MovieLensTables:
+    def tables(self) -> InteractionTables:
         """The parsed dataset (`data.dataset`'s loader with `data.source`); the templates are checked against it."""
         tables = registry.load(self._check_dataset(), self.raw_dir, self.hparams.source)
         self.templates.check_fields(tables.items.columns, tables.users.columns)
@@ -282,22 +222,8 @@ class BehaviourLogDataModule(L.LightningDataModule):
     def _parts(
         self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]]
     ) -> list[tuple[str, str, list[str], str]]:
-        t, tables = self.templates, self.tables
-        users = {row["user_id"]: row for row in tables.users.to_dict("records")}
-        items = {row["item_id"]: row for row in tables.items.to_dict("records")}
-        user_text = {u: (render_user_text(row, t), pronoun_for(row)) for u, row in users.items()}
-        anonymous = (t.anonymous_user, "they")  # datasets without a user table (ML-20M/25M/latest)
-        item_text = {i: render_item_text(row, t) for i, row in items.items()}
-        piece: dict[tuple[int, float], str] = {}
-        parts = []
-        for u, i, hist in zip(samples["user_id"].tolist(), samples["item_id"].tolist(), histories, strict=True):
-            pieces = []
-            for key in hist:
-                if key not in piece:
-                    piece[key] = render_history_item(items[key[0]], key[1], t)
-                pieces.append(piece[key])
-            parts.append((*user_text.get(u, anonymous), pieces, item_text[i]))
-        return parts
+        """(user text, pronoun, history pieces, candidate text) of every sample (see `prompt_parts`)."""
+        return prompt_parts(self.tables, self.templates, samples, histories)
 
     def encode_columns(
         self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]] | RaggedHistory
@@ -310,31 +236,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
     ) -> list[np.ndarray]:
         """Token ids of every prompt, oldest history items dropped to fit `max_length` (as SegmentEncoder.encode,
         vectorised by `encode_batch`); `histories` as lists of (item, rating) or as rows of `samples`."""
-        t, tables = self.templates, self.tables
-        if isinstance(histories, RaggedHistory):
-            lengths, rows = histories.lengths(), histories.rows
-            hist_items, hist_ratings = samples["item_id"].to_numpy()[rows], samples["rating"].to_numpy()[rows]
-        else:
-            lengths = np.array([len(h) for h in histories], np.int64)
-            hist_items = np.array([i for h in histories for i, _ in h], np.int64)
-            hist_ratings = np.array([r for h in histories for _, r in h], np.float64)
-        history = RaggedHistory(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), np.arange(lengths.sum()))
-        user_code, user_ids = pd.factorize(samples["user_id"].to_numpy())
-        users = {row["user_id"]: row for row in tables.users.to_dict("records")}
-        user_parts = [(render_user_text(users[u], t), pronoun_for(users[u])) if u in users else
-                      (t.anonymous_user, "they") for u in user_ids.tolist()]  # fmt: skip
-        item_code, item_ids = pd.factorize(samples["item_id"].to_numpy())
-        items = tables.items.set_index("item_id", drop=False)
-        item_rows = dict(zip(items.index.tolist(), items.to_dict("records"), strict=True))
-        candidates = [render_item_text(item_rows[i], t) for i in item_ids.tolist()]
-        item_of, item_keys = pd.factorize(hist_items)  # a history piece = a distinct (item, rating)
-        rating_of, rating_keys = pd.factorize(hist_ratings)
-        n_ratings = max(len(rating_keys), 1)
-        piece_code, piece_keys = pd.factorize(item_of.astype(np.int64) * n_ratings + rating_of)
-        pieces = [render_history_item(item_rows[item_keys[k // n_ratings]], float(rating_keys[k % n_ratings]), t)
-                  for k in piece_keys.tolist()]  # fmt: skip
-        encoder = SegmentEncoder(self.tokenizer, t, self.hparams.max_length)
-        return encode_batch(encoder, user_parts, user_code, candidates, item_code, pieces, history, piece_code)
+        return encode_prompts(self.tables, self.templates, self.tokenizer, self.hparams.max_length, samples, histories)
 
     def request_rows(self, user_id: int, item_ids: Sequence[int], before: int = ALL_SPLITS) -> list[dict[str, Any]]:
         """Dataset-style rows (label 0) of `request_columns`, ready for `collate_fn()`: what the recommender scores."""
@@ -415,12 +317,3 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _covering_parts(parts: list[tuple[str, str, list[str], str]]) -> list[tuple[str, str, list[str], str]]:
-    """A few thousand synthetic prompts in which every distinct user, history item and candidate appears, so one
-    batch call tokenizes (almost) every segment the real prompts use; rare misses are tokenized on demand."""
-    users = sorted({(u, p) for u, p, _, _ in parts})
-    pieces = sorted({piece for _, _, history, _ in parts for piece in history}) or [""]
-    candidates = sorted({c for _, _, _, c in parts})
-    n = max(len(users), len(pieces), len(candidates))
-    return [(*users[k % len(users)], pieces[k % len(pieces) : k % len(pieces) + 2], candidates[k % len(candidates)])
-            for k in range(n)]  # fmt: skip

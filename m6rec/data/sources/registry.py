@@ -10,12 +10,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from m6rec.data.amazon import amazon_files, load_amazon, missing_root_message
-from m6rec.data.movielens import MovieLensTables, fetch_ml100k, load_ml100k
-from m6rec.data.sources import LOADERS as GROUPLENS_LOADERS
-from m6rec.data.sources import _paths, fetch_grouplens, load_atomic_dir, load_table_dir
+from m6rec.data.sources.amazon import amazon_files, load_amazon, missing_root_message
+from m6rec.data.sources.atomic import load_atomic_dir
+from m6rec.data.sources.grouplens import LOADERS as GROUPLENS_LOADERS
+from m6rec.data.sources.grouplens import fetch_grouplens
+from m6rec.data.sources.movielens import fetch_ml100k, load_ml100k
+from m6rec.data.sources.table import expand_paths, load_table_dir
+from m6rec.data.sources.tables import InteractionTables
 
-LOADERS: dict[str, Callable[..., MovieLensTables]] = {
+LOADERS: dict[str, Callable[..., InteractionTables]] = {
     "ml-100k": load_ml100k,
     **GROUPLENS_LOADERS,
     "atomic": load_atomic_dir,
@@ -63,7 +66,7 @@ def raw_dir(name: str, root: str | None, data_dir: str | Path, sources: Sequence
     return fetch_grouplens(name, Path(data_dir))
 
 
-def load(name: str, root: Path, source: Mapping[str, Any]) -> MovieLensTables:
+def load(name: str, root: Path, source: Mapping[str, Any]) -> InteractionTables:
     return LOADERS[name](root, **check_source(name, source))
 
 
@@ -73,5 +76,5 @@ def raw_files(name: str, root: Path, source: Mapping[str, Any]) -> list[Path]:
         return [p for p in amazon_files(root, source["version"], source["category"]) if p is not None]
     if name == "table":
         named = [source.get(k) for k in ("interactions", "items", "users")]
-        return sorted({p for n in named if n for p in _paths(root / n) if p.is_file()})
+        return sorted({p for n in named if n for p in expand_paths(root / n) if p.is_file()})
     return sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))

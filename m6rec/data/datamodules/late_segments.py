@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from m6rec.data.batch_prompts import RaggedHistory
-from m6rec.data.behaviour_log import BehaviourLogDataModule, pad_collate
-from m6rec.data.encode import SegmentEncoder
+from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule
+from m6rec.data.datamodules.ctr_dataset import pad_collate
+from m6rec.data.text.batch_prompts import RaggedHistory
+from m6rec.data.text.encode import SegmentEncoder
 from m6rec.models.late_interaction import Segment, tokenize_late
 
 

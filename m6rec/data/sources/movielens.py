@@ -12,12 +12,13 @@ import sys
 import tempfile
 import urllib.request
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from filelock import FileLock
 
+from m6rec.data.sources.parse import atomic_columns, to_int
+from m6rec.data.sources.tables import InteractionTables
 from m6rec.utils.files import atomic_dir, file_digest
 
 log = logging.getLogger(__name__)
@@ -41,15 +42,6 @@ SOURCES = ("grouplens", "pypi")
 
 class ChecksumError(RuntimeError):
     """A downloaded file does not match its published checksum."""
-
-
-@dataclass
-class MovieLensTables:
-    """The three ML-100K tables in one canonical form, whatever the source format."""
-
-    interactions: pd.DataFrame  # user_id:int64, item_id:int64, rating:float32, timestamp:int64
-    items: pd.DataFrame  # item_id:int64, title:str, year:str, genres:str ("Action|Crime")
-    users: pd.DataFrame  # user_id:int64, age:int64, gender:str ("M"/"F"), occupation:str
 
 
 # --------------------------------------------------------------------------- network boundary (stubbed in tests)
@@ -143,15 +135,6 @@ def _read_table(path: Path, sep: str, names: list[str] | None, encoding: str, he
         raise ValueError(f"{path}: {err}") from err
 
 
-def _to_int(df: pd.DataFrame, col: str, path: Path, offset: int) -> pd.Series:
-    values = pd.to_numeric(df[col], errors="coerce")
-    bad = values.isna() | (values < 0)
-    if bad.any():
-        row = int(bad.to_numpy().argmax())
-        raise ValueError(f"{path}:{row + offset}: column '{col}' has invalid value {df[col].iloc[row]!r}")
-    return values.astype("int64")
-
-
 def _check_ratings(inter: pd.DataFrame, path: Path, offset: int) -> None:
     bad = inter["rating"].isna() | (inter["rating"] < 0)
     if bad.any():
@@ -159,10 +142,10 @@ def _check_ratings(inter: pd.DataFrame, path: Path, offset: int) -> None:
         raise ValueError(f"{path}:{row + offset}: column 'rating' must be a number >= 0")
 
 
-def _load_grouplens(root: Path) -> MovieLensTables:
+def _load_grouplens(root: Path) -> InteractionTables:
     path = root / "u.data"
     raw = _read_table(path, "\t", ["user_id", "item_id", "rating", "timestamp"], "utf-8", None)
-    inter = pd.DataFrame({c: _to_int(raw, c, path, 1) for c in ("user_id", "item_id", "timestamp")})
+    inter = pd.DataFrame({c: to_int(raw, c, path, 1) for c in ("user_id", "item_id", "timestamp")})
     inter["rating"] = pd.to_numeric(raw["rating"], errors="coerce").astype("float32")
     _check_ratings(inter, path, 1)
 
@@ -171,7 +154,7 @@ def _load_grouplens(root: Path) -> MovieLensTables:
     titles = raw["title"].str.extract(r"^(.*?)(?: \((\d{4})\))?\s*$")
     flags = raw[list(GENRES)].to_numpy() == "1"
     items = pd.DataFrame({
-        "item_id": _to_int(raw, "item_id", path, 1),
+        "item_id": to_int(raw, "item_id", path, 1),
         "title": titles[0].fillna(raw["title"]),
         "year": raw["date"].str[-4:],
         "genres": ["|".join(g for g, on in zip(GENRES, row, strict=True) if on) for row in flags],
@@ -180,51 +163,42 @@ def _load_grouplens(root: Path) -> MovieLensTables:
     path = root / "u.user"
     raw = _read_table(path, "|", ["user_id", "age", "gender", "occupation", "zip"], "utf-8", None)
     users = pd.DataFrame({
-        "user_id": _to_int(raw, "user_id", path, 1), "age": _to_int(raw, "age", path, 1),
+        "user_id": to_int(raw, "user_id", path, 1), "age": to_int(raw, "age", path, 1),
         "gender": raw["gender"], "occupation": raw["occupation"],
     })  # fmt: skip
-    return MovieLensTables(inter[["user_id", "item_id", "rating", "timestamp"]], items, users)
+    return InteractionTables(inter[["user_id", "item_id", "rating", "timestamp"]], items, users)
 
 
-def _atomic_columns(path: Path, df: pd.DataFrame, wanted: list[str]) -> pd.DataFrame:
-    """RecBole headers are `name:type`; keep the wanted names or say which one is missing."""
-    df = df.rename(columns=lambda c: c.split(":")[0])
-    missing = [c for c in wanted if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}:1: missing column(s) {missing}; header has {list(df.columns)}")
-    return df[wanted]
-
-
-def _load_recbole(root: Path) -> MovieLensTables:
+def _load_recbole(root: Path) -> InteractionTables:
     path = root / "ml-100k.inter"
     columns = ["user_id", "item_id", "rating", "timestamp"]
-    raw = _atomic_columns(path, _read_table(path, "\t", None, "utf-8", 0), columns)
-    inter = pd.DataFrame({c: _to_int(raw, c, path, 2) for c in ("user_id", "item_id")})
+    raw = atomic_columns(path, _read_table(path, "\t", None, "utf-8", 0), columns)
+    inter = pd.DataFrame({c: to_int(raw, c, path, 2) for c in ("user_id", "item_id")})
     inter["rating"] = pd.to_numeric(raw["rating"], errors="coerce").astype("float32")
     _check_ratings(inter, path, 2)
-    inter["timestamp"] = _to_int(raw, "timestamp", path, 2)
+    inter["timestamp"] = to_int(raw, "timestamp", path, 2)
 
     path = root / "ml-100k.item"
-    raw = _atomic_columns(
+    raw = atomic_columns(
         path, _read_table(path, "\t", None, "utf-8", 0), ["item_id", "movie_title", "release_year", "class"]
     )
     items = pd.DataFrame({
-        "item_id": _to_int(raw, "item_id", path, 2),
+        "item_id": to_int(raw, "item_id", path, 2),
         "title": raw["movie_title"],
         "year": raw["release_year"],
         "genres": raw["class"].str.split().str.join("|"),
     })  # fmt: skip
 
     path = root / "ml-100k.user"
-    raw = _atomic_columns(path, _read_table(path, "\t", None, "utf-8", 0), ["user_id", "age", "gender", "occupation"])
+    raw = atomic_columns(path, _read_table(path, "\t", None, "utf-8", 0), ["user_id", "age", "gender", "occupation"])
     users = pd.DataFrame({
-        "user_id": _to_int(raw, "user_id", path, 2), "age": _to_int(raw, "age", path, 2),
+        "user_id": to_int(raw, "user_id", path, 2), "age": to_int(raw, "age", path, 2),
         "gender": raw["gender"], "occupation": raw["occupation"],
     })  # fmt: skip
-    return MovieLensTables(inter, items, users)
+    return InteractionTables(inter, items, users)
 
 
-def load_ml100k(root: str | Path) -> MovieLensTables:
+def load_ml100k(root: str | Path) -> InteractionTables:
     """Parse ML-100K from a directory in GroupLens (`u.data`…) or RecBole atomic (`ml-100k.inter`…) format."""
     root = Path(root)
     if (root / "u.data").exists():
@@ -238,7 +212,7 @@ def load_ml100k(root: str | Path) -> MovieLensTables:
     return tables
 
 
-def _check_ids(root: Path, t: MovieLensTables) -> None:
+def _check_ids(root: Path, t: InteractionTables) -> None:
     for table, key in ((t.items, "item_id"), (t.users, "user_id")):
         dup = table[key].duplicated()
         if dup.any():

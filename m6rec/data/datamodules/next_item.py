@@ -3,7 +3,7 @@
 A query is "<user> rated <history>." (`query_template`), an item is its candidate text ("Heat (1995), Action, …").
 Training pairs: each positive TRAIN interaction, its query holding the user's training interactions strictly before
 it. Evaluation: each positive VALID / TEST interaction, its query holding the user's most recent interactions of the
-earlier splits (TRAIN at validation, TRAIN + VALID at test, as SASRec / RecBole; m6rec.data.eval_history), ranked
+earlier splits (TRAIN at validation, TRAIN + VALID at test, as SASRec / RecBole; `eval_history`), ranked
 against the whole catalogue with exactly those items excluded (RecBole's full-sort protocol; never the user's own
 targets of that split).
 """
@@ -19,12 +19,13 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from m6rec.data.behaviour_log import BehaviourLogDataModule, UnpaddedDistributedSampler
-from m6rec.data.encode import SegmentEncoder
-from m6rec.data.eval_history import ALL_SPLITS, earlier_split_rows
-from m6rec.data.history import recent_training_history
-from m6rec.data.render import render_item_text, render_prompt
-from m6rec.data.splits import SPLIT_NAMES, TEST, TRAIN, VALID
+from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule
+from m6rec.data.datamodules.ctr_dataset import UnpaddedDistributedSampler
+from m6rec.data.datamodules.eval_history import ALL_SPLITS, earlier_split_rows
+from m6rec.data.protocol.history import recent_training_history
+from m6rec.data.protocol.splits import SPLIT_NAMES, TEST, TRAIN, VALID
+from m6rec.data.text.encode import SegmentEncoder
+from m6rec.data.text.render import render_item_text, render_prompt
 
 QueryParts = tuple[str, str, list[str]]  # user text, pronoun, history pieces (oldest → newest)
 

@@ -22,11 +22,12 @@ import numpy as np
 from filelock import FileLock
 from torch.utils.data import DataLoader
 
-from m6rec.data.behaviour_log import BehaviourLogDataModule, UnpaddedDistributedSampler
-from m6rec.data.corpus_pack import SPLITS, BlockCollate, BlockDataset, pack_documents, split_mask
-from m6rec.data.corpus_sampler import ResumableDataLoader, ResumableShardSampler
-from m6rec.data.corpus_sources import BehaviourCorpus, expand_files, read_documents
-from m6rec.data.tokenizer import load_pretrained_tokenizer, train_tokenizer
+from m6rec.data.corpus.documents import BehaviourCorpus, expand_files, read_documents
+from m6rec.data.corpus.pack import SPLITS, BlockCollate, BlockDataset, pack_documents, split_mask
+from m6rec.data.corpus.sampler import ResumableDataLoader, ResumableShardSampler
+from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule
+from m6rec.data.datamodules.ctr_dataset import UnpaddedDistributedSampler
+from m6rec.data.text.tokenizer import load_pretrained_tokenizer, train_tokenizer
 from m6rec.utils.files import atomic_dir, write_json_atomic
 
 log = logging.getLogger(__name__)

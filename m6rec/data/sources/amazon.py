@@ -1,5 +1,5 @@
 """Amazon Reviews 2018 (https://nijianmo.github.io/amazon/index.html) and 2023 (https://amazon-reviews-2023.github.io/)
-as `MovieLensTables`, streamed: one JSON object per line (`.json`/`.jsonl`, optionally `.gz`), never a whole file in
+as `InteractionTables`, streamed: one JSON object per line (`.json`/`.jsonl`, optionally `.gz`), never a whole file in
 memory; only the needed fields are kept, in compact arrays, and metadata is parsed only for items seen in reviews.
 
 Neither release has a checksummed official mirror, so nothing is fetched: download `<Category>.json.gz` +
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from m6rec.data.movielens import MovieLensTables
+from m6rec.data.sources.tables import InteractionTables
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def _read_meta(path: Path | None, f: AmazonFormat, seen: dict[str, int]) -> dict
     return meta
 
 
-def load_amazon(root: str | Path, version: str | int, category: str, keep_text: bool = True) -> MovieLensTables:
+def load_amazon(root: str | Path, version: str | int, category: str, keep_text: bool = True) -> InteractionTables:
     """Amazon Reviews `version` ("2018" | "2023") of `category` under `root`, streamed.
 
     Interactions: user_id/item_id (1..N in order of first appearance; raw ids in the tables' `raw_id`), rating,
@@ -224,4 +224,4 @@ def load_amazon(root: str | Path, version: str | int, category: str, keep_text: 
     item_table = table[["item_id", "title", "year", "genres", "category", "description", "brand", "raw_id"]]
     user_table = pd.DataFrame({"user_id": np.arange(1, len(users) + 1, dtype=np.int64), "age": 0, "gender": "",
                                "occupation": "", "raw_id": list(users)})  # fmt: skip
-    return MovieLensTables(interactions, item_table.astype({"item_id": "int64"}), user_table)
+    return InteractionTables(interactions, item_table.astype({"item_id": "int64"}), user_table)

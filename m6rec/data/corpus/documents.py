@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from m6rec.data.history import recent_training_history
-from m6rec.data.render import render_item_text
-from m6rec.data.splits import TRAIN
+from m6rec.data.protocol.history import recent_training_history
+from m6rec.data.protocol.splits import TRAIN
+from m6rec.data.text.render import render_item_text
 from m6rec.utils.files import file_digest
 
 SUFFIXES = (".txt", ".jsonl", ".parquet")

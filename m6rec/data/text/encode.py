@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from m6rec.data.render import Templates, prompt_segments
+from m6rec.data.text.render import Templates, prompt_segments
 
 
 class SegmentEncoder:

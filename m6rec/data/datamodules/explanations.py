@@ -19,19 +19,21 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from m6rec.data.behaviour_log import BehaviourLogDataModule, UnpaddedDistributedSampler, _covering_parts
-from m6rec.data.bucketing import LengthGroupedSampler
-from m6rec.data.encode import SegmentEncoder
-from m6rec.data.history import recent_training_history
-from m6rec.data.render import (
+from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule
+from m6rec.data.datamodules.bucketing import LengthGroupedSampler
+from m6rec.data.datamodules.ctr_dataset import UnpaddedDistributedSampler
+from m6rec.data.protocol.history import recent_training_history
+from m6rec.data.protocol.splits import SPLIT_NAMES, TRAIN
+from m6rec.data.text.encode import SegmentEncoder
+from m6rec.data.text.render import (
     prompt_segments,
     render_history_item,
     render_item_text,
     render_prompt,
     render_user_text,
 )
-from m6rec.data.splits import SPLIT_NAMES, TRAIN
-from m6rec.data.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
+from m6rec.data.text.sample_prompts import covering_parts
+from m6rec.data.text.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
 
 log = logging.getLogger(__name__)
 IGNORE = -100  # label of a position without loss
@@ -174,7 +176,7 @@ class ExplanationDataModule(BehaviourLogDataModule):
         closing special tokens (e.g. [SEP]), which would end the text before the explanation."""
         parts = self._parts(samples, histories)
         encoder = SegmentEncoder(self.tokenizer, self.templates, self.hparams.max_length)
-        encoder.prefetch(s for part in _covering_parts(parts) for s in prompt_segments(*part, self.templates))
+        encoder.prefetch(s for part in covering_parts(parts) for s in prompt_segments(*part, self.templates))
         cut = len(encoder.suffix)
         return [ids[: len(ids) - cut] if cut else ids for ids in (encoder.encode(*part) for part in parts)]
 

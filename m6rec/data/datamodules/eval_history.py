@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from m6rec.data.batch_prompts import RaggedHistory, _ragged_ranges
-from m6rec.data.splits import SPLIT_NAMES
+from m6rec.data.protocol.splits import SPLIT_NAMES
+from m6rec.data.text.batch_prompts import RaggedHistory, ragged_ranges
 
 ALL_SPLITS = len(SPLIT_NAMES)  # the split code of a request that follows every known interaction
 
@@ -38,7 +38,7 @@ def earlier_split_rows(
         offset += len(pool)
     source = np.concatenate(pools) if pools else np.zeros(0, np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return RaggedHistory(offsets, source[_ragged_ranges(starts, lengths)].astype(np.int64))
+    return RaggedHistory(offsets, source[ragged_ranges(starts, lengths)].astype(np.int64))
 
 
 def with_rows_replaced(base: RaggedHistory, rows: np.ndarray, new: RaggedHistory) -> RaggedHistory:
@@ -49,4 +49,4 @@ def with_rows_replaced(base: RaggedHistory, rows: np.ndarray, new: RaggedHistory
     starts[rows] = new.offsets[:-1] + len(base.rows)
     source = np.concatenate([base.rows, new.rows]).astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return RaggedHistory(offsets, source[_ragged_ranges(starts, lengths)].astype(np.int64))
+    return RaggedHistory(offsets, source[ragged_ranges(starts, lengths)].astype(np.int64))
