@@ -32,7 +32,7 @@ class RaggedHistory:
         return [pairs[a:b] for a, b in zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist(), strict=True)]
 
 
-def _ragged_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def ragged_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Concatenation of range(starts[j], starts[j] + lengths[j]) over j (int32 while the values fit)."""
     total = int(lengths.sum())
     dtype = np.int32 if max(total, int(starts.max(initial=0)) + int(lengths.max(initial=0))) < 2**31 else np.int64
@@ -61,7 +61,7 @@ def recent_training_rows(interactions: pd.DataFrame, is_train: np.ndarray, max_l
     start = np.maximum(first, end - max_len)
     lengths = end - start
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return RaggedHistory(offsets, order[_ragged_ranges(start, lengths)].astype(np.int64))
+    return RaggedHistory(offsets, order[ragged_ranges(start, lengths)].astype(np.int64))
 
 
 class _Chunks:
@@ -191,14 +191,14 @@ def encode_batch(
         stream[begin + shift] = column
     where = begin + 1 + history_at
     stream[where[kept == 0]] = empty_chunk
-    kept_rows = _ragged_ranges(history.offsets[:-1] + start, kept)
+    kept_rows = ragged_ranges(history.offsets[:-1] + start, kept)
     rank = np.arange(len(kept_rows)) - np.repeat(np.cumsum(kept) - kept, kept)
     owner = np.repeat(np.arange(n), kept)
     slot = where[owner] + 2 * rank
     codes = piece_code[kept_rows]
     stream[slot] = np.where(rank == 0, first_form[codes], later_form[codes])
     stream[slot[rank > 0] - 1] = sep_chunk
-    tokens = chunks.flat[_ragged_ranges(chunks.offset[stream], size[stream])]
+    tokens = chunks.flat[ragged_ranges(chunks.offset[stream], size[stream])]
     bounds = np.concatenate([[0], np.cumsum(np.add.reduceat(size[stream], begin), dtype=np.int64)]).tolist()
     out = [tokens[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
