@@ -16,7 +16,7 @@ from torchmetrics.text import BLEUScore, ROUGEScore
 
 import run
 from m6rec.data.datamodules.explanations import IGNORE, ExplanationDataModule
-from m6rec.data.protocol.splits import TRAIN
+from m6rec.data.protocol.splits import TEST, TRAIN, VALID
 from m6rec.models.backbone import build_lm
 from m6rec.systems.explain import ExplainSystem
 from tests.helpers import compose_config
@@ -137,6 +137,24 @@ def test_held_out_reviews_never_reach_training_inputs_histories_or_the_tokenizer
             assert text == f"A user rated {history}. Then they rated {titles[item]} ({event['rating']:.0f}/5) because"
             checked += name != "train"
     assert checked == len(held_out)
+
+
+def test_loo_test_prompt_follows_the_validation_interaction(varied, tmp_path: Path):
+    """Under `loo` a held-out prompt's history is every earlier-split interaction of its user: TRAIN at validation,
+    TRAIN + the validation interaction (newest) at test; the test interaction is in no history."""
+    root, _ = varied
+    dm = datamodule(root, tmp_path, split="loo", history_len=50)
+    samples, titles = dm.samples(), dict(zip(dm.tables.items["item_id"], dm.tables.items["title"], strict=True))
+    split = samples["split"].to_numpy()
+    for code, name in ((VALID, "valid"), (TEST, "test")):
+        dataset = dm.datasets[name]
+        assert len(dataset) >= 8
+        for prompt, user in zip(dataset.prompts, dataset.user_ids, strict=True):
+            earlier = samples[(samples["user_id"] == user).to_numpy() & (split < code)].sort_values("timestamp")
+            pairs = zip(earlier["item_id"], earlier["rating"], strict=True)
+            history = "; ".join(f"{titles[i]} ({r:.0f}/5)" for i, r in pairs)
+            assert dm.tokenizer.decode(prompt).startswith(f"A user rated {history}. Then they rated ")
+            assert (split[earlier.index] == VALID).any() == (code == TEST)
 
 
 def _pairs(dm: ExplanationDataModule, name: str) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule
 from m6rec.data.datamodules.bucketing import LengthGroupedSampler
 from m6rec.data.datamodules.ctr_dataset import UnpaddedDistributedSampler
+from m6rec.data.datamodules.eval_history import earlier_split_rows
 from m6rec.data.protocol.history import recent_training_history
 from m6rec.data.protocol.splits import SPLIT_NAMES, TRAIN
 from m6rec.data.text.encode import SegmentEncoder
@@ -154,6 +155,12 @@ class ExplanationDataModule(BehaviourLogDataModule):
         samples = self.samples()
         split = samples["split"].to_numpy()
         histories = recent_training_history(samples, split == TRAIN, self.hparams.history_len)
+        if self.hparams.split == "loo":  # as the CTR samples: held-out events follow every earlier-split interaction
+            held_out = np.flatnonzero(split != TRAIN)
+            earlier = earlier_split_rows(samples, split, np.ones(len(split), bool), held_out, self.hparams.history_len)
+            pairs = earlier.as_lists(samples["item_id"].to_numpy(), samples["rating"].to_numpy())
+            for row, history in zip(held_out.tolist(), pairs, strict=True):
+                histories[row] = history
         keep = np.flatnonzero(samples["target"].to_numpy() != "")
         events, histories = samples.iloc[keep], [histories[r] for r in keep]
         prompts = self._encode(events, histories)
