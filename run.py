@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from m6rec.build import build_datamodule_and_system  # noqa: E402
 from m6rec.metrics.score_dump import ScoreDump  # noqa: E402
 from m6rec.peft import count_parameters  # noqa: E402
 from m6rec.utils.config_tree import print_config_tree  # noqa: E402
+from m6rec.utils.extras import MissingExtra, check_overrides  # noqa: E402
 from m6rec.utils.resolvers import register_resolvers  # noqa: E402
 from m6rec.utils.run_record import write_metrics, write_run_start  # noqa: E402
 
@@ -97,4 +99,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    try:
+        check_overrides(sys.argv[1:])  # a sweeper or launcher from an extra that is not installed: one line, exit 1
+    except MissingExtra as e:
+        raise SystemExit(f"run.py: {e}") from None
     main()

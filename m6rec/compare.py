@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from m6rec.utils.extras import MissingExtra, require
 from m6rec.utils.files import atomic_path, write_text_atomic
 
 MISSING = "—"
@@ -228,7 +229,9 @@ def to_markdown(df: pd.DataFrame, command: str) -> str:
 
 
 def plot(df: pd.DataFrame, path: Path) -> None:
-    """Write a bar chart of the mean metric per group (std error bars, n on each bar) to `path`, atomically."""
+    """Write a bar chart of the mean metric per group (std error bars, n on each bar) to `path`, atomically; raise
+    MissingExtra without matplotlib (the `plot` extra)."""
+    require("matplotlib", "plot", "comparison.png")
     from matplotlib.figure import Figure  # no pyplot: renders with Agg, never opens a window or changes a backend
 
     labels = list(df.columns[: df.columns.get_loc("n")])
@@ -274,8 +277,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out = args.out or args.dirs[0]
     write_text_atomic(out / "comparison.md", to_markdown(df, shlex.join(["python", "-m", "m6rec.compare", *argv])))
-    plot(df, out / "comparison.png")
-    console.print(escape(f"wrote {out / 'comparison.md'} and {out / 'comparison.png'}"), highlight=False)
+    written = [out / "comparison.md"]
+    try:
+        plot(df, out / "comparison.png")
+        written.append(out / "comparison.png")
+    except MissingExtra as e:  # the table and comparison.md are written; only the chart needs the extra
+        print(f"{parser.prog}: {e}", file=sys.stderr)
+    console.print(escape("wrote " + " and ".join(map(str, written))), highlight=False)
     return 0
 
 

@@ -46,6 +46,13 @@ def run_cli(
     return proc
 
 
+def auc_by_hand(scores: list[float], labels: list[int]) -> float:
+    """The share of (positive, negative) pairs the scores order correctly, a tie counting one half."""
+    pos = [s for s, y in zip(scores, labels, strict=True) if y == 1]
+    neg = [s for s, y in zip(scores, labels, strict=True) if y == 0]
+    return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+
+
 class DumpTestMetrics:
     """A Lightning callback (added with `+callbacks.dump._target_=tests.helpers.DumpTestMetrics`) that writes,
     per rank, the test metrics it sees and how many test samples that rank scored."""

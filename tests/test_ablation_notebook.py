@@ -1,4 +1,5 @@
-"""notebooks/ablation_analysis.ipynb on a real (tiny) multirun: the numbers it prints are the jobs' own metrics."""
+"""notebooks/ablation_analysis.ipynb on a real (tiny) multirun: the numbers it prints are the jobs' own metrics.
+(That it is committed executed, with small outputs, is tested in test_notebooks.py.)"""
 
 from __future__ import annotations
 
@@ -88,14 +89,7 @@ def _result(printed: str) -> dict[str, float]:
     return json.loads(lines[0].removeprefix("RESULT_JSON="))
 
 
-def test_the_notebook_is_committed_clean():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbformat.validate(nb)
-    assert nb.metadata.kernelspec.name == "python3"
-    assert all(c.get("id") for c in nb.cells)
-    assert not any(c.get("outputs") or c.get("execution_count") for c in nb.cells if c.cell_type == "code")
-
-
+@pytest.mark.slow  # reads a CLI multirun (the `sweep` fixture): the slow tier, still run by CI
 def test_the_notebook_compares_a_real_sweep(sweep: Path, monkeypatch):
     before = {p for p in sweep.rglob("*") if p.name != "comparison.png"}
     printed, shown = _execute(monkeypatch, sweep)
@@ -117,6 +111,7 @@ def test_the_notebook_compares_a_real_sweep(sweep: Path, monkeypatch):
     assert after - before == {png}, "the notebook may write nothing but comparison.png"
 
 
+@pytest.mark.slow  # reads a CLI multirun (the `sweep` fixture): the slow tier, still run by CI
 def test_a_crashed_job_is_listed_and_left_out(sweep: Path, monkeypatch, tmp_path: Path):
     copy = shutil.copytree(sweep, tmp_path / sweep.name)
     crashed = next(m for m in sorted(copy.glob("*/metrics.json")) if "peft=none" in _overrides(m.parent))
@@ -129,6 +124,7 @@ def test_a_crashed_job_is_listed_and_left_out(sweep: Path, monkeypatch, tmp_path
     assert "1 failed job(s), not included:" in printed
 
 
+@pytest.mark.slow  # reads a CLI multirun (the `sweep` fixture): the slow tier, still run by CI
 def test_the_wandb_section_queries_the_sweeps_group(sweep: Path, monkeypatch, tmp_path: Path):
     """With WANDB_API_KEY set the notebook asks the API for the sweep's group and aggregates what it returns
     (a stand-in `wandb` module answers, built from the real jobs, so no server is needed)."""

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from peft import PrefixTuningConfig, PromptTuningConfig
 
 import run
+from m6rec.build import build_datamodule_and_system
 from m6rec.models.backbone import build_backbone
 from m6rec.models.scorer import TextScorer
 from m6rec.peft import apply_peft, count_parameters
@@ -22,7 +23,7 @@ from m6rec.peft.checkpoint import IDENTITY_KEY, BackboneMismatchError
 from m6rec.peft.freeze import TopKLayers
 from m6rec.peft.option import OptionTuning
 from m6rec.systems.ctr import CTRSystem
-from tests.helpers import CONF, compose_config
+from tests.helpers import CONF, auc_by_hand, compose_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing")  # peft calls a deprecated HF property
 
@@ -212,10 +213,20 @@ def data_config(tmp_path: Path, ml100k_dir: Path, cache_dir: Path, *overrides: s
 
 @pytest.mark.parametrize("peft", ["none", *sorted(TRAINABLE)])
 def test_fast_dev_run_in_process_for_each_method(peft: str, tmp_path: Path, ml100k_dir: Path, cache_dir: Path):
-    metrics = run.train(data_config(tmp_path, ml100k_dir, cache_dir, f"peft={peft}", "++trainer.fast_dev_run=true"))
+    cfg = data_config(tmp_path, ml100k_dir, cache_dir, f"peft={peft}", "++trainer.fast_dev_run=true")
+    metrics = run.train(cfg)
     params = metrics["params"]
     assert params["trainable"] == (params["total"] if peft == "none" else TRAINABLE[peft])
-    assert 0.0 <= metrics["test/auc"] <= 1.0 and metrics["test/logloss"] > 0
+    # fast_dev_run takes one training step, at lr 0 (the first of 100 warm-up steps), then tests one batch: the test
+    # metrics are those of the freshly built model (same seed) on the first test batch, recomputed here by hand
+    datamodule, fresh = build_datamodule_and_system(cfg)
+    datamodule.setup("test")
+    batch = next(iter(datamodule.test_dataloader()))
+    with torch.no_grad():
+        logits = fresh.eval()(batch)
+    labels = batch["labels"]
+    assert metrics["test/logloss"] == pytest.approx(F.binary_cross_entropy_with_logits(logits, labels).item(), 1e-5)
+    assert metrics["test/auc"] == pytest.approx(auc_by_hand(logits.tolist(), labels.long().tolist()), abs=1e-6)
 
 
 def _quiet_trainer(**kwargs) -> L.Trainer:
