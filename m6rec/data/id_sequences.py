@@ -56,7 +56,7 @@ class RowsDataset(Dataset):
 
 
 def sequence_collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack `user`; left-pad `history` / `sequence` with 0 and right-pad `targets` / `excluded` with -1 (LongTensors)."""
+    """Stack `user`; left-pad `history` / `sequence` with 0, right-pad `targets` / `excluded` with -1 (LongTensors)."""
     out = {"user": torch.tensor([row["user"] for row in batch], dtype=torch.long)}
     for key in (*LEFT_PADDED, *RIGHT_PADDED):
         if key not in batch[0]:
