@@ -51,5 +51,7 @@ class RatingSystem(TaskSystem):
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.mse_loss(self(batch), batch["ratings"])
 
-    def evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        self.metrics[stage].update(self(batch), batch["ratings"])
+    def evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
+        predictions = self(batch)
+        self.metrics[stage].update(predictions, batch["ratings"])
+        return {"rating": batch["ratings"], "prediction": predictions}
