@@ -1,7 +1,8 @@
 """SequenceDataModule: a behaviour log as item-id sequences for ID-based recommenders (Pop, BPR-MF, EASE, SASRec).
 
 Same log, k-core / implicit settings and split codes as NextItemDataModule (it is one, minus the text): per user the
-item indices in split order (TRAIN, then VALID, then TEST; inside a split by time, ties in file order). Items are
+item indices in split order (TRAIN, then VALID, then TEST; inside a split by time, same-second ties by
+`data.tie_break` as the loo split breaks them). Items are
 indexed 1..N in sorted raw-id order (`catalogue.item_ids[i - 1]` is index i's raw id); 0 is padding.
 
 Training rows: windows of at most `max_seq_len + 1` items of each user's TRAIN sequence (newest window last; windows
@@ -23,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from m6rec.data.next_item import NextItemDataModule
-from m6rec.data.splits import SPLIT_NAMES, TEST, TRAIN, VALID
+from m6rec.data.splits import SPLIT_NAMES, TEST, TRAIN, VALID, loo_order
 
 LEFT_PADDED = ("history", "sequence")  # item sequences, newest last (padding 0 on the left)
 RIGHT_PADDED = ("targets", "excluded")  # item sets (padding -1 on the right)
@@ -106,17 +107,19 @@ class SequenceDataModule(NextItemDataModule):
 
     @cached_property
     def indexed(self) -> pd.DataFrame:
-        """The log as (user index, item index, split code), sorted by user, split, time, then file order."""
-        inter = self.interactions
+        """The log as (user index, item index, split code), sorted by user, split, then `loo_order` (time, ties by
+        `data.tie_break`, as the loo split orders them)."""
+        inter, hp = self.interactions, self.hparams
         users = np.unique(inter["user_id"].to_numpy())
+        position = np.empty(len(inter), np.int64)
+        position[loo_order(inter, hp.tie_break, hp.split_seed)] = np.arange(len(inter))
         frame = pd.DataFrame({
             "user": np.searchsorted(users, inter["user_id"].to_numpy()),
             "item": np.searchsorted(self.catalogue.item_ids, inter["item_id"].to_numpy()) + 1,
             "split": self.split_codes(),
-            "timestamp": inter["timestamp"].to_numpy(),
-            "row": np.arange(len(inter)),
+            "position": position,
         })  # fmt: skip
-        return frame.sort_values(["user", "split", "timestamp", "row"], kind="stable").reset_index(drop=True)
+        return frame.sort_values(["user", "split", "position"], kind="stable").reset_index(drop=True)
 
     def train_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(user index, item index) of every TRAIN interaction: what closed-form models (Pop, EASE) fit on."""
