@@ -88,7 +88,7 @@ def choose(row: dict, log_dir: Path, reuse: bool, tune: bool) -> tuple[list[str]
         return [], "default"
     best = None
     for point in grid_points(row["grid"]):
-        trial = "_".join(p.split(".")[-1] for p in point)
+        trial = "_".join(p.split(".")[-1].replace("=", "-") for p in point)  # a path Hydra's grammar accepts
         metrics = run_once(row, point, trial, 0, log_dir, reuse)
         value = next(v for k, v in metrics.items() if k.startswith("val/"))  # run.py's optimized_metric (max)
         print(f"  tune {row['model']} {point}: val {value:.4f} ({metrics['wall_s']:.0f} s)", flush=True)
@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = [r for r in MODELS if r["protocol"] in args.protocols and (not args.models or r["model"] in args.models)]
     if not rows:
         raise SystemExit(f"no MODELS row matches --protocols {args.protocols} --models {args.models}")
-    records = []
+    kept = json.loads(args.out.read_text()) if args.out.is_file() else []
+    records: list[dict] = []
     for row in rows:
         point, trial = choose(row, args.log_dir, args.from_existing, args.tune)
         for seed in args.seeds:
@@ -142,12 +143,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
             records.append(record(row, seed, metrics))
             print(f"{row['protocol']} {row['model']} seed {seed}: {records[-1]['metrics']} "
                   f"({records[-1]['wall_s']:.0f} s)", flush=True)  # fmt: skip
-    done = {(r["protocol"], r["model"]) for r in records}
-    kept = json.loads(args.out.read_text()) if args.out.is_file() else []
-    merged = [r for r in kept if (r["protocol"], r["model"]) not in done] + records  # other rows stay
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(merged, indent=1) + "\n")
+            merged = save(args.out, kept, records)
     print(table(merged))
+    return merged
+
+
+def save(path: Path, kept: list[dict], records: list[dict]) -> list[dict]:
+    """Write `records` plus the rows of `kept` whose (protocol, model) was not rerun; return what was written."""
+    done = {(r["protocol"], r["model"]) for r in records}
+    merged = [r for r in kept if (r["protocol"], r["model"]) not in done] + records
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(merged, indent=1) + "\n")
+    tmp.replace(path)  # atomic: an interrupted run leaves the last complete table
     return merged
 
 
