@@ -37,7 +37,7 @@ def test_experiment_instantiates(experiment: str, tmp_path: Path, ml100k_dir: Pa
     trainer = instantiate(cfg.trainer, callbacks=[instantiate(c) for c in cfg.callbacks.values()], logger=False)
     checkpoint = trainer.checkpoint_callback  # keeps the best epoch by the metric a sweeper optimises
     assert (checkpoint.monitor, checkpoint.mode) == (cfg.optimized_metric, cfg.optimized_mode)
-    assert count_parameters(system.model)["trainable"] > 0
+    assert count_parameters(system.model)["trainable"] > 0 or not getattr(system, "trains", True)  # Pop, EASE, …
 
 
 def test_peft_choice_changes_what_is_trained(tmp_path: Path, ml100k_dir: Path):

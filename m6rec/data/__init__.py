@@ -11,10 +11,12 @@ from typing import Any
 
 _EXPORTS = {
     "BehaviourLogDataModule": "m6rec.data.datamodules",
+    "ColdItemDataModule": "m6rec.data.datamodules",
     "ExplanationDataModule": "m6rec.data.datamodules",
     "LateSegmentDataModule": "m6rec.data.datamodules",
     "MultiTaskDataModule": "m6rec.data.datamodules",
     "NextItemDataModule": "m6rec.data.datamodules",
+    "SequenceDataModule": "m6rec.data.datamodules",
     "TextCorpusDataModule": "m6rec.data.corpus",
 }
 __all__ = sorted(_EXPORTS)
