@@ -159,10 +159,10 @@ class FeatureDataModule(L.LightningDataModule):
         users, items = samples["user_id"].to_numpy(np.int64), samples["item_id"].to_numpy(np.int64)
         columns = {
             "features": torch.from_numpy(self.encode(users, items)),
-            "labels": torch.from_numpy(samples["label"].to_numpy(np.float32)),
-            "ratings": torch.from_numpy(samples["rating"].to_numpy(np.float32)),
-            "user_ids": torch.from_numpy(users),
-            "item_ids": torch.from_numpy(items),
+            "labels": torch.tensor(samples["label"].to_numpy(np.float32)),
+            "ratings": torch.tensor(samples["rating"].to_numpy(np.float32)),
+            "user_ids": torch.tensor(users),
+            "item_ids": torch.tensor(items),
         }
         split = samples["split"].to_numpy()
         self.stats = {"rows": len(samples), "fields": list(self.hparams.fields), "field_slots": self.field_slots,
