@@ -113,6 +113,19 @@ def test_each_ctr_model_learns_the_planted_pattern(model, planted_dir: Path, tmp
     assert result["val/auc"] > 0.95  # held-out rows of items seen in training
 
 
+def test_fm_learns_a_gender_by_item_interaction_that_lr_cannot(tmp_path: Path):
+    log = make_log(n_users=60, n_items=30, per_user=20, seed=2)
+    gender = {user["user_id"]: user["gender"] for user in log["users"]}
+    log["ratings"] = [(u, i, 5 if (gender[u] == "M") == bool(i % 2) else 1, t) for u, i, _, t in log["ratings"]]
+    dm = features_of(write_grouplens(tmp_path / "xor", log), tmp_path, fields=["item", "gender"], batch_size=64)
+    auc = {}
+    for model in (LogisticRegression, FactorizationMachine):
+        L.seed_everything(0)
+        system = FeatureCTRSystem(model(dm.num_features, dm.field_slots), partial(torch.optim.AdamW, lr=0.05))
+        auc[model.__name__] = fit(system, dm, epochs=10)["val/auc"]
+    assert auc["LogisticRegression"] < 0.65 < 0.95 < auc["FactorizationMachine"]  # each item: liked by one gender
+
+
 def test_biased_mf_learns_the_planted_ratings(planted_dir: Path, tmp_path: Path):
     L.seed_everything(0)
     dm = features_of(planted_dir, tmp_path, fields=["user", "item"], batch_size=64)
