@@ -37,7 +37,7 @@ def test_experiment_instantiates(experiment: str, tmp_path: Path, ml100k_dir: Pa
     assert isinstance(system, L.LightningModule)
     trainer = instantiate(cfg.trainer, callbacks=[instantiate(c) for c in cfg.callbacks.values()], logger=False)
     assert isinstance(trainer, L.Trainer)
-    assert count_parameters(system.model)["trainable"] > 0
+    assert count_parameters(system.model)["trainable"] > 0 or not getattr(system, "trains", True)  # Pop, EASE, …
 
 
 def test_peft_choice_changes_what_is_trained(tmp_path: Path, ml100k_dir: Path):

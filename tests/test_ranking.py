@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchmetrics.retrieval import RetrievalHitRate, RetrievalMRR, RetrievalNormalizedDCG
 
-from m6rec.metrics.ranking import RankingMetrics, ranking_values, target_ranks
+from m6rec.metrics.ranking import RankingMetrics, ranking_values, target_ranks, target_scores, top_k_items
 
 
 def test_two_users_five_items_by_hand():
@@ -24,6 +24,19 @@ def test_two_users_five_items_by_hand():
     assert values["ndcg@3"].item() == pytest.approx((1 / math.log2(3) + 1 / math.log2(4)) / 2)
     assert values["mrr@3"].item() == pytest.approx((1 / 2 + 1 / 3) / 2)
     assert values["ndcg@1"] == 0.0 and values["mrr@1"] == 0.0
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 100])
+def test_top_k_items_and_target_scores_by_hand(chunk_size: int):
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.3, 0.7], [0.4, 0.4, 0.2, 0.8, 0.1]])
+    excluded = torch.tensor([[1], [-1]])
+    top, top_scores = top_k_items(scores, torch.eye(5), 3, excluded, chunk_size)
+    # user 0 without item 1: 4 (0.7), 2 (0.5), 3 (0.3); user 1: 3 (0.8), then the tie 0 / 1 by lower index
+    assert top.tolist() == [[4, 2, 3], [3, 0, 1]]
+    assert torch.equal(top_scores, torch.tensor([[0.7, 0.5, 0.3], [0.8, 0.4, 0.4]]))
+    top, top_scores = top_k_items(scores, torch.eye(5), 5, excluded, chunk_size)  # user 0 has only 4 unmasked items
+    assert top[0].tolist() == [4, 2, 3, 0, 1] and top_scores[0, -1] == float("-inf")
+    assert torch.equal(target_scores(scores, torch.eye(5), torch.tensor([2, 0]), chunk_size), torch.tensor([0.5, 0.4]))
 
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 23, 1000])

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from hydra.utils import instantiate
+from torchmetrics.functional.classification import binary_auroc
 
 import run
 from m6rec.build import build_datamodule_and_system
@@ -137,7 +139,7 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path: Path, ml100k_dir: P
 def test_ddp_on_cpu_two_ranks_agree_and_score_each_test_sample_once(tmp_path: Path, ml100k_dir: Path):
     dump = tmp_path / "ranks"
     dump.mkdir()
-    run_cli([*FAST, *_data(ml100k_dir, tmp_path), "trainer=ddp_cpu", "trainer.max_epochs=1",
+    run_cli([*FAST, *_data(ml100k_dir, tmp_path), "trainer=ddp_cpu", "trainer.max_epochs=1", "eval.dump_scores=true",
              "+callbacks.dump._target_=tests.helpers.DumpTestMetrics", f"+callbacks.dump.out_dir={dump}"],
             tmp_path)  # fmt: skip
     ranks = [json.loads((dump / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -147,6 +149,10 @@ def test_ddp_on_cpu_two_ranks_agree_and_score_each_test_sample_once(tmp_path: Pa
     metrics = json.loads((out / "metrics.json").read_text())
     assert ranks[0]["seen"] + ranks[1]["seen"] == metrics["data"]["test_size"] == 32  # no padded duplicates
     assert metrics["test/auc"] == pytest.approx(ranks[0]["metrics"]["test/auc"])
+    scores = pq.read_table(out / "scores_test.parquet").to_pydict()  # both ranks' rows, merged by rank 0
+    assert sorted(p.name for p in out.glob("scores_test*")) == ["scores_test.parquet"] and len(scores["score"]) == 32
+    auc = binary_auroc(torch.tensor(scores["score"]), torch.tensor(scores["label"]).long())
+    assert auc.item() == pytest.approx(metrics["test/auc"], abs=1e-6)
 
 
 def test_optuna_search_runs_and_resumes_its_sqlite_study(tmp_path: Path, ml100k_dir: Path):

@@ -1,0 +1,155 @@
+"""The quality table of issue 12: every (protocol, model, seed) run through `python run.py`, test metrics of the
+model chosen on validation, mean ± std over seeds, written to benchmarks/results/quality_ml100k.json.
+
+    python benchmarks/quality.py                                   # every row of MODELS, seeds 0 1 2
+    python benchmarks/quality.py --protocols P1 --models pop ease --seeds 0 1 2
+    python benchmarks/quality.py --tune --models ease               # the ease grid on seed 0, best val, then seeds
+    python benchmarks/quality.py --from-existing                    # reuse finished runs (their metrics.json)
+
+Protocols (docs/baselines.md): P1 next item (loo, full ranking, seen items masked), P2 CTR / rating (random
+80/10/10; rows added by the CTR baselines), P3 cold items (10 % of items held out, rank the held-out items).
+Each run is `run.py <overrides> seed=S logger=csv hydra.run.dir=<log dir>/quality/<protocol>/<model>/<trial>/seed<S>`;
+its wall time is the subprocess's. Tuning budget: a model's `grid` (at most GRID_TRIALS points) is searched on seed 0
+by its validation metric (run.py's returned `optimized_metric`); models without hyperparameters run once per seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "quality_ml100k.json"
+GRID_TRIALS = 4  # the same search budget for every model that has hyperparameters
+METRICS = {"NDCG@10": "test/ndcg@10", "HR@10": "test/hr@10", "MRR@10": "test/mrr@10", "NDCG@20": "test/ndcg@20",
+           "Recall@10": "test/recall@10", "AUC": "test/auc", "LogLoss": "test/logloss", "RMSE": "test/rmse",
+           "MAE": "test/mae"}  # fmt: skip
+
+# One row per model: protocol, name, whether it reads language, whether it has item/user ID tokens or embeddings,
+# the run.py overrides, and a grid {override key: values} searched on validation (--tune).
+MODELS: list[dict] = [
+    {"protocol": "P1", "model": "pop", "lm_based": False, "id_tokens": True, "overrides": ["experiment=p1_pop"]},
+    {"protocol": "P1", "model": "ease", "lm_based": False, "id_tokens": True, "overrides": ["experiment=p1_ease"],
+     "grid": {"model.l2": [100, 250, 500, 1000]}},
+    {"protocol": "P1", "model": "bpr_mf", "lm_based": False, "id_tokens": True, "overrides": ["experiment=p1_bprmf"],
+     "grid": {"task.optimizer.lr": [2e-3, 5e-3], "task.optimizer.weight_decay": [0.0, 1e-5]}},
+    {"protocol": "P1", "model": "sasrec", "lm_based": False, "id_tokens": True, "overrides": ["experiment=p1_sasrec"],
+     "grid": {"model.dropout": [0.2, 0.5], "task.optimizer.lr": [1e-3, 2e-3]}},
+    {"protocol": "P1", "model": "retrieval_lora", "lm_based": True, "id_tokens": False,
+     "overrides": ["experiment=retrieval_lora"]},
+    {"protocol": "P3", "model": "random", "lm_based": False, "id_tokens": False, "overrides": ["experiment=p3_random"]},
+    {"protocol": "P3", "model": "content_tfidf", "lm_based": False, "id_tokens": False,
+     "overrides": ["experiment=p3_content"]},
+    # P3 LM two-tower: RetrievalSystem ranks the whole catalogue, not only the held-out items (docs/baselines.md).
+]  # fmt: skip
+
+
+def run_dir(log_dir: Path, row: dict, trial: str, seed: int) -> Path:
+    return log_dir / "quality" / row["protocol"] / row["model"] / trial / f"seed{seed}"
+
+
+def run_once(row: dict, extra: list[str], trial: str, seed: int, log_dir: Path, reuse: bool) -> dict:
+    """Run (or, with `reuse`, read back) one job; its metrics.json plus `wall_s` and `command`."""
+    out = run_dir(log_dir, row, trial, seed)
+    args = [*row["overrides"], *extra, f"seed={seed}", "logger=csv", f"hydra.run.dir={out}"]
+    command = "python run.py " + " ".join(args)
+    if reuse and (out / "metrics.json").is_file():
+        metrics = json.loads((out / "metrics.json").read_text())
+        return {**metrics, "wall_s": metrics.get("wall_time_s", float("nan")), "command": command}
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    start = time.time()
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True)  # fmt: skip
+    wall = time.time() - start
+    if proc.returncode != 0 or not (out / "metrics.json").is_file():
+        raise RuntimeError(f"{command} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return {**json.loads((out / "metrics.json").read_text()), "wall_s": wall, "command": command}
+
+
+def grid_points(grid: dict) -> list[list[str]]:
+    """Every combination of the grid as override lists (at most GRID_TRIALS)."""
+    keys = list(grid)
+    points = [[f"{k}={v}" for k, v in zip(keys, values, strict=True)] for values in itertools.product(*grid.values())]
+    if len(points) > GRID_TRIALS:
+        raise ValueError(f"grid of {len(points)} points exceeds the budget of {GRID_TRIALS} trials")
+    return points or [[]]
+
+
+def choose(row: dict, log_dir: Path, reuse: bool, tune: bool) -> tuple[list[str], str]:
+    """The grid point with the best validation value on seed 0 (`tune`), else the experiment's defaults."""
+    if not tune or not row.get("grid"):
+        return [], "default"
+    best = None
+    for point in grid_points(row["grid"]):
+        trial = "_".join(p.split(".")[-1] for p in point)
+        metrics = run_once(row, point, trial, 0, log_dir, reuse)
+        value = next(v for k, v in metrics.items() if k.startswith("val/"))  # run.py's optimized_metric (max)
+        print(f"  tune {row['model']} {point}: val {value:.4f} ({metrics['wall_s']:.0f} s)", flush=True)
+        if best is None or value > best[0]:
+            best = (value, point, trial)
+    return best[1], best[2]
+
+
+def record(row: dict, seed: int, metrics: dict) -> dict:
+    return {"protocol": row["protocol"], "model": row["model"], "lm_based": row["lm_based"],
+            "id_tokens": row["id_tokens"], "seed": seed,
+            "metrics": {name: float(metrics[key]) for name, key in METRICS.items() if key in metrics},
+            "wall_s": float(metrics["wall_s"]), "command": metrics["command"]}  # fmt: skip
+
+
+def table(records: list[dict]) -> str:
+    """Mean ± std over seeds per (protocol, model), one line each."""
+    lines, groups = [], {}
+    for r in records:
+        groups.setdefault((r["protocol"], r["model"]), []).append(r)
+    for (protocol, model), rows in sorted(groups.items()):
+        names = [n for n in METRICS if all(n in r["metrics"] for r in rows)]
+        cells = []
+        for name in names:
+            values = [r["metrics"][name] for r in rows]
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{name} {statistics.mean(values):.4f} ± {std:.4f}")
+        wall = statistics.mean(r["wall_s"] for r in rows)
+        lines.append(f"{protocol} {model:<16} n={len(rows)}  " + "  ".join(cells) + f"  wall {wall:.0f} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--protocols", nargs="+", default=["P1", "P2", "P3"])
+    parser.add_argument("--models", nargs="+", default=None, help="model names of MODELS (default: all)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--from-existing", action="store_true", help="reuse runs whose metrics.json exists")
+    parser.add_argument("--tune", action="store_true", help="search each model's grid on seed 0 first")
+    parser.add_argument("--log-dir", type=Path, default=ROOT / "logs")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    rows = [r for r in MODELS if r["protocol"] in args.protocols and (not args.models or r["model"] in args.models)]
+    if not rows:
+        raise SystemExit(f"no MODELS row matches --protocols {args.protocols} --models {args.models}")
+    records = []
+    for row in rows:
+        point, trial = choose(row, args.log_dir, args.from_existing, args.tune)
+        for seed in args.seeds:
+            metrics = run_once(row, point, trial, seed, args.log_dir, args.from_existing)
+            records.append(record(row, seed, metrics))
+            print(f"{row['protocol']} {row['model']} seed {seed}: {records[-1]['metrics']} "
+                  f"({records[-1]['wall_s']:.0f} s)", flush=True)  # fmt: skip
+    done = {(r["protocol"], r["model"]) for r in records}
+    kept = json.loads(args.out.read_text()) if args.out.is_file() else []
+    merged = [r for r in kept if (r["protocol"], r["model"]) not in done] + records  # other rows stay
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(merged, indent=1) + "\n")
+    print(table(merged))
+    return merged
+
+
+if __name__ == "__main__":
+    main()
