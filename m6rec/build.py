@@ -19,15 +19,12 @@ def build_datamodule_and_system(cfg: DictConfig) -> tuple[L.LightningDataModule,
     """
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
-<<<<<<< HEAD
     if cfg.model.get("features") is not None:  # a classic feature-id baseline (model=lr|fm|deepfm|mf): no LM
         model = instantiate(cfg.model.features, num_features=datamodule.num_features,
                             field_slots=datamodule.field_slots)  # fmt: skip
         return datamodule, instantiate(cfg.task, model=model)
-=======
     if cfg.model.get("_target_"):  # an ID-based recommender (conf/model/sasrec.yaml, …): no tokenizer, no backbone
         return datamodule, instantiate(cfg.task, model=instantiate(cfg.model, catalogue=datamodule.catalogue))
->>>>>>> seqbase
     tokenizer = datamodule.tokenizer
     if cfg.task.get("objective") in LM_OBJECTIVES:  # pretraining: the task trains the model with its LM head
         lm = instantiate(cfg.model.lm, vocab_size=len(tokenizer), objective=cfg.task.objective)
