@@ -140,8 +140,8 @@ class FeatureDataModule(L.LightningDataModule):
             if field == "genres":  # multi-hot: the item's genres, then empty slots
                 ragged = values.map(lambda g: g if isinstance(g, list) else [])
                 nth = [ragged.map(lambda g, s=slot: g[s] if s < len(g) else None) for slot in range(slots)]
-                ids = [np.where(v.notna().to_numpy(), self.offsets[field] + self._codes(field, v), 0) for v in nth]
-                columns.append(np.stack(ids, axis=1))
+                slot_ids = [np.where(v.notna().to_numpy(), self.offsets[field] + self._codes(field, v), 0) for v in nth]
+                columns.append(np.stack(slot_ids, axis=1))
             else:
                 columns.append((self.offsets[field] + self._codes(field, values))[:, None])
         return np.concatenate(columns, axis=1)
