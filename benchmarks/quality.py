@@ -9,8 +9,10 @@ model chosen on validation, mean ± std over seeds, written to benchmarks/result
 Protocols (docs/baselines.md): P1 next item (loo, full ranking, seen items masked), P2 CTR / rating (random
 80/10/10; rows added by the CTR baselines), P3 cold items (10 % of items held out, rank the held-out items).
 Each run is `run.py <overrides> seed=S logger=csv hydra.run.dir=<log dir>/quality/<protocol>/<model>/<trial>/seed<S>`;
-its wall time is the subprocess's. Tuning budget: a model's `grid` (at most GRID_TRIALS points) is searched on seed 0
-by its validation metric (run.py's returned `optimized_metric`); models without hyperparameters run once per seed.
+its wall time is the subprocess's (start-up included; `--from-existing` reads it back from the run dir, or takes
+run.py's `wall_time_s` for runs started by hand). Tuning budget: a model's `grid` (at most GRID_TRIALS points) is
+searched on seed 0 by its validation metric (run.py's `optimized_metric`); models without hyperparameters run once
+per seed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "quality_ml100k.json"
+WALL_FILE = "quality_wall_s.txt"  # written beside metrics.json: the run's wall time, start-up included
 GRID_TRIALS = 4  # the same search budget for every model that has hyperparameters
 METRICS = {"NDCG@10": "test/ndcg@10", "HR@10": "test/hr@10", "MRR@10": "test/mrr@10", "NDCG@20": "test/ndcg@20",
            "Recall@10": "test/recall@10", "AUC": "test/auc", "LogLoss": "test/logloss", "RMSE": "test/rmse",
@@ -71,7 +74,9 @@ def run_once(row: dict, extra: list[str], trial: str, seed: int, log_dir: Path, 
     command = "python run.py " + " ".join(args)
     if reuse and (out / "metrics.json").is_file():
         metrics = json.loads((out / "metrics.json").read_text())
-        return {**metrics, "wall_s": metrics.get("wall_time_s", float("nan")), "command": command}
+        wall = out / WALL_FILE  # the subprocess's wall time; run.py's own wall_time_s omits start-up
+        wall_s = float(wall.read_text()) if wall.is_file() else metrics.get("wall_time_s", float("nan"))
+        return {**metrics, "wall_s": wall_s, "command": command}
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     start = time.time()
     proc = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=env, capture_output=True,
@@ -79,6 +84,7 @@ def run_once(row: dict, extra: list[str], trial: str, seed: int, log_dir: Path, 
     wall = time.time() - start
     if proc.returncode != 0 or not (out / "metrics.json").is_file():
         raise RuntimeError(f"{command} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    (out / WALL_FILE).write_text(f"{wall:.3f}\n")
     return {**json.loads((out / "metrics.json").read_text()), "wall_s": wall, "command": command}
 
 
@@ -97,7 +103,7 @@ def choose(row: dict, log_dir: Path, reuse: bool, tune: bool) -> tuple[list[str]
         return [], "default"
     best = None
     for point in grid_points(row["grid"]):
-        trial = "_".join(p.split(".")[-1] for p in point)
+        trial = "_".join(p.split(".")[-1].replace("=", "-") for p in point)  # a path Hydra's grammar accepts
         metrics = run_once(row, point, trial, 0, log_dir, reuse)
         value = next(v for k, v in metrics.items() if k.startswith("val/"))  # run.py's optimized_metric
         print(f"  tune {row['model']} {point}: val {value:.4f} ({metrics['wall_s']:.0f} s)", flush=True)
@@ -144,7 +150,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = [r for r in MODELS if r["protocol"] in args.protocols and (not args.models or r["model"] in args.models)]
     if not rows:
         raise SystemExit(f"no MODELS row matches --protocols {args.protocols} --models {args.models}")
-    records = []
+    kept = json.loads(args.out.read_text()) if args.out.is_file() else []
+    records: list[dict] = []
     for row in rows:
         point, trial = choose(row, args.log_dir, args.from_existing, args.tune)
         for seed in args.seeds:
@@ -152,12 +159,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
             records.append(record(row, seed, metrics))
             print(f"{row['protocol']} {row['model']} seed {seed}: {records[-1]['metrics']} "
                   f"({records[-1]['wall_s']:.0f} s)", flush=True)  # fmt: skip
-    done = {(r["protocol"], r["model"]) for r in records}
-    kept = json.loads(args.out.read_text()) if args.out.is_file() else []
-    merged = [r for r in kept if (r["protocol"], r["model"]) not in done] + records  # other rows stay
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(merged, indent=1) + "\n")
+            merged = save(args.out, kept, records)
     print(table(merged))
+    return merged
+
+
+def save(path: Path, kept: list[dict], records: list[dict]) -> list[dict]:
+    """Write `records` plus the rows of `kept` whose (protocol, model) was not rerun; return what was written."""
+    done = {(r["protocol"], r["model"]) for r in records}
+    merged = [r for r in kept if (r["protocol"], r["model"]) not in done] + records
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(merged, indent=1) + "\n")
+    tmp.replace(path)  # atomic: an interrupted run leaves the last complete table
     return merged
 
 

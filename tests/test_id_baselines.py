@@ -13,6 +13,8 @@ from m6rec.data.cold_items import ColdItemDataModule
 from m6rec.data.id_sequences import SequenceDataModule, sequence_collate, windows
 from m6rec.data.next_item import NextItemDataModule
 from m6rec.data.splits import TEST, TRAIN, VALID
+from m6rec.metrics.all_relevant import all_relevant_values, all_target_ranks
+from m6rec.metrics.ranking import ranking_values
 from m6rec.models.bpr_mf import BPRMF
 from m6rec.models.closed_form import EASE, Popularity, RandomScores
 from m6rec.models.content import TfidfContent, item_tokens, tfidf
@@ -188,3 +190,22 @@ def test_cold_items_rank_only_held_out_items_with_all_relevant(ml100k_dir: Path,
     system = ItemRankingSystem(TfidfContent(dm.catalogue), ks=[3], relevant="all")
     metrics = evaluate(system, dm, "test")
     assert metrics["hr@3"] == 1.0 and metrics["recall@3"] == 1.0  # 3 items: every relevant item is in the top 3
+
+
+def test_all_relevant_ranks_and_metrics_by_hand():
+    # one query, 5 items scored [5, 4, 4, 3, 1]; relevant: items 2 and 3 (tied at 4) and 4; item 0 excluded
+    queries, items = torch.ones(1, 1), torch.tensor([[5.0], [4.0], [4.0], [3.0], [1.0]])
+    ranks = all_target_ranks(queries, items, torch.tensor([[2, 3, 1]]), torch.tensor([[0]]))
+    assert sorted(ranks[0].tolist()) == [0, 1, 2]  # item 0 masked: the three relevant items lead the list
+    ranks = all_target_ranks(queries, items, torch.tensor([[3, 4, -1]]), torch.tensor([[-1]]))
+    assert ranks.tolist() == [[3, 4, -1]]  # item 3 below items 0, 1, 2; item 4 last
+    values = all_relevant_values(torch.tensor([[3, 4, -1], [0, -1, -1]]), ks=[4])
+    ideal = 1 + 1 / np.log2(3)
+    assert values["ndcg@4"].tolist() == pytest.approx([(1 / np.log2(5)) / ideal, 1.0])
+    assert values["hr@4"].tolist() == [1.0, 1.0] and values["recall@4"].tolist() == [0.5, 1.0]
+    assert values["mrr@4"].tolist() == [0.25, 1.0]
+    single = torch.tensor([0, 3, 12, 7])  # one relevant item per query: the retrieval task's values exactly
+    expected = ranking_values(single, ks=(10,))
+    got = all_relevant_values(single[:, None], ks=[10])
+    for name in ("hr@10", "ndcg@10", "mrr@10"):
+        assert got[name].mean().item() == pytest.approx(expected[name].item())
