@@ -51,6 +51,15 @@ MODELS: list[dict] = [
     {"protocol": "P3", "model": "content_tfidf", "lm_based": False, "id_tokens": False,
      "overrides": ["experiment=p3_content"]},
     # P3 LM two-tower: RetrievalSystem ranks the whole catalogue, not only the held-out items (docs/baselines.md).
+    # P2 (docs/baselines_ctr.md): feature-id baselines on the CTR rows of ctr_lora / rating_lora, and the LM configs.
+    *({"protocol": "P2", "model": name, "lm_based": False, "id_tokens": True, "overrides": [f"experiment=p2_{name}"],
+       "grid": {"task.optimizer.lr": [3e-3, 1e-2], "task.optimizer.weight_decay": [0.0, 0.1]}}
+      for name in ("lr", "fm", "deepfm")),
+    {"protocol": "P2", "model": "mf", "lm_based": False, "id_tokens": True, "overrides": ["experiment=p2_mf"],
+     "grid": {"task.optimizer.lr": [3e-3, 1e-2], "task.optimizer.weight_decay": [0.0, 0.1]}, "mode": "min"},
+    {"protocol": "P2", "model": "ctr_lora", "lm_based": True, "id_tokens": False, "overrides": ["experiment=ctr_lora"]},
+    {"protocol": "P2", "model": "rating_lora", "lm_based": True, "id_tokens": False,
+     "overrides": ["experiment=rating_lora"]},
 ]  # fmt: skip
 
 
@@ -96,9 +105,10 @@ def choose(row: dict, log_dir: Path, reuse: bool, tune: bool) -> tuple[list[str]
     for point in grid_points(row["grid"]):
         trial = "_".join(p.split(".")[-1].replace("=", "-") for p in point)  # a path Hydra's grammar accepts
         metrics = run_once(row, point, trial, 0, log_dir, reuse)
-        value = next(v for k, v in metrics.items() if k.startswith("val/"))  # run.py's optimized_metric (max)
+        value = next(v for k, v in metrics.items() if k.startswith("val/"))  # run.py's optimized_metric
         print(f"  tune {row['model']} {point}: val {value:.4f} ({metrics['wall_s']:.0f} s)", flush=True)
-        if best is None or value > best[0]:
+        sign = -1.0 if row.get("mode") == "min" else 1.0  # a row with "mode": "min" minimises (val/rmse)
+        if best is None or sign * value > sign * best[0]:
             best = (value, point, trial)
     return best[1], best[2]
 

@@ -13,6 +13,7 @@ _EXPORTS = {
     "BehaviourLogDataModule": "m6rec.data.datamodules",
     "ColdItemDataModule": "m6rec.data.datamodules",
     "ExplanationDataModule": "m6rec.data.datamodules",
+    "FeatureDataModule": "m6rec.data.datamodules",
     "LateSegmentDataModule": "m6rec.data.datamodules",
     "MultiTaskDataModule": "m6rec.data.datamodules",
     "NextItemDataModule": "m6rec.data.datamodules",
