@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +22,10 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from m6rec.build import build_datamodule_and_system  # noqa: E402
 from m6rec.peft import count_parameters  # noqa: E402
+from m6rec.systems.guards import PREEMPTED_EXIT_CODE  # noqa: E402
+from m6rec.utils.config_check import check_config  # noqa: E402
 from m6rec.utils.config_tree import print_config_tree  # noqa: E402
+from m6rec.utils.errors import exit_if_user_error, run_main  # noqa: E402
 from m6rec.utils.resolvers import register_resolvers  # noqa: E402
 from m6rec.utils.run_record import write_metrics, write_run_start  # noqa: E402
 
@@ -33,6 +37,7 @@ def train(cfg: DictConfig) -> dict:
     """Run one job and return its metrics (best validation value, test metrics, sizes, wall time)."""
     start = time.time()
     output_dir = Path(cfg.paths.output_dir)
+    check_config(cfg)  # types and local folders, before any data work
     datamodule, system = build_datamodule_and_system(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
@@ -73,25 +78,43 @@ def train(cfg: DictConfig) -> dict:
     return metrics
 
 
-def _finish_wandb(metrics: dict) -> None:
-    """Put the best/test metrics in this job's W&B summary and close the run (one run per multirun job)."""
+def _finish_wandb(metrics: dict | None, exit_code: int = 0) -> None:
+    """Put the best/test metrics in this job's W&B summary and close the run (one run per multirun job); a failed job
+    (`exit_code` != 0) is finished as failed, so the next job of a sweep starts a run of its own."""
+    if "wandb" not in sys.modules:  # W&B never imported: no run to close
+        return
     import wandb
 
     if wandb.run is not None:
-        wandb.run.summary.update({k: v for k, v in metrics.items() if "/" in k})
+        if metrics:
+            wandb.run.summary.update({k: v for k, v in metrics.items() if "/" in k})
         offline = wandb.run.settings.mode in ("offline", "dryrun")
         run_dir = Path(wandb.run.dir).parent
-        wandb.finish()
+        wandb.finish(exit_code=exit_code)
         if offline:
             log.info("W&B run saved offline; upload with: wandb sync %s", run_dir)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    try:
+        metrics = train(cfg)
+    except SIGTERMException:  # preempted: PreemptionCheckpoint saved last.ckpt; a scheduler or sweep sees a failure
+        _finish_wandb(None, exit_code=PREEMPTED_EXIT_CODE)
+        raise SystemExit(PREEMPTED_EXIT_CODE) from None
+    except BaseException as err:
+        log.error("Job failed: %s: %s", type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+        _finish_wandb(None, exit_code=1)
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            exit_if_user_error(err, bool(cfg.get("debug")))
+        raise
     value = metrics.get(cfg.optimized_metric)
     return float(value) if value is not None else None
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -83,3 +83,22 @@ def experiment_data(cfg, ml100k_dir: Path, tmp_path: Path) -> list[str]:
         root = write_amazon(tmp_path / "amazon", str(cfg.data.source.version), make_log())
         return [f"data.root={root}", "data.source.category=All_Beauty", "data.k_core=0", cache]
     return [f"data.root={ml100k_dir}", cache]
+
+
+class PoisonWeights:
+    """A Lightning callback (`+callbacks.poison._target_=tests.helpers.PoisonWeights +callbacks.poison.step=N`) that
+    sets every trainable weight to NaN before training step N: the loss of that step is NaN."""
+
+    def __new__(cls, step: int):
+        import lightning as L
+        import torch
+
+        class _Poison(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if trainer.global_step == step:
+                    with torch.no_grad():
+                        for p in pl_module.parameters():
+                            if p.requires_grad:
+                                p.fill_(float("nan"))
+
+        return _Poison()

@@ -1,0 +1,47 @@
+"""Faults a hostile user or a cluster throws at a run: NaN training, bad config values, missing folders, signals,
+crashed W&B jobs, kill -9 and resume. Each asserts the error class, its one line (naming the key, file or step), the
+exit code at the command line, and that nothing half-written is left."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import run
+from m6rec.systems.guards import NonFiniteError
+from m6rec.utils.errors import exit_code, one_line, user_error
+from tests.helpers import compose_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+FAST = ["experiment=ctr_lora", "logger=csv", "data.batch_size=32", "~callbacks.rich_progress_bar",
+        "~callbacks.model_summary"]  # fmt: skip
+
+
+def _cfg(tmp_path: Path, ml100k_dir: Path, *overrides: str):
+    data = [f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}", "~logger"]
+    return compose_config([*FAST, *data, *overrides], tmp_path / "run")
+
+
+# ------------------------------------------------------------------------------- NaN / inf guard
+def test_a_diverging_run_stops_at_the_bad_step_and_keeps_the_last_good_checkpoint(tmp_path: Path, ml100k_dir: Path):
+    cfg = _cfg(tmp_path, ml100k_dir, "trainer.max_epochs=3", "+callbacks.poison._target_=tests.helpers.PoisonWeights",
+               "+callbacks.poison.step=11")  # fmt: skip
+    with pytest.raises(NonFiniteError) as info:
+        run.train(cfg)
+    assert one_line(info.value) == ("NonFiniteError: training loss is nan at step 11 (epoch 1); lower "
+                                    "task.optimizer.lr or check the data")  # fmt: skip
+    assert exit_code(info.value) == 1 and user_error(info.value) is info.value
+    out = tmp_path / "run"
+    assert not (out / "metrics.json").exists()
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 8 and last["epoch"] == 0  # the end of epoch 0: the NaN state was never saved
+    assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
+
+
+def test_a_huge_learning_rate_is_caught_as_a_non_finite_gradient(tmp_path: Path, ml100k_dir: Path):
+    with pytest.raises(NonFiniteError, match=r"^gradient norm is (inf|nan) at step \d+ \(epoch 0\)"):
+        run.train(_cfg(tmp_path, ml100k_dir, "task.optimizer.lr=1e6", "peft=none"))
+    assert not (tmp_path / "run" / "metrics.json").exists()
