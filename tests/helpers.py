@@ -102,3 +102,25 @@ class PoisonWeights:
                                 p.fill_(float("nan"))
 
         return _Poison()
+
+
+class PauseAt:
+    """A Lightning callback (`+callbacks.pause._target_=tests.helpers.PauseAt +callbacks.pause.step=N
+    +callbacks.pause.marker=FILE`) that writes FILE before training step N and waits there (up to 60 s) until the
+    process receives SIGTERM, so a test can signal a real run at a known step."""
+
+    def __new__(cls, step: int, marker: str):
+        import time
+
+        import lightning as L
+
+        class _Pause(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if trainer.global_step != step:
+                    return
+                Path(marker).write_text(str(step))
+                deadline = time.time() + 60
+                while not trainer.received_sigterm and time.time() < deadline:
+                    time.sleep(0.05)
+
+        return _Pause()

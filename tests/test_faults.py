@@ -4,15 +4,20 @@ exit code at the command line, and that nothing half-written is left."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 import run
-from m6rec.systems.guards import NonFiniteError
+from m6rec.systems.guards import PREEMPTED_EXIT_CODE, NonFiniteError
 from m6rec.utils.errors import exit_code, one_line, user_error
-from tests.helpers import compose_config
+from tests.helpers import ROOT, compose_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = ["experiment=ctr_lora", "logger=csv", "data.batch_size=32", "~callbacks.rich_progress_bar",
@@ -45,3 +50,40 @@ def test_a_huge_learning_rate_is_caught_as_a_non_finite_gradient(tmp_path: Path,
     with pytest.raises(NonFiniteError, match=r"^gradient norm is (inf|nan) at step \d+ \(epoch 0\)"):
         run.train(_cfg(tmp_path, ml100k_dir, "task.optimizer.lr=1e6", "peft=none"))
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+# ------------------------------------------------------------------------------- preemption (real signals)
+def _start(args: list[str], tmp_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT), "M6REC_ROOT": str(ROOT),
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    cmd = [sys.executable, str(ROOT / "run.py"), *args, f"paths.log_dir={tmp_path / 'logs'}"]
+    return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow  # a real run.py subprocess and a real signal (~30 s each)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_signal_saves_a_checkpoint_and_exits_non_zero(signum: int, tmp_path: Path, ml100k_dir: Path):
+    from m6rec.compare import collect_runs
+
+    marker = tmp_path / "paused"
+    proc = _start([*FAST, f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}", "trainer.max_epochs=3",
+                   "+callbacks.pause._target_=tests.helpers.PauseAt", "+callbacks.pause.step=11",
+                   f"+callbacks.pause.marker={marker}"], tmp_path)  # fmt: skip
+    _wait_for(marker, proc)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == PREEMPTED_EXIT_CODE, stderr[-3000:]
+    run_dir = next(tmp_path.glob("logs/ctr_lora/runs/*"))
+    assert not (run_dir / "metrics.json").exists()
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] in (11, 12) and last["epoch"] == 1  # mid-epoch 1 (8 steps an epoch)
+    _, failed = collect_runs([run_dir.parent])
+    assert failed == [run_dir]  # what a sweep summary lists: a failed job
