@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 os.environ.setdefault("M6REC_ROOT", str(ROOT))
 os.environ.setdefault("WANDB_MODE", "offline")  # no account, no network unless the user asks for it
+os.environ.setdefault("WANDB_INIT_TIMEOUT", "20")  # online but unreachable: offline after 20 s (docs/reliability.md)
 
 import hydra  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402

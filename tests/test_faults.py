@@ -17,7 +17,7 @@ import torch
 import run
 from m6rec.systems.guards import PREEMPTED_EXIT_CODE, NonFiniteError
 from m6rec.utils.errors import exit_code, one_line, user_error
-from tests.helpers import ROOT, compose_config
+from tests.helpers import ROOT, compose_config, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = ["experiment=ctr_lora", "logger=csv", "data.batch_size=32", "~callbacks.rich_progress_bar",
@@ -87,3 +87,34 @@ def test_a_signal_saves_a_checkpoint_and_exits_non_zero(signum: int, tmp_path: P
     assert last["global_step"] in (11, 12) and last["epoch"] == 1  # mid-epoch 1 (8 steps an epoch)
     _, failed = collect_runs([run_dir.parent])
     assert failed == [run_dir]  # what a sweep summary lists: a failed job
+
+
+# ------------------------------------------------------------------------------- W&B: one finished run per job
+@pytest.mark.slow  # a two-job CLI multirun with W&B offline (~40 s)
+def test_a_crashed_job_finishes_its_wandb_run_as_failed_and_the_next_job_gets_its_own(tmp_path: Path,
+                                                                                       ml100k_dir: Path):  # fmt: skip
+    proc = run_cli(["-m", "experiment=ctr_lora", "logger=wandb", f"data.root={ml100k_dir}",
+                    f"paths.data_dir={tmp_path / 'cache'}", "data.max_length=5,64", "++trainer.fast_dev_run=true"],
+                   tmp_path, env={"WANDB_MODE": "offline"}, check=False)  # fmt: skip
+    assert proc.returncode == 1 and "data.max_length=5 is too small" in proc.stderr
+    jobs = sorted(p for p in tmp_path.glob("logs/ctr_lora/multiruns/*/*") if p.is_dir())
+    assert [j.name for j in jobs] == ["0", "1"]
+    runs = [list((job / "wandb").glob("offline-run-*")) for job in jobs]
+    assert [len(r) for r in runs] == [1, 1]  # two jobs, two runs
+    crashed, finished = (r[0] for r in runs)
+    assert "got exitcode: 1" in (crashed / "logs" / "debug.log").read_text()  # finished as failed
+    assert "got exitcode: 0" in (finished / "logs" / "debug.log").read_text()
+    record = next(finished.glob("run-*.wandb")).read_bytes()  # the offline run's protobuf log: its own job name
+    assert b"data.max_length=64,trainer" in record and b"data.max_length=5,trainer" not in record, record
+    assert "too small" not in (finished / "files" / "output.log").read_text()
+
+
+@pytest.mark.slow  # W&B online against a closed local port: falls back to offline (~60 s)
+def test_wandb_online_with_an_unreachable_server_falls_back_to_offline(tmp_path: Path, ml100k_dir: Path):
+    env = {"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "0" * 40,
+           "WANDB_INIT_TIMEOUT": "5"}  # fmt: skip
+    proc = run_cli(["experiment=ctr_lora", "logger=wandb", f"data.root={ml100k_dir}",
+                    f"paths.data_dir={tmp_path / 'cache'}", "++trainer.fast_dev_run=true"], tmp_path, env=env)
+    run_dir = next(tmp_path.glob("logs/ctr_lora/runs/*"))
+    assert (run_dir / "metrics.json").exists() and len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+    assert "W&B server unreachable" in proc.stdout + proc.stderr
