@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from m6rec.build import build_datamodule_and_system  # noqa: E402
 from m6rec.peft import count_parameters  # noqa: E402
 from m6rec.systems.guards import PREEMPTED_EXIT_CODE  # noqa: E402
+from m6rec.systems.resume import newest_checkpoint  # noqa: E402
 from m6rec.utils.config_check import check_config  # noqa: E402
 from m6rec.utils.config_tree import print_config_tree  # noqa: E402
 from m6rec.utils.errors import exit_if_user_error, run_main  # noqa: E402
@@ -52,8 +53,9 @@ def train(cfg: DictConfig) -> dict:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     metrics: dict = {"params": count_parameters(system.model)}
+    ckpt_path = _resolve_ckpt_path(cfg.ckpt_path, output_dir)
     if cfg.train:
-        trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.best_model_path:
             metrics["best_checkpoint"] = checkpoint.best_model_path
@@ -63,7 +65,7 @@ def train(cfg: DictConfig) -> dict:
         elif cfg.optimized_metric in trainer.callback_metrics:  # no checkpointing: the last validation value
             metrics[cfg.optimized_metric] = float(trainer.callback_metrics[cfg.optimized_metric])
     if cfg.test:
-        best = metrics.get("best_checkpoint") or (None if cfg.train else cfg.ckpt_path)  # train=false: test ckpt_path
+        best = metrics.get("best_checkpoint") or (None if cfg.train else ckpt_path)  # train=false: test ckpt_path
         if best is None:
             log.warning("No best checkpoint (fast_dev_run or no validation): testing the current weights")
         trainer.test(system, datamodule=datamodule, ckpt_path=best)
@@ -77,6 +79,22 @@ def train(cfg: DictConfig) -> dict:
         log.info("Run directory: %s (metrics in %s)", output_dir, path.name)
         _finish_wandb(metrics)
     return metrics
+
+
+def _resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """`ckpt_path=last`: the newest checkpoint of this task's earlier runs (m6rec.systems.resume); else as given."""
+    if ckpt_path != "last":
+        return ckpt_path
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    found = newest_checkpoint(output_dir, multirun)
+    if found is None:
+        log.warning("ckpt_path=last: no earlier checkpoint next to %s; training from the start", output_dir)
+        return None
+    log.info("ckpt_path=last: resuming from %s", found)
+    return str(found)
 
 
 def _finish_wandb(metrics: dict | None, exit_code: int = 0) -> None:

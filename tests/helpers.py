@@ -124,3 +124,20 @@ class PauseAt:
                     time.sleep(0.05)
 
         return _Pause()
+
+
+class StepFile:
+    """A Lightning callback (`+callbacks.steps._target_=tests.helpers.StepFile +callbacks.steps.path=FILE`) that
+    writes the global step to FILE after every training step, and sleeps `delay` s so a test can kill it mid-run."""
+
+    def __new__(cls, path: str, delay: float = 0.2):
+        import time
+
+        import lightning as L
+
+        class _Steps(L.Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                Path(path).write_text(str(trainer.global_step))
+                time.sleep(delay)
+
+        return _Steps()

@@ -4,7 +4,9 @@ exit code at the command line, and that nothing half-written is left."""
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -16,7 +18,7 @@ import torch
 
 import run
 from m6rec.systems.guards import PREEMPTED_EXIT_CODE, NonFiniteError
-from m6rec.utils.errors import exit_code, one_line, user_error
+from m6rec.utils.errors import ConfigError, exit_code, one_line, user_error
 from tests.helpers import ROOT, compose_config, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -118,3 +120,85 @@ def test_wandb_online_with_an_unreachable_server_falls_back_to_offline(tmp_path:
     run_dir = next(tmp_path.glob("logs/ctr_lora/runs/*"))
     assert (run_dir / "metrics.json").exists() and len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
     assert "W&B server unreachable" in proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------------------------- kill -9 and exact resume
+def _test_metrics(run_dir: Path) -> dict[str, float]:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {k: v for k, v in metrics.items() if k.startswith(("test/", "val/"))}
+
+
+@pytest.mark.slow  # five real run.py processes, three of them killed with SIGKILL (~3 min)
+def test_killed_three_times_then_resumed_ends_where_the_uninterrupted_run_ends(tmp_path: Path, ml100k_dir: Path):
+    args = [*FAST, f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}", "trainer.max_epochs=3",
+            "callbacks.step_checkpoint.every_n_train_steps=2", "peft.lora_dropout=0.1", "seed=5"]  # fmt: skip
+    (tmp_path / "whole").mkdir()
+    run_cli(args, tmp_path / "whole")  # the uninterrupted run, logs under whole/logs
+    expected = _test_metrics(next((tmp_path / "whole" / "logs").glob("ctr_lora/runs/*")))
+
+    steps = tmp_path / "step"
+    rng = random.Random(13)
+    kills = sorted(rng.sample(range(2, 24), 3))  # 24 steps in all (8 an epoch)
+    for kill_at in kills:
+        steps.unlink(missing_ok=True)
+        proc = _start([*args, "ckpt_path=last", "+callbacks.steps._target_=tests.helpers.StepFile",
+                       f"+callbacks.steps.path={steps}"], tmp_path)  # fmt: skip
+        deadline = time.time() + 300
+        while not (steps.exists() and steps.read_text() and int(steps.read_text()) >= kill_at):
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.02)
+        proc.kill()  # SIGKILL: no handler runs
+        proc.communicate()
+        assert proc.returncode == -signal.SIGKILL
+    final = run_cli([*args, "ckpt_path=last"], tmp_path)
+    assert "ckpt_path=last: resuming from" in final.stdout + final.stderr
+    runs = sorted((tmp_path / "logs").glob("ctr_lora/runs/*"))
+    assert len(runs) == 4 and [r for r in runs if (r / "metrics.json").exists()] == [runs[-1]]
+    got = _test_metrics(runs[-1])
+    assert got.keys() == expected.keys() and all(abs(got[k] - expected[k]) <= 1e-6 for k in got), (kills, got, expected)
+
+
+# ------------------------------------------------------------------------------- config values, before any data work
+CONFIG_CASES = [
+    ("data.batch_size=abc", "data.batch_size: expected int, got 'abc' (str)"),
+    ("data.batch_size=3.5", "data.batch_size: expected int, got 3.5 (float)"),
+    ("data.eval_batch_size=null", "data.eval_batch_size: expected int, got None (NoneType)"),
+    ("data.history_len=ten", "data.history_len: expected int, got 'ten' (str)"),
+    ("data.max_length=[1,2]", "data.max_length: expected int, got [1, 2] (ListConfig)"),
+    ("data.cache=maybe", "data.cache: expected bool, got 'maybe' (str)"),
+    ("data.implicit=yes", "data.implicit: expected bool, got 'yes' (str)"),
+    ("data.split_ratios=0.8", "data.split_ratios: expected collections.abc.Sequence[float], got 0.8 (float)"),
+    ("data.label_threshold=x", "data.label_threshold: expected float, got 'x' (str)"),
+    ("data.k_core=abc", "data.k_core: expected int, got 'abc' (str)"),
+    ("data.vocab_size=big", "data.vocab_size: expected int, got 'big' (str)"),
+    ("data.split_seed=x", "data.split_seed: expected int, got 'x' (str)"),
+    ("data.num_workers=-", "data.num_workers: expected int, got '-' (str)"),
+    ("+data.foo=1", "data.foo: not a parameter of BehaviourLogDataModule; parameters: ['data_dir', "),
+    ("+trainer.foo=1", "trainer.foo: not a parameter of Trainer; parameters: ['accelerator', "),
+    ("+task.foo=1", "task.foo: not a parameter of CTRSystem; parameters: ['backbone', "),
+    ("+model.backbone.foo=1", "model.backbone.foo: not a parameter of build_backbone; parameters: ['vocab_size', "),
+    ("trainer.max_epochs=abc", "trainer.max_epochs: expected Optional[int], got 'abc' (str)"),
+    ("trainer.gradient_clip_val=high", "trainer.gradient_clip_val: expected Union[int, float, NoneType], got 'high'"),
+    ("trainer.precision=33", "trainer.precision: expected Union[Literal[64, 32, 16], "),
+    ("trainer.accelerator=5", "trainer.accelerator: expected Union[str, lightning.pytorch.accelerators."),
+    ("task.optimizer.lr=abc", "task.optimizer.lr: expected float | torch.Tensor, got 'abc' (str)"),
+    ("callbacks.early_stopping.patience=abc", "callbacks.early_stopping.patience: expected int, got 'abc' (str)"),
+    ("callbacks.model_checkpoint.save_top_k=one", "callbacks.model_checkpoint.save_top_k: expected int, got 'one'"),
+    ("callbacks.step_checkpoint.every_n_train_steps=often",
+     "callbacks.step_checkpoint.every_n_train_steps: expected Optional[int], got 'often' (str)"),
+    ("model.backbone.path=/nonexistent", "model.backbone.path: folder not found: /nonexistent"),
+    ("model.backbone.path=./no/such/folder", "model.backbone.path: folder not found: ./no/such/folder"),
+    ("model=hf model.source=/nonexistent", "model.source: folder not found: /nonexistent"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("override", "message"), CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
+def test_a_bad_config_value_is_one_line_naming_the_key_before_any_data_work(
+    override: str, message: str, tmp_path: Path, ml100k_dir: Path
+):
+    cfg = _cfg(tmp_path, ml100k_dir, *override.split())
+    with pytest.raises(ConfigError) as info:
+        run.train(cfg)
+    assert one_line(info.value).startswith(f"ConfigError: {message}") and "\n" not in str(info.value)
+    assert exit_code(info.value) == 2 and user_error(info.value) is info.value
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()  # no data work, no run files

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from m6rec.data import registry
 from m6rec.data.batch_prompts import RaggedHistory, encode_batch, recent_training_rows
 from m6rec.data.bucketing import LengthGroupedSampler
+from m6rec.data.corpus_sampler import resumable_train_loader
 from m6rec.data.encode import SegmentEncoder
 from m6rec.data.history import recent_training_history
 from m6rec.data.movielens import SOURCES, MovieLensTables
@@ -105,7 +106,8 @@ class BehaviourLogDataModule(L.LightningDataModule):
     atomic files), when null the dataset is fetched into `data_dir`. Histories come from the training split only,
     newest kept under the token budget. `dataset` may also be atomic / table / amazon (read from `root`, options in
     `source`; see m6rec.data.registry); `cache` keeps the tokenized samples on disk (m6rec.data.sample_cache);
-    `length_bucketing` batches training samples of similar length (m6rec.data.bucketing).
+    `length_bucketing` batches training samples of similar length (m6rec.data.bucketing); `duplicates` (error | warn |
+    drop) handles repeated (user, item) interactions (m6rec.data.validate).
     """
 
     def __init__(
@@ -132,6 +134,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
         source: dict[str, Any] | None = None,
         cache: bool = True,
         length_bucketing: bool = False,
+        duplicates: str = "warn",
     ):
         super().__init__()
         # plain containers (not OmegaConf nodes) so checkpoints load with weights_only=True
@@ -159,7 +162,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
     @cached_property
     def tables(self) -> MovieLensTables:
         """The parsed dataset (`data.dataset`'s loader with `data.source`); the templates are checked against it."""
-        tables = registry.load(self._check_dataset(), self.raw_dir, self.hparams.source)
+        tables = registry.load(self._check_dataset(), self.raw_dir, self.hparams.source, self.hparams.duplicates)
         self.templates.check_fields(tables.items.columns, tables.users.columns)
         return tables
 
@@ -370,6 +373,9 @@ class BehaviourLogDataModule(L.LightningDataModule):
         if train and self.hparams.length_bucketing:  # `data.length_bucketing`: batches of similar lengths
             lengths = np.fromiter(map(len, dataset.input_ids), np.int64, count=len(dataset))
             sampler = LengthGroupedSampler(lengths, self.hparams.batch_size, world, rank, torch.initial_seed() % 2**32)
+        elif train:  # shuffled by (seed, epoch) with its position in the checkpoint: a resumed run is the same run
+            return resumable_train_loader(dataset, self.hparams.batch_size, world, rank, self.hparams.num_workers,
+                                          self.collate_fn())  # fmt: skip
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size,

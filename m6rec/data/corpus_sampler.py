@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sized
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 log = logging.getLogger(__name__)
@@ -94,3 +95,16 @@ class ResumableDataLoader(DataLoader):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sampler.load_state_dict(state)
         self._delivered = None
+
+
+def resumable_train_loader(dataset: Sized, batch_size: int, world: int, rank: int, num_workers: int,
+                           collate_fn: Any) -> ResumableDataLoader:  # fmt: skip
+    """A shuffled training loader whose order depends only on the run's seed (`torch.initial_seed()`, set by
+    `seed_everything(seed)`) and the epoch, and whose position is saved in checkpoints (exact mid-epoch resume).
+
+    Its own generator seeds the workers, so iterating it leaves the global RNG untouched."""
+    seed = torch.initial_seed() % 2**32
+    sampler = ResumableShardSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    return ResumableDataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                               collate_fn=collate_fn, persistent_workers=num_workers > 0,
+                               generator=torch.Generator().manual_seed(seed))  # fmt: skip

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
+from m6rec.data import validate
 from m6rec.utils.files import atomic_dir, file_digest
 
 log = logging.getLogger(__name__)
@@ -137,19 +138,16 @@ def _read_table(path: Path, sep: str, names: list[str] | None, encoding: str, he
     try:
         return pd.read_csv(
             path, sep=sep, names=names, header=header, encoding=encoding, dtype=str, keep_default_na=False,
-            engine="c", quoting=3,
+            engine="c", quoting=3, skip_blank_lines=False,  # a blank line is an error at its own line number
         )  # fmt: skip
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError:
+        raise validate.utf8_error(path) from None
+    except pd.errors.ParserError as err:
         raise ValueError(f"{path}: {err}") from err
 
 
 def _to_int(df: pd.DataFrame, col: str, path: Path, offset: int) -> pd.Series:
-    values = pd.to_numeric(df[col], errors="coerce")
-    bad = values.isna() | (values < 0)
-    if bad.any():
-        row = int(bad.to_numpy().argmax())
-        raise ValueError(f"{path}:{row + offset}: column '{col}' has invalid value {df[col].iloc[row]!r}")
-    return values.astype("int64")
+    return validate.to_int(df[col], col, path, offset)
 
 
 def _check_ratings(inter: pd.DataFrame, path: Path, offset: int) -> None:
