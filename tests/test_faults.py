@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 import torch
 
 import run
+from m6rec.data import BehaviourLogDataModule
 from m6rec.systems.guards import PREEMPTED_EXIT_CODE, NonFiniteError
 from m6rec.utils.errors import ConfigError, exit_code, one_line, user_error
 from tests.helpers import ROOT, compose_config, run_cli
@@ -202,3 +204,102 @@ def test_a_bad_config_value_is_one_line_naming_the_key_before_any_data_work(
     assert one_line(info.value).startswith(f"ConfigError: {message}") and "\n" not in str(info.value)
     assert exit_code(info.value) == 2 and user_error(info.value) is info.value
     assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()  # no data work, no run files
+
+
+# ------------------------------------------------------------------------------- the ML-100K loader, strict
+def _ml100k(tmp_path: Path, source: Path, file: str = "u.data", line: int = 5, text: bytes | None = None,
+            append: bytes = b"") -> Path:  # fmt: skip
+    """A copy of the fixture with line `line` of `file` replaced by `text` (None: kept) and `append` added."""
+    root = tmp_path / "ml"
+    shutil.copytree(source, root)
+    lines = (root / file).read_bytes().splitlines(keepends=True)
+    if text is not None:
+        lines[line - 1] = text
+    (root / file).write_bytes(b"".join(lines) + append)
+    return root
+
+
+def _setup_error(root: Path, tmp_path: Path, **data: object) -> str:
+    """The one-line error of preparing `root` as data (nothing may be left in the data folder's caches)."""
+    dm = BehaviourLogDataModule(data_dir=str(tmp_path / "data"), root=str(root), **data)  # type: ignore[arg-type]
+    with pytest.raises((ValueError, FileNotFoundError)) as info:
+        dm.setup()
+    assert user_error(info.value) is info.value and exit_code(info.value) == 2
+    assert not (tmp_path / "data" / "cache").exists() and not (tmp_path / "data" / "tokenizers").exists()
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+DATA_CASES = [
+    ("u.data", b"1\t2\t7\t881250949\n", "u.data:5: rating must be within ml-100k's scale 1-5, got 7"),
+    ("u.data", b"1\t2\tinf\t881250949\n", "u.data:5: rating must be within ml-100k's scale 1-5, got inf"),
+    ("u.data", b"1\t2\t0\t881250949\n", "u.data:5: rating must be within ml-100k's scale 1-5, got 0"),
+    ("u.data", b"1\t2\t-3\t881250949\n", "u.data:5: column 'rating' must be a number >= 0"),
+    ("u.data", b"1\t2\tgood\t881250949\n", "u.data:5: column 'rating' must be a number >= 0"),
+    ("u.data", b"1\t12.7\t4\t881250949\n", "u.data:5: column 'item_id' has invalid value '12.7' (expected a"),
+    ("u.data", b"1\t1e1\t4\t881250949\n", "u.data:5: column 'item_id' has invalid value '1e1'"),
+    ("u.data", b"-1\t2\t4\t881250949\n", "u.data:5: column 'user_id' has invalid value '-1'"),
+    ("u.data", b"1\t2\t4\t8812.5\n", "u.data:5: column 'timestamp' has invalid value '8812.5'"),
+    ("u.data", b"\n", "u.data:5: column 'user_id' has invalid value ''"),  # a blank line, at its own number
+    ("u.data", b"1\t2\t4\n", "u.data:5: column 'timestamp' has invalid value ''"),
+    ("u.data", b"1\t999\t4\t881250949\n", "interaction row 5 references unknown item_id 999"),
+    ("u.data", b"99\t2\t4\t881250949\n", "interaction row 5 references unknown user_id 99"),
+    ("u.data", b"1\t2\t4\t88\xe9\n", "u.data: not valid UTF-8 at byte "),
+    ("u.user", b"1|24|M|t\xe9chnician|85711\n", "u.user: not valid UTF-8 at byte "),
+    ("u.user", b"1|old|M|technician|85711\n", "u.user:5: column 'age' has invalid value 'old'"),
+    ("u.item", b"x|Heat (1995)|01-Jan-1995||http://x|0|1|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0\n",
+     "u.item:5: column 'item_id' has invalid value 'x'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("file", "text", "message"), DATA_CASES, ids=[f"{c[0]}:{c[1]!r}" for c in DATA_CASES])
+def test_a_damaged_ml100k_file_is_one_line_naming_file_and_line(file: str, text: bytes, message: str, tmp_path: Path,
+                                                                ml100k_dir: Path):  # fmt: skip
+    assert message in _setup_error(_ml100k(tmp_path, ml100k_dir, file, 5, text), tmp_path)
+
+
+def test_a_non_utf8_byte_is_reported_at_its_exact_byte_and_line(tmp_path: Path, ml100k_dir: Path):
+    root = _ml100k(tmp_path, ml100k_dir, "u.data", 7, b"1\t2\t4\t8812\xe90949\n")
+    offset = sum(len(x) for x in (root / "u.data").read_bytes().splitlines(keepends=True)[:6]) + len("1\t2\t4\t8812")
+    assert f"u.data: not valid UTF-8 at byte {offset} (line 7)" in _setup_error(root, tmp_path)
+
+
+def _duplicated(tmp_path: Path, ml100k_dir: Path, n: int = 50) -> Path:
+    lines = (ml100k_dir / "u.data").read_bytes().splitlines(keepends=True)
+    return _ml100k(tmp_path, ml100k_dir, append=b"".join(lines[:n]))  # rows 321.. repeat rows 1..
+
+
+def test_duplicate_interactions_are_an_error_naming_both_lines(tmp_path: Path, ml100k_dir: Path):
+    message = _setup_error(_duplicated(tmp_path, ml100k_dir), tmp_path, duplicates="error")
+    assert "u.data:321: duplicate interaction (user_id " in message and "first at line 1), 50 repeated" in message
+
+
+@pytest.mark.parametrize(("policy", "kept"), [("warn", 370), ("drop", 320)])
+def test_duplicate_interactions_kept_with_a_warning_or_dropped(policy: str, kept: int, tmp_path: Path,
+                                                               ml100k_dir: Path, caplog):  # fmt: skip
+    dm = BehaviourLogDataModule(data_dir=str(tmp_path / "data"), root=str(_duplicated(tmp_path, ml100k_dir)),
+                                duplicates=policy)  # fmt: skip
+    with caplog.at_level("INFO", logger="m6rec.data.validate"):
+        assert len(dm.tables.interactions) == kept
+    assert "u.data:321: duplicate interaction" in caplog.text and f"data.duplicates={policy}" in caplog.text
+
+
+def test_an_unknown_duplicates_policy_names_the_key(tmp_path: Path, ml100k_dir: Path):
+    message = _setup_error(_duplicated(tmp_path, ml100k_dir), tmp_path, duplicates="ignore")
+    assert message == "data.duplicates: expected one of ['error', 'warn', 'drop'], got 'ignore'"
+
+
+def test_a_missing_ml100k_file_or_data_root(tmp_path: Path, ml100k_dir: Path):
+    root = _ml100k(tmp_path, ml100k_dir)
+    (root / "u.item").unlink()
+    assert _setup_error(root, tmp_path).endswith("u.item: missing (expected an ML-100K file)")
+    assert _setup_error(tmp_path / "nowhere", tmp_path) == f"data.root: {tmp_path / 'nowhere'} is not a folder"
+
+
+def test_a_rating_outside_a_csv_datasets_scale(tmp_path: Path):
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,5.5,964981247\n")
+    (root / "movies.csv").write_text("movieId,title,genres\n1,Toy Story (1995),Animation\n3,Heat (1995),Action\n")
+    message = _setup_error(root, tmp_path, dataset="ml-latest-small")
+    assert message == "interaction row 2: rating must be within ml-latest-small's scale 0.5-5, got 5.5"

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from m6rec.utils.errors import UserError
+
 log = logging.getLogger(__name__)
 
 # The rating scale each dataset declares (GroupLens READMEs; Amazon's 1-5 stars); others: any finite rating >= 0.
@@ -38,7 +40,7 @@ def to_int(raw: pd.Series, column: str, path: Path, first_line: int) -> pd.Serie
         bad = ~text.str.fullmatch(r"\d{1,18}").to_numpy()
     if bad.any():
         row = int(bad.argmax())
-        raise ValueError(f"{path}:{row + first_line}: column '{column}' has invalid value {raw.iloc[row]!r} "
+        raise UserError(f"{path}:{row + first_line}: column '{column}' has invalid value {raw.iloc[row]!r} "
                          "(expected a non-negative integer)")  # fmt: skip
     return raw.astype("int64") if pd.api.types.is_numeric_dtype(raw) else text.astype("int64")
 
@@ -51,14 +53,14 @@ def check_ratings(ratings: pd.Series, dataset: str, origin: Origin = None) -> No
     if bad.any():
         row = int(bad.argmax())
         scale = f"within {dataset}'s scale {low:g}-{high:g}" if dataset in RATING_SCALES else "finite and >= 0"
-        raise ValueError(f"{where(origin, row)}: rating must be {scale}, got {values[row]:g}")
+        raise UserError(f"{where(origin, row)}: rating must be {scale}, got {values[row]:g}")
 
 
 def handle_duplicates(inter: pd.DataFrame, policy: str, origin: Origin = None) -> pd.DataFrame:
     """Repeated (user_id, item_id) interactions: `error` (one line naming the repeat and the first), `warn` (one
     warning, all kept) or `drop` (the first occurrence kept)."""
     if policy not in DUPLICATE_POLICIES:
-        raise ValueError(f"data.duplicates: expected one of {list(DUPLICATE_POLICIES)}, got {policy!r}")
+        raise UserError(f"data.duplicates: expected one of {list(DUPLICATE_POLICIES)}, got {policy!r}")
     repeated = inter.duplicated(["user_id", "item_id"]).to_numpy()
     if not repeated.any():
         return inter
@@ -69,7 +71,7 @@ def handle_duplicates(inter: pd.DataFrame, policy: str, origin: Origin = None) -
     message = (f"{where(origin, row)}: duplicate interaction (user_id {user}, item_id {item}; first at {first_at}), "
                f"{int(repeated.sum())} repeated in all")  # fmt: skip
     if policy == "error":
-        raise ValueError(f"{message}; set data.duplicates=drop (keep the first) or warn (keep all)")
+        raise UserError(f"{message}; set data.duplicates=drop (keep the first) or warn (keep all)")
     if policy == "warn":
         log.warning("%s (kept: data.duplicates=warn)", message)
         return inter
