@@ -20,7 +20,7 @@ import torch
 import run
 from m6rec.data import BehaviourLogDataModule
 from m6rec.systems.guards import PREEMPTED_EXIT_CODE, NonFiniteError
-from m6rec.utils.errors import ConfigError, exit_code, one_line, user_error
+from m6rec.utils.errors import ConfigError, exit_code, one_line, run_main, user_error
 from tests.helpers import ROOT, compose_config, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -303,3 +303,103 @@ def test_a_rating_outside_a_csv_datasets_scale(tmp_path: Path):
     (root / "movies.csv").write_text("movieId,title,genres\n1,Toy Story (1995),Animation\n3,Heat (1995),Action\n")
     message = _setup_error(root, tmp_path, dataset="ml-latest-small")
     assert message == "interaction row 2: rating must be within ml-latest-small's scale 0.5-5, got 5.5"
+
+
+# ------------------------------------------------------------------------------- user error or bug; the exit code
+def _instantiation_error(cause: Exception) -> Exception:
+    from hydra.errors import InstantiationException
+
+    try:
+        try:
+            raise cause
+        except Exception as err:
+            raise InstantiationException("Error in call to target 'm6rec.x':\n" + repr(err)) from err
+    except InstantiationException as wrapped:
+        return wrapped
+
+
+def _hydra_errors() -> list[Exception]:
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    return [ConfigCompositionException("Could not override 'data.nope'.\nKey 'nope' is not in struct"),
+            MissingConfigException("In 'config': Could not find 'experiment/nope'", "experiment/nope")]  # fmt: skip
+
+
+CLASSIFY_CASES = [
+    (ValueError("data.k_core: no interactions left"), True),
+    (ValueError("/x/ratings.csv:5: expected 4 fields, saw 5"), True),
+    (ValueError("Toys.jsonl.gz: no reviews"), True),
+    (FileNotFoundError(2, "No such file or directory", "/x/u.item"), True),
+    (ConfigError("data.batch_size: expected int"), True),
+    (_instantiation_error(ValueError("data.root: /x is not a folder")), True),
+    (ValueError("invalid literal for int() with base 10: 'abc'"), False),  # a bug's ValueError keeps its traceback
+    (ValueError("mat1 and mat2 shapes cannot be multiplied (4x3 and 5x6)"), False),
+    (KeyError("user_id"), False),
+    (RuntimeError("CUDA error: device-side assert triggered"), False),
+    (_instantiation_error(TypeError("__init__() got an unexpected keyword argument 'x'")), False),
+    *((err, True) for err in _hydra_errors()),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("err", "is_user_error"), CLASSIFY_CASES, ids=[repr(c[0])[:60] for c in CLASSIFY_CASES])
+def test_user_errors_are_told_from_bugs(err: Exception, is_user_error: bool):
+    found = user_error(err)
+    assert (found is not None) == is_user_error
+    if found is not None:
+        assert "\n" not in one_line(found) and exit_code(found) == 2
+
+
+def _raise(err: BaseException):
+    def main() -> None:
+        raise err
+
+    return main
+
+
+def test_run_main_prints_one_line_and_exits_2_for_a_user_error(capsys, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.delenv("M6REC_USER_HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(sys, "argv", ["run.py", "data.batch_size=abc"])
+    assert run_main(_raise(ConfigError("data.batch_size: expected int, got 'abc' (str)"))) == 2
+    assert capsys.readouterr().err == "Error: ConfigError: data.batch_size: expected int, got 'abc' (str)\n"
+    assert run_main(_raise(NonFiniteError("training loss is nan at step 3 (epoch 0)"))) == 1  # one line, exit 1
+    with pytest.raises(ZeroDivisionError):  # a bug: raised on, with its traceback
+        run_main(_raise(ZeroDivisionError("division by zero")))
+
+
+@pytest.mark.parametrize(("env", "argv"), [({"HYDRA_FULL_ERROR": "1"}, []), ({}, ["debug=true"])])
+def test_full_error_or_debug_shows_the_traceback_of_a_user_error(env: dict, argv: list[str], monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.delenv("M6REC_USER_HYDRA_FULL_ERROR", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys, "argv", ["run.py", *argv])
+    with pytest.raises(ConfigError):
+        run_main(_raise(ConfigError("data.batch_size: expected int")))
+
+
+# ------------------------------------------------------------------------------- loading a downloaded run dir
+@pytest.mark.parametrize(("key", "target"), [("data", "os.system"), ("model.backbone", "builtins.eval"),
+                                             ("task.optimizer", "subprocess.Popen"), ("peft", "shutil.rmtree")])
+def test_a_run_config_with_a_target_outside_the_allow_list_is_refused(key: str, target: str, tmp_path: Path):
+    from omegaconf import OmegaConf
+
+    from m6rec.recommend import RecommendError, check_targets
+
+    cfg = compose_config(["experiment=ctr_lora"], tmp_path)
+    OmegaConf.update(cfg, f"{key}._target_", target, force_add=True)
+    with pytest.raises(RecommendError) as info:
+        check_targets(cfg, tmp_path / "config_resolved.yaml")
+    assert str(info.value).startswith(f"{tmp_path / 'config_resolved.yaml'}: {key}._target_={target} is outside")
+    check_targets(compose_config(["experiment=ctr_lora"], tmp_path), tmp_path)  # the project's own targets pass
+
+
+@pytest.mark.parametrize("template", ["{{ ''.__class__.__mro__ }}", "{{ cycler.__init__.__globals__ }}",
+                                      "{{ title.__class__.__base__.__subclasses__() }}"])  # fmt: skip
+def test_jinja_templates_render_in_a_sandbox(template: str):
+    import jinja2.sandbox
+
+    from m6rec.data.render import _jinja
+
+    with pytest.raises(jinja2.sandbox.SecurityError):
+        _jinja(template).render(title="Heat", cycler=jinja2.utils.Cycler)
