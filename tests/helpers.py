@@ -141,3 +141,18 @@ class StepFile:
                 time.sleep(delay)
 
         return _Steps()
+
+
+class CrashAt:
+    """A Lightning callback (`+callbacks.crash._target_=tests.helpers.CrashAt +callbacks.crash.step=N`) that raises
+    RuntimeError before training step N: a crash after the step checkpoints before it."""
+
+    def __new__(cls, step: int):
+        import lightning as L
+
+        class _Crash(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if trainer.global_step == step:
+                    raise RuntimeError(f"crash at step {step}")
+
+        return _Crash()

@@ -403,3 +403,21 @@ def test_jinja_templates_render_in_a_sandbox(template: str):
 
     with pytest.raises(jinja2.sandbox.SecurityError):
         _jinja(template).render(title="Heat", cycler=jinja2.utils.Cycler)
+
+
+# ------------------------------------------------------------------------------- exact resume, in-process
+def test_a_run_resumed_mid_epoch_from_ckpt_path_last_matches_the_uninterrupted_run(tmp_path: Path, ml100k_dir: Path):
+    runs = tmp_path / "logs" / "runs"
+
+    def cfg(out: Path, *overrides: str):
+        return compose_config([*FAST, f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}", "~logger",
+                               "trainer.max_epochs=2", "callbacks.step_checkpoint.every_n_train_steps=3",
+                               "peft.lora_dropout=0.1", *overrides], out)  # fmt: skip
+
+    whole = run.train(cfg(tmp_path / "whole"))
+    with pytest.raises(RuntimeError, match="crash at step 7"):  # mid-epoch 0 (8 steps an epoch), after step_6
+        run.train(cfg(runs / "a", "+callbacks.crash._target_=tests.helpers.CrashAt", "+callbacks.crash.step=7"))
+    assert sorted(p.name for p in (runs / "a" / "checkpoints").iterdir()) == ["step_0000006.ckpt"]
+    resumed = run.train(cfg(runs / "b", "ckpt_path=last"))
+    for key in ("val/auc", "test/auc", "test/logloss", "test/acc"):
+        assert resumed[key] == whole[key], key  # bit-identical: same order, same RNG, same best epoch

@@ -73,12 +73,12 @@ class ResumableDataLoader(DataLoader):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        if not isinstance(self.sampler, ResumableShardSampler):
-            raise TypeError("ResumableDataLoader needs a ResumableShardSampler")
+        # Lightning may rebuild the loader with a sampler of its own (e.g. overfit_batches): then a plain DataLoader
+        self.resumable = isinstance(self.sampler, ResumableShardSampler)
         self._delivered: tuple[int, int] | None = None  # (epoch, position) after the last delivered batch
 
     def __iter__(self) -> Iterator[Any]:
-        return self._batches()
+        return self._batches() if self.resumable else super().__iter__()
 
     def _batches(self) -> Iterator[Any]:
         # runs at the first next(): after Lightning's set_epoch, which follows iter() on resume
@@ -90,11 +90,14 @@ class ResumableDataLoader(DataLoader):
             yield batch
 
     def state_dict(self) -> dict[str, int]:
+        if not self.resumable:
+            return {}
         return self.sampler.state_dict() if self._delivered is None else self.sampler.state_at(*self._delivered)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sampler.load_state_dict(state)
-        self._delivered = None
+        if self.resumable and state:
+            self.sampler.load_state_dict(state)
+            self._delivered = None
 
 
 def resumable_train_loader(dataset: Sized, batch_size: int, world: int, rank: int, num_workers: int,

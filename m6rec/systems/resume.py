@@ -57,11 +57,11 @@ class ResumeState(L.Callback):
 
 
 def newest_checkpoint(output_dir: Path, multirun: bool) -> Path | None:
-    """`ckpt_path=last`: the most recently written checkpoint of an earlier run of this task (`runs/*`), or of the
-    same job number in earlier sweeps (`multiruns/*/<num>`): `checkpoints/*.ckpt` or Lightning's `hpc_ckpt_*.ckpt`."""
+    """`ckpt_path=last`: the most recently written checkpoint of a run of this task (`runs/*`), or of the same job
+    number in any sweep (`multiruns/*/<num>`, its own folder included: a requeued SLURM job keeps its folder):
+    `checkpoints/*.ckpt` or Lightning's `hpc_ckpt_*.ckpt`."""
     jobs = output_dir.parent.parent.glob(f"*/{output_dir.name}") if multirun else output_dir.parent.glob("*")
-    found = [p for job in jobs if job.resolve() != output_dir.resolve()
-             for p in [*job.glob("checkpoints/*.ckpt"), *job.glob("hpc_ckpt_*.ckpt")]]  # fmt: skip
+    found = [p for job in jobs for p in [*job.glob("checkpoints/*.ckpt"), *job.glob("hpc_ckpt_*.ckpt")]]
     return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 
 
