@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from m6rec.data.behaviour_log import BehaviourLogDataModule, UnpaddedDistributedSampler, _covering_parts
 from m6rec.data.bucketing import LengthGroupedSampler
+from m6rec.data.corpus_sampler import resumable_train_loader
 from m6rec.data.encode import SegmentEncoder
 from m6rec.data.history import recent_training_history
 from m6rec.data.render import (
@@ -214,6 +215,9 @@ class ExplanationDataModule(BehaviourLogDataModule):
         if train and self.hparams.get("length_bucketing"):  # batches of similar prompt + target lengths
             lengths = [len(p) + len(t) for p, t in zip(dataset.prompts, dataset.targets, strict=True)]
             sampler = LengthGroupedSampler(lengths, self.hparams.batch_size, world, rank, torch.initial_seed() % 2**32)
+        elif train:  # shuffled by (seed, epoch), position saved in checkpoints (exact resume)
+            return resumable_train_loader(dataset, self.hparams.batch_size, world, rank, self.hparams.num_workers,
+                                          explanation_collate(self.tokenizer.pad_token_id))  # fmt: skip
         return DataLoader(dataset, batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size,
                           shuffle=train and sampler is None, sampler=sampler, num_workers=self.hparams.num_workers,
                           collate_fn=explanation_collate(self.tokenizer.pad_token_id),
