@@ -421,3 +421,14 @@ def test_a_run_resumed_mid_epoch_from_ckpt_path_last_matches_the_uninterrupted_r
     resumed = run.train(cfg(runs / "b", "ckpt_path=last"))
     for key in ("val/auc", "test/auc", "test/logloss", "test/acc"):
         assert resumed[key] == whole[key], key  # bit-identical: same order, same RNG, same best epoch
+
+
+@pytest.mark.slow  # two real run.py processes (~30 s)
+@pytest.mark.parametrize(("override", "line"), [
+    ("data.batch_size=abc", "Error: ConfigError: data.batch_size: expected int, got 'abc' (str)"),
+    ("experiment=nope", "Error: MissingConfigException: In 'config': Could not find 'experiment/nope'"),
+])  # fmt: skip
+def test_the_command_line_prints_one_line_and_exits_2(override: str, line: str, tmp_path: Path, ml100k_dir: Path):
+    proc = run_cli([*FAST, f"data.root={ml100k_dir}", override], tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith(line) and proc.stderr.count("\n") == 1, proc.stderr
+    assert not list(tmp_path.glob("logs/*/runs/*/config_resolved.yaml"))  # nothing half-written

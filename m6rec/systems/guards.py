@@ -41,7 +41,7 @@ class FiniteGuard(L.Callback):
                                  f"{trainer.current_epoch}); lower task.optimizer.lr or check the data")  # fmt: skip
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        if not self.check_grad_norm:
+        if not self.check_grad_norm or trainer.precision == "16-mixed":  # fp16 AMP: its GradScaler skips inf steps
             return
         grads = [p.grad.detach() for p in pl_module.parameters() if p.grad is not None]
         if not grads:
