@@ -1,6 +1,10 @@
 """Top-k recommendations for one user from a trained run (full or adapter-only checkpoint).
 
 Usage: python -m m6rec.recommend --run <run dir> --user <id> [--k 10] [--candidates FILE] [--ckpt PATH] [--include-seen]
+       [--trust-run-config]
+
+A run directory may come from anyone: its config instantiates only `_target_`s inside ALLOWED_TARGETS unless
+`--trust-run-config` (a target elsewhere could run arbitrary code), and checkpoints load with `weights_only=True`.
 
 The run is rebuilt from its `config_resolved.yaml` exactly as run.py built it and the checkpoint is loaded through the
 system's own checkpoint hooks. A CTR / rating run scores each candidate by the system's forward on the prompt evaluation
@@ -19,7 +23,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
@@ -33,19 +37,46 @@ SCORING_SYSTEMS = (CTRSystem, RatingSystem)  # a forward that scores (user, item
 EMBEDDING_SYSTEMS = (RetrievalSystem,)  # towers that embed user queries and items
 
 
+ALLOWED_TARGETS = ("m6rec.", "torch.", "transformers.", "peft.", "lightning.")
+BUILT_GROUPS = ("data", "model", "peft", "task")  # what build_datamodule_and_system instantiates
+
+
 class RecommendError(ValueError):
     """A problem with the arguments: a missing run directory or checkpoint, an unknown user or item."""
 
 
+def check_targets(cfg: DictConfig, source: Path) -> None:
+    """Raise RecommendError naming the first `_target_` of the built groups outside ALLOWED_TARGETS."""
+
+    def walk(node: object, key: str) -> None:
+        if isinstance(node, DictConfig):
+            target = node.get("_target_")
+            if target is not None and not str(target).startswith(ALLOWED_TARGETS):
+                raise RecommendError(f"{source}: {key}._target_={target} is outside the allow-list "
+                                     f"{list(ALLOWED_TARGETS)}; --trust-run-config if you trust this run")  # fmt: skip
+            for k in node:
+                walk(node._get_node(k), f"{key}.{k}")
+        elif isinstance(node, ListConfig):
+            for i, v in enumerate(node):
+                walk(v, f"{key}[{i}]")
+
+    for group in BUILT_GROUPS:
+        if group in cfg:
+            walk(cfg._get_node(group), group)
+
+
 def load_run(
-    run_dir: str | Path, ckpt: str | Path | None = None
+    run_dir: str | Path, ckpt: str | Path | None = None, trust_config: bool = False
 ) -> tuple[DictConfig, L.LightningDataModule, L.LightningModule]:
-    """Rebuild a finished run's datamodule and system and load its best checkpoint (or `ckpt`)."""
+    """Rebuild a finished run's datamodule and system and load its best checkpoint (or `ckpt`); the config's targets
+    must be inside ALLOWED_TARGETS unless `trust_config`."""
     run_dir = Path(run_dir)
     config = run_dir / "config_resolved.yaml"
     if not config.is_file():
         raise RecommendError(f"--run {run_dir}: no config_resolved.yaml (not a run directory?)")
     cfg = OmegaConf.load(config)
+    if not trust_config:
+        check_targets(cfg, config)
     path = Path(ckpt) if ckpt else _best_checkpoint(run_dir)
     datamodule, system = build_datamodule_and_system(cfg)
     if not isinstance(system, (*SCORING_SYSTEMS, *EMBEDDING_SYSTEMS)):
@@ -139,9 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--candidates", help="file of item ids (one per line) to score instead of the catalogue")
     parser.add_argument("--ckpt", help="checkpoint to load (default: the run's best, else last.ckpt)")
     parser.add_argument("--include-seen", action="store_true", help="rank the items the user has rated too")
+    parser.add_argument("--trust-run-config", action="store_true",
+                        help="instantiate the run's config targets even outside " + ", ".join(ALLOWED_TARGETS))
     args = parser.parse_args(argv)
     try:
-        _, datamodule, system = load_run(args.run, args.ckpt)
+        _, datamodule, system = load_run(args.run, args.ckpt, args.trust_run_config)
         known = set(datamodule.tables.items["item_id"].tolist())
         candidates = read_candidates(args.candidates, known) if args.candidates else None
         ranked = recommend(datamodule, system, args.user, args.k, candidates, args.include_seen)

@@ -90,3 +90,76 @@ def experiment_data(cfg, ml100k_dir: Path, tmp_path: Path) -> list[str]:
         root = write_amazon(tmp_path / "amazon", str(cfg.data.source.version), make_log())
         return [f"data.root={root}", "data.source.category=All_Beauty", "data.k_core=0", cache]
     return [f"data.root={ml100k_dir}", cache]
+
+
+class PoisonWeights:
+    """A Lightning callback (`+callbacks.poison._target_=tests.helpers.PoisonWeights +callbacks.poison.step=N`) that
+    sets every trainable weight to NaN before training step N: the loss of that step is NaN."""
+
+    def __new__(cls, step: int):
+        import lightning as L
+        import torch
+
+        class _Poison(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if trainer.global_step == step:
+                    with torch.no_grad():
+                        for p in pl_module.parameters():
+                            if p.requires_grad:
+                                p.fill_(float("nan"))
+
+        return _Poison()
+
+
+class PauseAt:
+    """A Lightning callback (`+callbacks.pause._target_=tests.helpers.PauseAt +callbacks.pause.step=N
+    +callbacks.pause.marker=FILE`) that writes FILE before training step N and waits there (up to 60 s) until the
+    process receives SIGTERM, so a test can signal a real run at a known step."""
+
+    def __new__(cls, step: int, marker: str):
+        import time
+
+        import lightning as L
+
+        class _Pause(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if trainer.global_step != step:
+                    return
+                Path(marker).write_text(str(step))
+                deadline = time.time() + 60
+                while not trainer.received_sigterm and time.time() < deadline:
+                    time.sleep(0.05)
+
+        return _Pause()
+
+
+class StepFile:
+    """A Lightning callback (`+callbacks.steps._target_=tests.helpers.StepFile +callbacks.steps.path=FILE`) that
+    writes the global step to FILE after every training step, and sleeps `delay` s so a test can kill it mid-run."""
+
+    def __new__(cls, path: str, delay: float = 0.2):
+        import time
+
+        import lightning as L
+
+        class _Steps(L.Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                Path(path).write_text(str(trainer.global_step))
+                time.sleep(delay)
+
+        return _Steps()
+
+
+class CrashAt:
+    """A Lightning callback (`+callbacks.crash._target_=tests.helpers.CrashAt +callbacks.crash.step=N`) that raises
+    RuntimeError before training step N: a crash after the step checkpoints before it."""
+
+    def __new__(cls, step: int):
+        import lightning as L
+
+        class _Crash(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if trainer.global_step == step:
+                    raise RuntimeError(f"crash at step {step}")
+
+        return _Crash()

@@ -19,7 +19,7 @@ from m6rec.data import BehaviourLogDataModule
 from m6rec.data.corpus import datamodule as text_corpus_module
 from m6rec.data.corpus.datamodule import TextCorpusDataModule
 from m6rec.data.corpus.pack import pack_documents, token_dtype
-from m6rec.data.corpus.sampler import ResumableShardSampler
+from m6rec.data.datamodules.resumable import ResumableShardSampler
 from m6rec.data.protocol.history import recent_training_history
 from m6rec.data.protocol.splits import TRAIN
 from tests.fixtures import make_log, write_grouplens

@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader
 
 from m6rec.data.corpus.documents import BehaviourCorpus, expand_files, read_documents
 from m6rec.data.corpus.pack import SPLITS, BlockCollate, BlockDataset, pack_documents, split_mask
-from m6rec.data.corpus.sampler import ResumableDataLoader, ResumableShardSampler
 from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule
 from m6rec.data.datamodules.ctr_dataset import UnpaddedDistributedSampler
+from m6rec.data.datamodules.resumable import ResumableDataLoader, ResumableShardSampler
 from m6rec.data.text.tokenizer import load_pretrained_tokenizer, train_tokenizer
 from m6rec.utils.files import atomic_dir, write_json_atomic
 

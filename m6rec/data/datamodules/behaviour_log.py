@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from m6rec.data.datamodules.bucketing import LengthGroupedSampler
 from m6rec.data.datamodules.ctr_dataset import CTRDataset, UnpaddedDistributedSampler, pad_collate
 from m6rec.data.datamodules.eval_history import ALL_SPLITS, earlier_split_rows, with_rows_replaced
+from m6rec.data.datamodules.resumable import resumable_train_loader
 from m6rec.data.datamodules.sample_cache import CACHE_VERSION, cache_dir, load_or_build
 from m6rec.data.protocol.sampling import k_core, sample_negatives
 from m6rec.data.protocol.splits import SPLIT_NAMES, TRAIN, split_interactions
@@ -46,7 +47,8 @@ class BehaviourLogDataModule(L.LightningDataModule):
     only, newest kept under the token budget, except under `loo`, where a validation (test) event follows all of the
     user's TRAIN (TRAIN + VALID) interactions (`eval_history`). `dataset` may also be atomic / table / amazon (read
     from `root`, options in `source`; see m6rec.data.sources.registry); `cache` keeps the tokenized samples on disk
-    (`sample_cache`); `length_bucketing` batches training samples of similar length (`bucketing`).
+    (`sample_cache`); `length_bucketing` batches training samples of similar length (`bucketing`);
+    `duplicates` (error | warn | drop) handles repeated (user, item) interactions (m6rec.data.sources.validate).
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
         source: dict[str, Any] | None = None,
         cache: bool = True,
         length_bucketing: bool = False,
+        duplicates: str = "warn",
     ):
         super().__init__()
         # plain containers (not OmegaConf nodes) so checkpoints load with weights_only=True
@@ -101,7 +104,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
     @cached_property
     def tables(self) -> InteractionTables:
         """The parsed dataset (`data.dataset`'s loader with `data.source`); the templates are checked against it."""
-        tables = registry.load(self._check_dataset(), self.raw_dir, self.hparams.source)
+        tables = registry.load(self._check_dataset(), self.raw_dir, self.hparams.source, self.hparams.duplicates)
         self.templates.check_fields(tables.items.columns, tables.users.columns)
         return tables
 
@@ -284,6 +287,9 @@ class BehaviourLogDataModule(L.LightningDataModule):
         if train and self.hparams.length_bucketing:  # `data.length_bucketing`: batches of similar lengths
             lengths = np.fromiter(map(len, dataset.input_ids), np.int64, count=len(dataset))
             sampler = LengthGroupedSampler(lengths, self.hparams.batch_size, world, rank, torch.initial_seed() % 2**32)
+        elif train:  # shuffled by (seed, epoch) with its position in the checkpoint: a resumed run is the same run
+            return resumable_train_loader(dataset, self.hparams.batch_size, world, rank, self.hparams.num_workers,
+                                          self.collate_fn())  # fmt: skip
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size,

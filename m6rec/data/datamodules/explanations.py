@@ -23,6 +23,7 @@ from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule
 from m6rec.data.datamodules.bucketing import LengthGroupedSampler
 from m6rec.data.datamodules.ctr_dataset import UnpaddedDistributedSampler
 from m6rec.data.datamodules.eval_history import earlier_split_rows
+from m6rec.data.datamodules.resumable import resumable_train_loader
 from m6rec.data.protocol.history import recent_training_history
 from m6rec.data.protocol.splits import SPLIT_NAMES, TRAIN
 from m6rec.data.text.encode import SegmentEncoder
@@ -223,6 +224,9 @@ class ExplanationDataModule(BehaviourLogDataModule):
         if train and self.hparams.get("length_bucketing"):  # batches of similar prompt + target lengths
             lengths = [len(p) + len(t) for p, t in zip(dataset.prompts, dataset.targets, strict=True)]
             sampler = LengthGroupedSampler(lengths, self.hparams.batch_size, world, rank, torch.initial_seed() % 2**32)
+        elif train:  # shuffled by (seed, epoch), position saved in checkpoints (exact resume)
+            return resumable_train_loader(dataset, self.hparams.batch_size, world, rank, self.hparams.num_workers,
+                                          explanation_collate(self.tokenizer.pad_token_id))  # fmt: skip
         return DataLoader(dataset, batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size,
                           shuffle=train and sampler is None, sampler=sampler, num_workers=self.hparams.num_workers,
                           collate_fn=explanation_collate(self.tokenizer.pad_token_id),

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule
 from m6rec.data.datamodules.ctr_dataset import UnpaddedDistributedSampler
 from m6rec.data.datamodules.eval_history import ALL_SPLITS, earlier_split_rows
+from m6rec.data.datamodules.resumable import resumable_train_loader
 from m6rec.data.protocol.history import recent_training_history
 from m6rec.data.protocol.splits import SPLIT_NAMES, TEST, TRAIN, VALID
 from m6rec.data.text.encode import SegmentEncoder
@@ -199,6 +200,10 @@ class NextItemDataModule(BehaviourLogDataModule):
 
     def _loader(self, name: str, train: bool) -> DataLoader:
         dataset, sampler, trainer = self.datasets[name], None, self.trainer
+        if train:  # shuffled by (seed, epoch), position saved in checkpoints (exact resume)
+            world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+            return resumable_train_loader(dataset, self.hparams.batch_size, world, rank, self.hparams.num_workers,
+                                          self.collate_fn())  # fmt: skip
         if not train and name != "catalogue" and trainer is not None and trainer.world_size > 1:
             sampler = UnpaddedDistributedSampler(dataset, trainer.world_size, trainer.global_rank)
         return DataLoader(dataset, batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
-from m6rec.data.sources.parse import atomic_columns, to_int
+from m6rec.data.sources.parse import atomic_columns, to_int, utf8_error
 from m6rec.data.sources.tables import InteractionTables
 from m6rec.utils.files import atomic_dir, file_digest
 
@@ -129,9 +129,11 @@ def _read_table(path: Path, sep: str, names: list[str] | None, encoding: str, he
     try:
         return pd.read_csv(
             path, sep=sep, names=names, header=header, encoding=encoding, dtype=str, keep_default_na=False,
-            engine="c", quoting=3,
+            engine="c", quoting=3, skip_blank_lines=False,  # a blank line is an error at its own line number
         )  # fmt: skip
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError:
+        raise utf8_error(path) from None
+    except pd.errors.ParserError as err:
         raise ValueError(f"{path}: {err}") from err
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from m6rec.data.sources import validate
+
 _EPOCH = pd.Timestamp(0, tz="UTC")
 _COMPRESSION = (".gz", ".bz2", ".xz", ".zst", ".zip")
 
@@ -22,7 +24,7 @@ def require_file(path: Path, what: str) -> None:
         raise FileNotFoundError(f"{path}: missing ({what})")
 
 
-def _utf8_error(path: Path) -> ValueError:
+def utf8_error(path: Path) -> ValueError:
     """The first byte of `path` that is not UTF-8, found by streaming (only called once a decode has failed)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     consumed, lines = 0, 1
@@ -52,7 +54,7 @@ def read_csv(path: Path, sep: str = ",", quoting: int = csv.QUOTE_MINIMAL, as_te
                 path, sep=sep, encoding="utf-8", engine="c", quoting=quoting, skip_blank_lines=False, **text_kw
             )
     except UnicodeDecodeError:
-        raise _utf8_error(path) from None
+        raise utf8_error(path) from None
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path}:1: empty file, expected a header line") from None
     except pd.errors.ParserError as err:
@@ -174,13 +176,9 @@ def to_seconds(df: pd.DataFrame, col: str, path: Path, offset: int) -> pd.Series
 
 
 def to_int(df: pd.DataFrame, col: str, path: Path, offset: int) -> pd.Series:
-    """An integer >= 0 as int64, else an error naming the line (row + `offset`) and the value."""
-    values = pd.to_numeric(df[col], errors="coerce")
-    bad = values.isna() | (values < 0)
-    if bad.any():
-        row = int(bad.to_numpy().argmax())
-        raise ValueError(f"{path}:{row + offset}: column '{col}' has invalid value {df[col].iloc[row]!r}")
-    return values.astype("int64")
+    """Column `col` as non-negative int64 (m6rec.data.sources.validate.to_int: `12.7`, `-1`, blanks are errors naming
+    the line, row + `offset`)."""
+    return validate.to_int(df[col], col, path, offset)
 
 
 def atomic_columns(path: Path, df: pd.DataFrame, wanted: list[str]) -> pd.DataFrame:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from m6rec.data.sources import validate
 from m6rec.data.sources.amazon import amazon_files, load_amazon, missing_root_message
 from m6rec.data.sources.atomic import load_atomic_dir
 from m6rec.data.sources.grouplens import LOADERS as GROUPLENS_LOADERS
@@ -66,8 +67,15 @@ def raw_dir(name: str, root: str | None, data_dir: str | Path, sources: Sequence
     return fetch_grouplens(name, Path(data_dir))
 
 
-def load(name: str, root: Path, source: Mapping[str, Any]) -> InteractionTables:
-    return LOADERS[name](root, **check_source(name, source))
+def load(name: str, root: Path, source: Mapping[str, Any], duplicates: str = "warn") -> InteractionTables:
+    """Parse with the dataset's loader, then the shared checks (m6rec.data.sources.validate): ratings finite and
+    within the declared scale, duplicate interactions per `data.duplicates`."""
+    tables = LOADERS[name](root, **check_source(name, source))
+    origin = next(((root / f, line) for f, line in (("u.data", 1), ("ml-100k.inter", 2)) if (root / f).is_file()),
+                  None) if name == "ml-100k" else None  # fmt: skip
+    validate.check_ratings(tables.interactions["rating"], name, origin)
+    tables.interactions = validate.handle_duplicates(tables.interactions, duplicates, origin)
+    return tables
 
 
 def raw_files(name: str, root: Path, source: Mapping[str, Any]) -> list[Path]:

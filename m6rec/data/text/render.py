@@ -19,12 +19,14 @@ from typing import Any
 
 import jinja2
 import jinja2.meta
+import jinja2.sandbox
 
 GENDER_WORDS = {"M": ("male", "he"), "F": ("female", "she")}
 JINJA_PREFIX = "jinja:"
 PROMPT_FIELDS = ("user", "history", "pronoun", "candidate")
 ENTITY_TEMPLATES = ("user", "history_item", "candidate")  # fields come from the user / item table
-_JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_JINJA = jinja2.sandbox.SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False,
+                                          keep_trailing_newline=True)  # templates may come from a downloaded run
 _SENTINEL = "\x00{}\x00"  # marks where a Jinja prompt puts each field (see `prompt_layout`)
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sized
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 log = logging.getLogger(__name__)
@@ -72,12 +73,12 @@ class ResumableDataLoader(DataLoader):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        if not isinstance(self.sampler, ResumableShardSampler):
-            raise TypeError("ResumableDataLoader needs a ResumableShardSampler")
+        # Lightning may rebuild the loader with a sampler of its own (e.g. overfit_batches): then a plain DataLoader
+        self.resumable = isinstance(self.sampler, ResumableShardSampler)
         self._delivered: tuple[int, int] | None = None  # (epoch, position) after the last delivered batch
 
     def __iter__(self) -> Iterator[Any]:
-        return self._batches()
+        return self._batches() if self.resumable else super().__iter__()
 
     def _batches(self) -> Iterator[Any]:
         # runs at the first next(): after Lightning's set_epoch, which follows iter() on resume
@@ -89,8 +90,24 @@ class ResumableDataLoader(DataLoader):
             yield batch
 
     def state_dict(self) -> dict[str, int]:
+        if not self.resumable:
+            return {}
         return self.sampler.state_dict() if self._delivered is None else self.sampler.state_at(*self._delivered)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sampler.load_state_dict(state)
-        self._delivered = None
+        if self.resumable and state:
+            self.sampler.load_state_dict(state)
+            self._delivered = None
+
+
+def resumable_train_loader(dataset: Sized, batch_size: int, world: int, rank: int, num_workers: int,
+                           collate_fn: Any) -> ResumableDataLoader:  # fmt: skip
+    """A shuffled training loader whose order depends only on the run's seed (`torch.initial_seed()`, set by
+    `seed_everything(seed)`) and the epoch, and whose position is saved in checkpoints (exact mid-epoch resume).
+
+    Its own generator seeds the workers, so iterating it leaves the global RNG untouched."""
+    seed = torch.initial_seed() % 2**32
+    sampler = ResumableShardSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    return ResumableDataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                               collate_fn=collate_fn, persistent_workers=num_workers > 0,
+                               generator=torch.Generator().manual_seed(seed))  # fmt: skip

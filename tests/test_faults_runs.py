@@ -1,0 +1,188 @@
+"""Faults that hit a running job: NaN training, signals, crashed W&B jobs, kill -9 and exact resume, one-line exits
+at the command line (bad input: tests/test_faults.py). Each asserts the error or exit code, the one line (naming the
+step or key), and what is left behind (the last good checkpoint, no metrics.json)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import run
+from m6rec.systems.guards import PREEMPTED_EXIT_CODE, NonFiniteError
+from m6rec.utils.errors import exit_code, one_line, user_error
+from tests.helpers import ROOT, compose_config, run_cli
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+FAST = ["experiment=ctr_lora", "logger=csv", "data.batch_size=32", "~callbacks.rich_progress_bar",
+        "~callbacks.model_summary"]  # fmt: skip
+
+
+def _cfg(tmp_path: Path, ml100k_dir: Path, *overrides: str):
+    data = [f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}", "~logger"]
+    return compose_config([*FAST, *data, *overrides], tmp_path / "run")
+
+
+
+# ------------------------------------------------------------------------------- NaN / inf guard
+def test_a_diverging_run_stops_at_the_bad_step_and_keeps_the_last_good_checkpoint(tmp_path: Path, ml100k_dir: Path):
+    cfg = _cfg(tmp_path, ml100k_dir, "trainer.max_epochs=3", "+callbacks.poison._target_=tests.helpers.PoisonWeights",
+               "+callbacks.poison.step=11")  # fmt: skip
+    with pytest.raises(NonFiniteError) as info:
+        run.train(cfg)
+    assert one_line(info.value) == ("NonFiniteError: training loss is nan at step 11 (epoch 1); lower "
+                                    "task.optimizer.lr or check the data")  # fmt: skip
+    assert exit_code(info.value) == 1 and user_error(info.value) is info.value
+    out = tmp_path / "run"
+    assert not (out / "metrics.json").exists()
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 8 and last["epoch"] == 0  # the end of epoch 0: the NaN state was never saved
+    assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
+
+
+def test_a_huge_learning_rate_is_caught_as_a_non_finite_gradient(tmp_path: Path, ml100k_dir: Path):
+    with pytest.raises(NonFiniteError, match=r"^gradient norm is (inf|nan) at step \d+ \(epoch 0\)"):
+        run.train(_cfg(tmp_path, ml100k_dir, "task.optimizer.lr=1e6", "peft=none"))
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+# ------------------------------------------------------------------------------- preemption (real signals)
+def _start(args: list[str], tmp_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT), "M6REC_ROOT": str(ROOT),
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    cmd = [sys.executable, str(ROOT / "run.py"), *args, f"paths.log_dir={tmp_path / 'logs'}"]
+    return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow  # a real run.py subprocess and a real signal (~30 s each)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_signal_saves_a_checkpoint_and_exits_non_zero(signum: int, tmp_path: Path, ml100k_dir: Path):
+    from m6rec.compare import collect_runs
+
+    marker = tmp_path / "paused"
+    proc = _start([*FAST, f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}", "trainer.max_epochs=3",
+                   "+callbacks.pause._target_=tests.helpers.PauseAt", "+callbacks.pause.step=11",
+                   f"+callbacks.pause.marker={marker}"], tmp_path)  # fmt: skip
+    _wait_for(marker, proc)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == PREEMPTED_EXIT_CODE, stderr[-3000:]
+    run_dir = next(tmp_path.glob("logs/ctr_lora/runs/*"))
+    assert not (run_dir / "metrics.json").exists()
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] in (11, 12) and last["epoch"] == 1  # mid-epoch 1 (8 steps an epoch)
+    _, failed = collect_runs([run_dir.parent])
+    assert failed == [run_dir]  # what a sweep summary lists: a failed job
+
+
+# ------------------------------------------------------------------------------- W&B: one finished run per job
+@pytest.mark.slow  # a two-job CLI multirun with W&B offline (~40 s)
+def test_a_crashed_job_finishes_its_wandb_run_as_failed_and_the_next_job_gets_its_own(tmp_path: Path,
+                                                                                       ml100k_dir: Path):  # fmt: skip
+    proc = run_cli(["-m", "experiment=ctr_lora", "logger=wandb", f"data.root={ml100k_dir}",
+                    f"paths.data_dir={tmp_path / 'cache'}", "data.max_length=5,64", "++trainer.fast_dev_run=true"],
+                   tmp_path, env={"WANDB_MODE": "offline"}, check=False)  # fmt: skip
+    assert proc.returncode == 1 and "data.max_length=5 is too small" in proc.stderr
+    jobs = sorted(p for p in tmp_path.glob("logs/ctr_lora/multiruns/*/*") if p.is_dir())
+    assert [j.name for j in jobs] == ["0", "1"]
+    runs = [list((job / "wandb").glob("offline-run-*")) for job in jobs]
+    assert [len(r) for r in runs] == [1, 1]  # two jobs, two runs
+    crashed, finished = (r[0] for r in runs)
+    assert "got exitcode: 1" in (crashed / "logs" / "debug.log").read_text()  # finished as failed
+    assert "got exitcode: 0" in (finished / "logs" / "debug.log").read_text()
+    record = next(finished.glob("run-*.wandb")).read_bytes()  # the offline run's protobuf log: its own job name
+    assert b"data.max_length=64,trainer" in record and b"data.max_length=5,trainer" not in record, record
+    assert "too small" not in (finished / "files" / "output.log").read_text()
+
+
+@pytest.mark.slow  # W&B online against a closed local port: falls back to offline (~60 s)
+def test_wandb_online_with_an_unreachable_server_falls_back_to_offline(tmp_path: Path, ml100k_dir: Path):
+    env = {"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "0" * 40,
+           "WANDB_INIT_TIMEOUT": "5"}  # fmt: skip
+    proc = run_cli(["experiment=ctr_lora", "logger=wandb", f"data.root={ml100k_dir}",
+                    f"paths.data_dir={tmp_path / 'cache'}", "++trainer.fast_dev_run=true"], tmp_path, env=env)
+    run_dir = next(tmp_path.glob("logs/ctr_lora/runs/*"))
+    assert (run_dir / "metrics.json").exists() and len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+    assert "W&B server unreachable" in proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------------------------- kill -9 and exact resume
+def _test_metrics(run_dir: Path) -> dict[str, float]:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {k: v for k, v in metrics.items() if k.startswith(("test/", "val/"))}
+
+
+@pytest.mark.slow  # five real run.py processes, three of them killed with SIGKILL (~3 min)
+def test_killed_three_times_then_resumed_ends_where_the_uninterrupted_run_ends(tmp_path: Path, ml100k_dir: Path):
+    args = [*FAST, f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}", "trainer.max_epochs=3",
+            "callbacks.step_checkpoint.every_n_train_steps=2", "peft.lora_dropout=0.1", "seed=5"]  # fmt: skip
+    (tmp_path / "whole").mkdir()
+    run_cli(args, tmp_path / "whole")  # the uninterrupted run, logs under whole/logs
+    expected = _test_metrics(next((tmp_path / "whole" / "logs").glob("ctr_lora/runs/*")))
+
+    steps = tmp_path / "step"
+    rng = random.Random(13)
+    kills = sorted(rng.sample(range(2, 24), 3))  # 24 steps in all (8 an epoch)
+    for kill_at in kills:
+        steps.unlink(missing_ok=True)
+        proc = _start([*args, "ckpt_path=last", "+callbacks.steps._target_=tests.helpers.StepFile",
+                       f"+callbacks.steps.path={steps}"], tmp_path)  # fmt: skip
+        deadline = time.time() + 300
+        while not (steps.exists() and steps.read_text() and int(steps.read_text()) >= kill_at):
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.02)
+        proc.kill()  # SIGKILL: no handler runs
+        proc.communicate()
+        assert proc.returncode == -signal.SIGKILL
+    final = run_cli([*args, "ckpt_path=last"], tmp_path)
+    assert "ckpt_path=last: resuming from" in final.stdout + final.stderr
+    runs = sorted((tmp_path / "logs").glob("ctr_lora/runs/*"))
+    assert len(runs) == 4 and [r for r in runs if (r / "metrics.json").exists()] == [runs[-1]]
+    got = _test_metrics(runs[-1])
+    assert got.keys() == expected.keys() and all(abs(got[k] - expected[k]) <= 1e-6 for k in got), (kills, got, expected)
+
+
+# ------------------------------------------------------------------------------- exact resume, in-process
+def test_a_run_resumed_mid_epoch_from_ckpt_path_last_matches_the_uninterrupted_run(tmp_path: Path, ml100k_dir: Path):
+    runs = tmp_path / "logs" / "runs"
+
+    def cfg(out: Path, *overrides: str):
+        return compose_config([*FAST, f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}", "~logger",
+                               "trainer.max_epochs=2", "callbacks.step_checkpoint.every_n_train_steps=3",
+                               "peft.lora_dropout=0.1", *overrides], out)  # fmt: skip
+
+    whole = run.train(cfg(tmp_path / "whole"))
+    with pytest.raises(RuntimeError, match="crash at step 7"):  # mid-epoch 0 (8 steps an epoch), after step_6
+        run.train(cfg(runs / "a", "+callbacks.crash._target_=tests.helpers.CrashAt", "+callbacks.crash.step=7"))
+    assert sorted(p.name for p in (runs / "a" / "checkpoints").iterdir()) == ["step_0000006.ckpt"]
+    resumed = run.train(cfg(runs / "b", "ckpt_path=last"))
+    for key in ("val/auc", "test/auc", "test/logloss", "test/acc"):
+        assert resumed[key] == whole[key], key  # bit-identical: same order, same RNG, same best epoch
+
+
+@pytest.mark.slow  # two real run.py processes (~30 s)
+@pytest.mark.parametrize(("override", "line"), [
+    ("data.batch_size=abc", "Error: ConfigError: data.batch_size: expected int, got 'abc' (str)"),
+    ("experiment=nope", "Error: MissingConfigException: In 'config': Could not find 'experiment/nope'"),
+])  # fmt: skip
+def test_the_command_line_prints_one_line_and_exits_2(override: str, line: str, tmp_path: Path, ml100k_dir: Path):
+    proc = run_cli([*FAST, f"data.root={ml100k_dir}", override], tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith(line) and proc.stderr.count("\n") == 1, proc.stderr
+    assert not list(tmp_path.glob("logs/*/runs/*/config_resolved.yaml"))  # nothing half-written
