@@ -71,7 +71,7 @@ def run_once(row: dict, extra: list[str], trial: str, seed: int, log_dir: Path, 
     """Run (or, with `reuse`, read back) one job; its metrics.json plus `wall_s` and `command`."""
     out = run_dir(log_dir, row, trial, seed)
     args = [*row["overrides"], *extra, f"seed={seed}", "logger=csv", f"hydra.run.dir={out}"]
-    command = "python run.py " + " ".join(args)
+    command = ("python run.py " + " ".join(args)).replace(f"={ROOT}/", "=")  # paths inside the repository: relative
     if reuse and (out / "metrics.json").is_file():
         metrics = json.loads((out / "metrics.json").read_text())
         wall = out / WALL_FILE  # the subprocess's wall time; run.py's own wall_time_s omits start-up
