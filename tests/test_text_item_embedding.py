@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
-from m6rec.models.item_embedding import HybridItemEmbedding, TextItemEmbedding
 from m6rec.models.text_encodings import cached_text_encodings, encode_texts
+from m6rec.models.text_item_embedding import HybridItemEmbedding, TextItemEmbedding, catalogue_encodings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 WORDS = ["toy", "story", "heat", "fargo", "comedy", "crime", "drama", "thriller", "(", ")", ",", "1995", "1996"]
@@ -64,28 +66,45 @@ def test_empty_text_list_is_a_clear_error(tiny_encoder: Path, tmp_path: Path):
         cached_text_encodings([], str(tiny_encoder), tmp_path)
 
 
+def test_catalogue_encodings_render_each_item_and_pad_row_zero(tiny_encoder: Path, tmp_path: Path):
+    items = pd.DataFrame({"title": ["Toy Story", "Heat"], "year": ["1995", "1995"],
+                          "genres": ["comedy", "crime|thriller"]})  # fmt: skip
+    encodings = catalogue_encodings(SimpleNamespace(items=items), str(tiny_encoder), cache_dir=tmp_path)
+    expected = encode_texts(["Toy Story (1995), comedy", "Heat (1995), crime, thriller"], str(tiny_encoder))
+    assert torch.equal(encodings[0], torch.zeros(16)) and torch.equal(encodings[1:], expected)
+    module = HybridItemEmbedding.from_catalogue(SimpleNamespace(items=items), 8, str(tiny_encoder), cache_dir=tmp_path)
+    assert module.all_items().shape == (2, 8) and module.num_items == 2
+
+
 def test_text_embedding_centres_projects_and_zeroes_padding():
-    encodings = torch.tensor([[9.0, 9.0], [1.0, 0.0], [3.0, 2.0]])  # row 0 = padding, excluded from the mean
-    module = TextItemEmbedding(encodings, dim=2)
+    encodings = torch.tensor([[0.0, 0.0], [1.0, 0.0], [3.0, 2.0]])  # row 0 = padding, excluded from the mean
+    module = TextItemEmbedding(encodings, dim=2, init_std=None)
     with torch.no_grad():
         module.project[1].weight.copy_(torch.eye(2))
-        module.project[1].bias.zero_()
-    # mean of items 1 and 2 = (2, 1): centred rows are (-1, -1) and (1, 1)
-    torch.testing.assert_close(module(torch.tensor([[2, 1, 0]])), torch.tensor([[[1.0, 1.0], [-1.0, -1.0], [0, 0]]]))
-    torch.testing.assert_close(module.catalogue(), torch.tensor([[0.0, 0.0], [-1.0, -1.0], [1.0, 1.0]]))
+        module.project[1].bias.fill_(0.5)
+    # mean of items 1 and 2 = (2, 1): centred rows are (-1, -1) and (1, 1), + bias 0.5; padding stays exactly 0
+    torch.testing.assert_close(module(torch.tensor([[2, 1, 0]])), torch.tensor([[[1.5, 1.5], [-0.5, -0.5], [0, 0]]]))
+    torch.testing.assert_close(module.all_items(), torch.tensor([[-0.5, -0.5], [1.5, 1.5]]))
     assert TextItemEmbedding(encodings, dim=5, hidden=7)(torch.zeros(3, 4, dtype=torch.long)).shape == (3, 4, 5)
-    with pytest.raises(ValueError, match="num_items, width"):
+    with pytest.raises(ValueError, match="1 \\+ num_items, width"):
         TextItemEmbedding(torch.zeros(3), dim=2)
 
 
-def test_hybrid_is_id_plus_text_and_catalogue_matches_forward():
+def test_text_vectors_start_at_an_id_embeddings_scale():
+    torch.manual_seed(0)
+    module = TextItemEmbedding(torch.randn(2001, 384) * 0.05, dim=64, init_std=0.02)
+    assert abs(module.all_items().std().item() - 0.02) < 0.002
+
+
+def test_hybrid_is_id_plus_text_and_all_items_matches_forward():
     torch.manual_seed(0)
     module = HybridItemEmbedding(torch.randn(6, 4), dim=3, hidden=8)
     ids = torch.tensor([[0, 5, 2], [1, 1, 3]])
     torch.testing.assert_close(module(ids), module.ids(ids) + module.text(ids))
-    torch.testing.assert_close(module.catalogue()[ids], module(ids))
+    catalogue = torch.cat([torch.zeros(1, 3), module.all_items()])
+    torch.testing.assert_close(catalogue[ids], module(ids))
     assert torch.equal(module(torch.tensor([0])), torch.zeros(1, 3))  # padding
-    assert module.catalogue().shape == (6, 3)
+    assert module.all_items().shape == (5, 3)
 
 
 def test_text_embedding_ranks_items_it_never_trained_on():
@@ -95,9 +114,10 @@ def test_text_embedding_ranks_items_it_never_trained_on():
     centres = torch.randn(2, 8)
     cluster = torch.arange(41) % 2  # item 0 = padding
     encodings = centres[cluster] + 0.3 * torch.randn(41, 8)
+    encodings[0] = 0
     liked = (cluster == 0).float()
     train, held_out = torch.arange(1, 21), torch.arange(21, 41)
-    module, user = TextItemEmbedding(encodings, dim=4), torch.nn.Parameter(torch.zeros(4))
+    module, user = TextItemEmbedding(encodings, dim=4), torch.nn.Parameter(0.1 * torch.ones(4))
     optimiser = torch.optim.Adam([*module.parameters(), user], lr=0.05)
     losses = []
     for _ in range(60):
