@@ -11,13 +11,18 @@ from m6rec.systems.pretrain import LM_OBJECTIVES
 
 
 def build_datamodule_and_system(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
-    """Seed, then instantiate `cfg.data`, the backbone sized to its tokenizer (the LM with its head when the task is
+    """Seed, then instantiate `cfg.data` and either a feature model (`model.features`, sized to the data's feature
+    ids) or the backbone sized to its tokenizer (the LM with its head when the task is
     pretraining: `task.objective` set), the PEFT wrapper and the task system.
 
     Seeding first makes a random-init backbone identical on every call, which adapter-only checkpoints rely on.
     """
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
+    if cfg.model.get("features") is not None:  # a classic feature-id baseline (model=lr|fm|deepfm|mf): no LM
+        model = instantiate(cfg.model.features, num_features=datamodule.num_features,
+                            field_slots=datamodule.field_slots)  # fmt: skip
+        return datamodule, instantiate(cfg.task, model=model)
     tokenizer = datamodule.tokenizer
     if cfg.task.get("objective") in LM_OBJECTIVES:  # pretraining: the task trains the model with its LM head
         lm = instantiate(cfg.model.lm, vocab_size=len(tokenizer), objective=cfg.task.objective)

@@ -51,7 +51,7 @@ class TaskSystem(AdapterOnlyCheckpoints, L.LightningModule):
     # ------------------------------------------------------------------ Lightning hooks built on the contract
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(next(iter(batch.values()))))  # rows of any key
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:

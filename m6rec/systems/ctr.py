@@ -17,7 +17,34 @@ from m6rec.models.scorer import TextScorer
 from m6rec.systems.base import TaskSystem
 
 
-class CTRSystem(TaskSystem):
+def ctr_metrics() -> nn.ModuleDict:
+    """"val" and "test" collections of AUC, GAUC, accuracy and LogLoss, logged as `<stage>/auc`, ...."""
+    return nn.ModuleDict({
+        stage: MetricCollection({"auc": BinaryAUROC(), "gauc": GroupAUROC(), "acc": BinaryAccuracy(),
+                                 "logloss": MeanMetric()}, prefix=f"{stage}/", compute_groups=False)
+        for stage in ("val", "test")
+    })  # fmt: skip
+
+
+class CTRObjective:
+    """The CTR loss and evaluation of a system whose forward(batch) returns one logit per row (its `metrics` from
+    `ctr_metrics()`): binary cross-entropy against `labels`; AUC, per-user GAUC, accuracy and LogLoss."""
+
+    metrics: nn.ModuleDict
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(self(batch), batch["labels"])
+
+    def evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        logits, labels = self(batch), batch["labels"]
+        metrics, probs = self.metrics[stage], torch.sigmoid(logits)
+        metrics["logloss"].update(F.binary_cross_entropy_with_logits(logits, labels, reduction="none"))
+        metrics["auc"].update(probs, labels.long())
+        metrics["acc"].update(probs, labels.long())
+        metrics["gauc"].update(probs, labels.long(), indexes=batch["user_ids"])  # per-user AUC, averaged
+
+
+class CTRSystem(CTRObjective, TaskSystem):
     """One objective: binary cross-entropy on the score of the joint (user, candidate) prompt.
 
     `layers_online` (model.layers_online; GPT-2 backbones): M6-Rec late interaction — the lower blocks read each
@@ -42,11 +69,7 @@ class CTRSystem(TaskSystem):
         else:
             _check_late_interaction(backbone, layers_online)
             self.model = LateInteractionScorer(backbone, layers_online)
-        self.metrics = nn.ModuleDict({
-            stage: MetricCollection({"auc": BinaryAUROC(), "gauc": GroupAUROC(), "acc": BinaryAccuracy(),
-                                     "logloss": MeanMetric()}, prefix=f"{stage}/", compute_groups=False)
-            for stage in ("val", "test")
-        })  # fmt: skip
+        self.metrics = ctr_metrics()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if not isinstance(self.model, LateInteractionScorer):
@@ -57,16 +80,6 @@ class CTRSystem(TaskSystem):
                              "task=multitask, data.datamodules.ctr._target_)")  # fmt: skip
         return self.model(batch["segments"])
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(self(batch), batch["labels"])
-
-    def evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        logits, labels = self(batch), batch["labels"]
-        metrics, probs = self.metrics[stage], torch.sigmoid(logits)
-        metrics["logloss"].update(F.binary_cross_entropy_with_logits(logits, labels, reduction="none"))
-        metrics["auc"].update(probs, labels.long())
-        metrics["acc"].update(probs, labels.long())
-        metrics["gauc"].update(probs, labels.long(), indexes=batch["user_ids"])  # per-user AUC, averaged
 
 
 def _check_late_interaction(backbone: nn.Module, layers_online: int) -> None:

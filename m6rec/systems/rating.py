@@ -14,7 +14,29 @@ from m6rec.models.scorer import TextScorer
 from m6rec.systems.base import TaskSystem
 
 
-class RatingSystem(TaskSystem):
+def rating_metrics() -> nn.ModuleDict:
+    """"val" and "test" collections of RMSE and MAE, logged as `<stage>/rmse`, `<stage>/mae`."""
+    return nn.ModuleDict({
+        stage: MetricCollection({"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError()},
+                                prefix=f"{stage}/", compute_groups=False)
+        for stage in ("val", "test")
+    })  # fmt: skip
+
+
+class RatingObjective:
+    """The rating loss and evaluation of a system whose forward(batch) returns one predicted rating per row (its
+    `metrics` from `rating_metrics()`): MSE against `ratings`; RMSE and MAE (predictions not clipped)."""
+
+    metrics: nn.ModuleDict
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.mse_loss(self(batch), batch["ratings"])
+
+    def evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        self.metrics[stage].update(self(batch), batch["ratings"])
+
+
+class RatingSystem(RatingObjective, TaskSystem):
     """One objective: mean squared error between the scorer's output and `batch["ratings"]` (explicit feedback).
 
     The head's bias starts at `init_rating` (about the mean MovieLens rating), so training starts from the mean
@@ -34,11 +56,7 @@ class RatingSystem(TaskSystem):
         self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"], logger=False)
         self.model = TextScorer(backbone, backbone.config.hidden_size, num_outputs=1, pooling=pooling)
         nn.init.constant_(self.model.head.bias, float(init_rating))
-        self.metrics = nn.ModuleDict({
-            stage: MetricCollection({"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError()},
-                                    prefix=f"{stage}/", compute_groups=False)
-            for stage in ("val", "test")
-        })  # fmt: skip
+        self.metrics = rating_metrics()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(batch["input_ids"], batch["attention_mask"])
@@ -48,8 +66,3 @@ class RatingSystem(TaskSystem):
         if datamodule is not None and getattr(datamodule, "hparams", {}).get("implicit"):
             raise ValueError("data.implicit: the rating task needs explicit ratings (set data.implicit=false)")
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.mse_loss(self(batch), batch["ratings"])
-
-    def evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        self.metrics[stage].update(self(batch), batch["ratings"])
