@@ -23,6 +23,8 @@ def build_datamodule_and_system(cfg: DictConfig) -> tuple[L.LightningDataModule,
         model = instantiate(cfg.model.features, num_features=datamodule.num_features,
                             field_slots=datamodule.field_slots)  # fmt: skip
         return datamodule, instantiate(cfg.task, model=model)
+    if cfg.model.get("_target_"):  # an ID-based recommender (conf/model/sasrec.yaml, …): no tokenizer, no backbone
+        return datamodule, instantiate(cfg.task, model=instantiate(cfg.model, catalogue=datamodule.catalogue))
     tokenizer = datamodule.tokenizer
     if cfg.task.get("objective") in LM_OBJECTIVES:  # pretraining: the task trains the model with its LM head
         lm = instantiate(cfg.model.lm, vocab_size=len(tokenizer), objective=cfg.task.objective)

@@ -1,0 +1,163 @@
+"""SequenceDataModule: a behaviour log as item-id sequences for ID-based recommenders (Pop, BPR-MF, EASE, SASRec).
+
+Same log, k-core / implicit settings and split codes as NextItemDataModule (it is one, minus the text): per user the
+item indices in split order (TRAIN, then VALID, then TEST; inside a split by time, ties in file order). Items are
+indexed 1..N in sorted raw-id order (`catalogue.item_ids[i - 1]` is index i's raw id); 0 is padding.
+
+Training rows: windows of at most `max_seq_len + 1` items of each user's TRAIN sequence (newest window last; windows
+overlap by one item, so every training item except the user's first is a next-item target exactly once).
+Validation / test rows: one per user with an interaction in that split: `targets` = those items, `history` = the
+user's items of the earlier splits (TRAIN at validation, TRAIN + VALID at test; oldest first, not truncated),
+`excluded` = the items seen before the target (the same sets as NextItemDataModule's `excluded`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from m6rec.data.next_item import NextItemDataModule
+from m6rec.data.splits import SPLIT_NAMES, TEST, TRAIN, VALID
+
+LEFT_PADDED = ("history", "sequence")  # item sequences, newest last (padding 0 on the left)
+RIGHT_PADDED = ("targets", "excluded")  # item sets (padding -1 on the right)
+
+
+class Catalogue:
+    """The items a model can score: index i (1..N) is raw item `item_ids[i - 1]` with metadata `items.iloc[i - 1]`
+    (title, genres, …); `num_users` users are indexed 0..num_users - 1 in sorted raw-id order. (A plain class, not a
+    dataclass: Hydra's instantiate would turn a dataclass keyword argument into a config node.)"""
+
+    def __init__(self, item_ids: np.ndarray, items: pd.DataFrame, num_users: int):
+        self.item_ids, self.items, self.num_users = item_ids, items, num_users
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+
+class RowsDataset(Dataset):
+    """A list of dict rows (numpy arrays and ints)."""
+
+    def __init__(self, rows: list[dict[str, Any]]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.rows[i]
+
+
+def sequence_collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack `user`; left-pad `history` / `sequence` with 0 and right-pad `targets` / `excluded` with -1 (LongTensors)."""
+    out = {"user": torch.tensor([row["user"] for row in batch], dtype=torch.long)}
+    for key in (*LEFT_PADDED, *RIGHT_PADDED):
+        if key not in batch[0]:
+            continue
+        longest = max(max(len(row[key]) for row in batch), 1)
+        padded = torch.full((len(batch), longest), 0 if key in LEFT_PADDED else -1, dtype=torch.long)
+        for r, row in enumerate(batch):
+            values = torch.as_tensor(np.asarray(row[key], dtype=np.int64))
+            if key in LEFT_PADDED:
+                padded[r, longest - len(values) :] = values
+            else:
+                padded[r, : len(values)] = values
+        out[key] = padded
+    return out
+
+
+def windows(sequence: np.ndarray, size: int) -> list[np.ndarray]:
+    """`sequence` cut from the end into windows of at most `size` items that overlap by one (each item but the first
+    follows its predecessor inside some window); a sequence of < 2 items gives no window."""
+    out, end = [], len(sequence)
+    while end >= 2:
+        start = max(0, end - size)
+        out.append(sequence[start:end])
+        end = start + 1
+    return out[::-1]
+
+
+class SequenceDataModule(NextItemDataModule):
+    """NextItemDataModule's log and split as item-index sequences (see the module docstring); `max_seq_len` = the
+    longest training input (a window holds `max_seq_len + 1` items: inputs and their next items)."""
+
+    def __init__(self, max_seq_len: int = 200, **kwargs: Any):
+        if max_seq_len < 1:
+            raise ValueError(f"data.max_seq_len: must be >= 1, got {max_seq_len}")
+        settings = kwargs
+        kwargs = {}  # Lightning's hparams merge every __init__ frame: let the parent's normalised values stand
+        super().__init__(**settings)
+        self.max_seq_len = int(max_seq_len)
+        self.history_splits = {VALID: (TRAIN,), TEST: (TRAIN, VALID)}  # the splits a query's history is drawn from
+
+    @cached_property
+    def catalogue(self) -> Catalogue:
+        """Every item of the (k-cored) log, sorted by raw id, with its metadata row."""
+        item_ids = np.unique(self.interactions["item_id"].to_numpy()).astype(np.int64)
+        meta = self.tables.items.set_index("item_id").reindex(item_ids).reset_index()
+        return Catalogue(item_ids, meta, int(self.interactions["user_id"].nunique()))
+
+    @cached_property
+    def indexed(self) -> pd.DataFrame:
+        """The log as (user index, item index, split code), sorted by user, split, time, then file order."""
+        inter = self.interactions
+        users = np.unique(inter["user_id"].to_numpy())
+        frame = pd.DataFrame({
+            "user": np.searchsorted(users, inter["user_id"].to_numpy()),
+            "item": np.searchsorted(self.catalogue.item_ids, inter["item_id"].to_numpy()) + 1,
+            "split": self.split_codes(),
+            "timestamp": inter["timestamp"].to_numpy(),
+            "row": np.arange(len(inter)),
+        })  # fmt: skip
+        return frame.sort_values(["user", "split", "timestamp", "row"], kind="stable").reset_index(drop=True)
+
+    def train_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(user index, item index) of every TRAIN interaction: what closed-form models (Pop, EASE) fit on."""
+        train = self.indexed[self.indexed["split"] == TRAIN]
+        return torch.tensor(train["user"].to_numpy()), torch.tensor(train["item"].to_numpy())
+
+    def ranking_items(self, stage: str) -> np.ndarray:
+        """Item indices ranked at `stage` ("val" | "test"): the whole catalogue."""
+        return np.arange(1, self.catalogue.num_items + 1, dtype=np.int64)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        frame = self.indexed
+        per_user = {u: (g["item"].to_numpy(), g["split"].to_numpy()) for u, g in frame.groupby("user", sort=True)}
+        train_rows = [{"user": u, "sequence": w} for u, (items, split) in per_user.items()
+                      for w in windows(items[split == TRAIN], self.max_seq_len + 1)]  # fmt: skip
+        self.datasets["train"] = RowsDataset(train_rows)
+        for code in (VALID, TEST):
+            self.datasets[SPLIT_NAMES[code]] = RowsDataset(self._queries(per_user, code))
+        self.stats = {**self._statistics(np.ones(len(frame), np.float32), frame["split"].to_numpy()),
+                      "catalogue": self.catalogue.num_items, "train_windows": len(train_rows)}  # fmt: skip
+
+    def _queries(self, per_user: dict[int, tuple[np.ndarray, np.ndarray]], code: int) -> list[dict[str, Any]]:
+        """One query per user with items in split `code`: targets, history (`history_splits`), excluded items."""
+        rows = []
+        for user, (items, split) in per_user.items():
+            targets = np.unique(items[split == code])  # an item the user repeats is one relevant item
+            if not len(targets):
+                continue
+            history = items[np.isin(split, self.history_splits[code])]
+            seen = np.setdiff1d(items[split < code], targets)
+            rows.append({"user": user, "history": history, "targets": targets, "excluded": seen})
+        return rows
+
+    def _loader(self, name: str, train: bool) -> DataLoader:
+        if name == "catalogue":
+            raise ValueError("SequenceDataModule has no text catalogue: rank item indices (ranking_items)")
+        return DataLoader(self.datasets[name], batch_size=self.hparams.batch_size if train else
+                          self.hparams.eval_batch_size, shuffle=train, num_workers=self.hparams.num_workers,
+                          collate_fn=sequence_collate, persistent_workers=self.hparams.num_workers > 0)  # fmt: skip
+
+    def collate_fn(self) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
+        return sequence_collate
