@@ -20,6 +20,7 @@ from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from m6rec.build import build_datamodule_and_system  # noqa: E402
+from m6rec.metrics.score_dump import ScoreDump  # noqa: E402
 from m6rec.peft import count_parameters  # noqa: E402
 from m6rec.utils.config_tree import print_config_tree  # noqa: E402
 from m6rec.utils.resolvers import register_resolvers  # noqa: E402
@@ -35,6 +36,8 @@ def train(cfg: DictConfig) -> dict:
     output_dir = Path(cfg.paths.output_dir)
     datamodule, system = build_datamodule_and_system(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    if cfg.get("eval", {}).get("dump_scores"):  # docs/protocols.md
+        callbacks.append(ScoreDump(output_dir))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 

@@ -7,8 +7,8 @@ Train the same model twice, late and full, then compare them (MovieLens-100K, 6-
 
 Each of `--users` test users is one request ranking `--candidates` items: their test items (at most half the list;
 label = the run's CTR label) plus items they never rated in any split (label 0). Every request is built by the
-recommender's path (`datamodule.request_rows`: the user's newest training ratings as history) and scored by each
-run's own model. Latency per request excludes tokenization: full = the padded prompts through every block; late =
+recommender's path (`request_rows(..., before=VALID)`: the user's newest training ratings as history) and scored by
+each run's own model. Latency per request excludes tokenization: full = the padded prompts through every block; late =
 the segments' lower-block states looked up in a `SegmentStateCache` (built offline, timed apart as `cache_build_s`),
 concatenated, the top `layers_online` blocks. Requests alternate full/late so both see the same CPU load.
 The runs' own test-set AUCs (metrics.json) are reported beside the ranking AUCs.
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from m6rec.data.behaviour_log import BehaviourLogDataModule  # noqa: E402
-from m6rec.data.splits import TEST  # noqa: E402
+from m6rec.data.splits import TEST, VALID  # noqa: E402
 from m6rec.models.late_interaction import LateInteractionScorer, SegmentStateCache  # noqa: E402
 from m6rec.recommend import load_run  # noqa: E402
 
@@ -101,8 +101,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     t0 = time.perf_counter()
     requests = ranking_requests(late_dm, args.users, args.candidates, np.random.default_rng(args.seed))
     collate_full, collate_late = full_dm.collate_fn(), late_dm.collate_fn()
-    full_batches = [collate_full(full_dm.request_rows(user, items.tolist())) for user, items, _ in requests]
-    late_requests = [collate_late(late_dm.request_rows(u, items.tolist()))["segments"] for u, items, _ in requests]
+    full_batches = [collate_full(full_dm.request_rows(u, items.tolist(), VALID)) for u, items, _ in requests]
+    late_requests = [collate_late(late_dm.request_rows(u, i.tolist(), VALID))["segments"] for u, i, _ in requests]
     data_s = time.perf_counter() - t0
 
     cache = SegmentStateCache(late)

@@ -4,8 +4,9 @@ Usage: python -m m6rec.recommend --run <run dir> --user <id> [--k 10] [--candida
 
 The run is rebuilt from its `config_resolved.yaml` exactly as run.py built it and the checkpoint is loaded through the
 system's own checkpoint hooks. A CTR / rating run scores each candidate by the system's forward on the prompt evaluation
-uses (the user's most recent training history + the candidate); a retrieval run by the cosine similarity of the user's
-query embedding (the query evaluation uses) with the candidate's item embedding.
+builds (the user's most recent interactions, of every split, + the candidate); a retrieval run by the cosine similarity
+of the user's query embedding (built as evaluation builds it, over every split) with the candidate's item embedding.
+Every item the user has interacted with (any split) is left out of the ranking unless --include-seen.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from m6rec.build import build_datamodule_and_system
-from m6rec.data.splits import TRAIN
+from m6rec.data.eval_history import ALL_SPLITS
 from m6rec.systems.ctr import CTRSystem
 from m6rec.systems.rating import RatingSystem
 from m6rec.systems.retrieval import RetrievalSystem
@@ -67,23 +68,24 @@ def _best_checkpoint(run_dir: Path) -> Path:
 
 
 @torch.inference_mode()
-def score_items(datamodule, system: L.LightningModule, user_id: int, item_ids: Sequence[int], batch_size: int = 256
-                ) -> torch.Tensor:  # fmt: skip
+def score_items(datamodule, system: L.LightningModule, user_id: int, item_ids: Sequence[int], batch_size: int = 256,
+                before: int = ALL_SPLITS) -> torch.Tensor:  # fmt: skip
     """Each item's score for `user_id`: a CTR / rating system's forward on the (user, item) prompt, batched exactly
-    like evaluation batches; a retrieval system's cosine similarity (see `_similarities`)."""
+    like evaluation batches; a retrieval system's cosine similarity (see `_similarities`). The history holds the
+    user's interactions in the splits before `before` (default all; `before=TEST` reproduces a loo test event)."""
     if isinstance(system, EMBEDDING_SYSTEMS):
-        return _similarities(datamodule, system, user_id, item_ids, batch_size)
-    collate, rows = datamodule.collate_fn(), datamodule.request_rows(user_id, list(item_ids))
+        return _similarities(datamodule, system, user_id, item_ids, batch_size, before)
+    collate, rows = datamodule.collate_fn(), datamodule.request_rows(user_id, list(item_ids), before)
     scores = [system(collate(rows[start : start + batch_size])).float() for start in range(0, len(rows), batch_size)]
     return torch.cat(scores) if scores else torch.empty(0)
 
 
-def _similarities(datamodule, system: RetrievalSystem, user_id: int, item_ids: Sequence[int], batch_size: int
-                  ) -> torch.Tensor:  # fmt: skip
+def _similarities(datamodule, system: RetrievalSystem, user_id: int, item_ids: Sequence[int], batch_size: int,
+                  before: int) -> torch.Tensor:  # fmt: skip
     """Cosine similarity of the user's query embedding (the query evaluation uses) with each item's embedding, items
     embedded `batch_size` at a time (bit-equal to evaluation's `queries @ item_embeddings.T` when batched alike)."""
     collate = datamodule.collate_fn()
-    query = collate([{"input_ids": datamodule.encode_query(user_id), "item_id": -1, "user_id": user_id}])
+    query = collate([{"input_ids": datamodule.encode_query(user_id, before), "item_id": -1, "user_id": user_id}])
     query = system.model.embed_queries(query["input_ids"], query["attention_mask"])
     tokens, items = datamodule.encode_items(item_ids), []
     for start in range(0, len(tokens), batch_size):
@@ -98,19 +100,13 @@ def _similarities(datamodule, system: RetrievalSystem, user_id: int, item_ids: S
 
 def recommend(datamodule, system, user_id: int, k: int = 10, candidates: Sequence[int] | None = None,
               include_seen: bool = False) -> list[tuple[int, str, float]]:  # fmt: skip
-    """Top-k (item id, title, score) for `user_id`: over `candidates`, else the whole catalogue minus the items
-    the user has in the training split (unless `include_seen`)."""
+    """Top-k (item id, title, score) for `user_id`: over `candidates`, else the whole catalogue minus every item
+    the user has interacted with in any split (unless `include_seen`)."""
     inter, items = datamodule.interactions, datamodule.tables.items
     if user_id not in set(inter["user_id"].tolist()):
         raise RecommendError(f"--user {user_id}: not in the dataset's interactions")
     if candidates is None:
-        seen = (
-            set()
-            if include_seen
-            else set(
-                inter.loc[(datamodule.split_codes() == TRAIN) & (inter["user_id"] == user_id).to_numpy(), "item_id"]
-            )
-        )
+        seen = set() if include_seen else set(inter.loc[(inter["user_id"] == user_id).to_numpy(), "item_id"])
         candidates = [i for i in items["item_id"].tolist() if i not in seen]
     scores = score_items(datamodule, system, user_id, list(candidates))
     top = torch.argsort(scores, descending=True, stable=True)[:k].tolist()
@@ -142,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--candidates", help="file of item ids (one per line) to score instead of the catalogue")
     parser.add_argument("--ckpt", help="checkpoint to load (default: the run's best, else last.ckpt)")
-    parser.add_argument("--include-seen", action="store_true", help="do not mask the user's training items")
+    parser.add_argument("--include-seen", action="store_true", help="rank the items the user has rated too")
     args = parser.parse_args(argv)
     try:
         _, datamodule, system = load_run(args.run, args.ckpt)

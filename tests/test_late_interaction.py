@@ -15,7 +15,7 @@ from m6rec.data import BehaviourLogDataModule
 from m6rec.data.encode import SegmentEncoder
 from m6rec.data.history import recent_training_history
 from m6rec.data.render import Templates
-from m6rec.data.splits import TRAIN
+from m6rec.data.splits import TEST, TRAIN
 from m6rec.models.backbone import build_backbone
 from m6rec.models.late_interaction import (
     CANDIDATE,
@@ -217,8 +217,8 @@ def test_benchmark_runs_end_to_end_on_the_fixture(late_and_full_runs, tmp_path):
 
 
 def test_late_request_rows_equal_the_test_rows_under_loo(ml100k_dir, tmp_path):
-    """Under `loo` a test event follows all of its user's training events, so the recommender's request (segments
-    included) must equal the test set's row exactly."""
+    """Under `loo` a test event follows all of its user's training and validation events, so the recommender's
+    request for that point (`before=TEST`, segments included) must equal the test set's row exactly."""
     from m6rec.data.late_segments import LateSegmentDataModule
 
     dm = LateSegmentDataModule(data_dir=str(tmp_path), root=str(ml100k_dir), split="loo", max_length=128)
@@ -226,7 +226,7 @@ def test_late_request_rows_equal_the_test_rows_under_loo(ml100k_dir, tmp_path):
     test = dm.datasets["test"]
     for row in range(0, len(test), max(1, len(test) // 5)):
         expected = test[row]
-        (request,) = dm.request_rows(int(expected["user_id"]), [int(expected["item_id"])])
+        (request,) = dm.request_rows(int(expected["user_id"]), [int(expected["item_id"])], before=TEST)
         for key in ("input_ids", "segment_lengths", "segment_roles"):
             np.testing.assert_array_equal(request[key], expected[key])
         assert request["segment_lengths"].sum() == len(request["input_ids"]) and len(request["segment_roles"]) > 3

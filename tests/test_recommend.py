@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from m6rec import recommend as rec
-from m6rec.data.splits import TRAIN
+from m6rec.data.splits import TEST
 from tests.helpers import run_cli
 
 
@@ -32,27 +32,27 @@ def retrieval_run(tmp_path_factory, ml100k_dir: Path) -> Path:
 
 
 def test_request_prompt_and_score_equal_the_test_events(trained_run: Path):
-    """Under `loo` a test event follows all of the user's training events, so its evaluation prompt and score must
-    be exactly what the recommender computes for that (user, item)."""
+    """Under `loo` a test event follows all of the user's training and validation events, so its evaluation prompt
+    and score must be exactly what the recommender computes for that (user, item) at that point (`before=TEST`)."""
     _, datamodule, system = rec.load_run(trained_run)
     datamodule.setup("test")
     test = datamodule.datasets["test"]
     for row in range(3):
         user, item = int(test.user_ids[row]), int(test.item_ids[row])
-        (ids,) = datamodule.request_columns(user, [item])["input_ids"]
+        (ids,) = datamodule.request_columns(user, [item], before=TEST)["input_ids"]
         np.testing.assert_array_equal(ids, test.input_ids[row])
         batch = next(iter(torch.utils.data.DataLoader([test[row]], collate_fn=datamodule.collate_fn())))
         with torch.inference_mode():
             expected = system(batch)
-        assert rec.score_items(datamodule, system, user, [item]).item() == expected.item()
+        assert rec.score_items(datamodule, system, user, [item], before=TEST).item() == expected.item()
 
 
-def test_recommend_masks_training_items_and_sorts_by_score(trained_run: Path):
+def test_recommend_masks_every_seen_item_and_sorts_by_score(trained_run: Path):
     _, datamodule, system = rec.load_run(trained_run)
     inter = datamodule.interactions
-    seen = set(inter.loc[(datamodule.split_codes() == TRAIN) & (inter["user_id"] == 3).to_numpy(), "item_id"])
+    seen = set(inter.loc[(inter["user_id"] == 3).to_numpy(), "item_id"])  # every split
     ranked = rec.recommend(datamodule, system, 3, k=50)
-    assert len(ranked) == 30 - len(seen)  # the fixture's catalogue has 30 items
+    assert len(ranked) == 30 - len(seen) == 10  # the fixture's catalogue has 30 items, user 3 rated 20
     assert not seen & {item for item, _, _ in ranked}
     scores = [s for _, _, s in ranked]
     assert scores == sorted(scores, reverse=True)
@@ -88,10 +88,11 @@ def test_a_run_that_neither_scores_prompts_nor_embeds_is_a_clear_error(tmp_path:
 
 
 def test_retrieval_query_and_similarity_equal_the_evaluation_path(retrieval_run: Path):
-    """Under `loo` a test query holds all of the user's training events, so the recommender's query tokens, its
-    similarity with the target and the target's rank among the non-excluded catalogue must equal evaluation's."""
+    """Under `loo` a test query holds all of the user's training and validation events, so the recommender's query
+    at that point (`before=TEST`), its similarity with the target and the target's rank among the non-excluded
+    catalogue must equal evaluation's."""
     _, datamodule, system = rec.load_run(retrieval_run)
-    queries = {user: datamodule.encode_query(user) for user in (1, 2, 3)}
+    queries = {user: datamodule.encode_query(user, before=TEST) for user in (1, 2, 3)}
     assert not datamodule.datasets  # encode_query did not need setup()
     datamodule.setup("test")
     system.embed_catalogue(datamodule)
@@ -105,19 +106,19 @@ def test_retrieval_query_and_similarity_equal_the_evaluation_path(retrieval_run:
             query = system(batch)
             expected = (query @ system.item_embeddings.T)[0]
             rank = int(system.rank(query, batch)[0])
-        scores = rec.score_items(datamodule, system, user, catalogue, batch_size=datamodule.hparams.eval_batch_size)
+        scores = rec.score_items(datamodule, system, user, catalogue, datamodule.hparams.eval_batch_size, before=TEST)
         column = catalogue.index(item)
         assert scores[column].item() == expected[column].item()
         others = [c for c, i in enumerate(catalogue) if i != item and i not in set(test.excluded[row].tolist())]
         assert rank == int((scores[others] >= scores[column]).sum())
 
 
-def test_retrieval_recommend_masks_training_items_and_sorts_by_similarity(retrieval_run: Path):
+def test_retrieval_recommend_masks_every_seen_item_and_sorts_by_similarity(retrieval_run: Path):
     _, datamodule, system = rec.load_run(retrieval_run)
     inter = datamodule.interactions
-    seen = set(inter.loc[(datamodule.split_codes() == TRAIN) & (inter["user_id"] == 3).to_numpy(), "item_id"])
+    seen = set(inter.loc[(inter["user_id"] == 3).to_numpy(), "item_id"])  # train, valid and test
     ranked = rec.recommend(datamodule, system, 3, k=50)
-    assert len(ranked) == 30 - len(seen) and len(seen) == 18  # 20 interactions, loo: the last two are valid / test
+    assert len(ranked) == 30 - len(seen) and len(seen) == 20
     assert not seen & {item for item, _, _ in ranked}
     scores = [s for _, _, s in ranked]
     assert scores == sorted(scores, reverse=True) and all(-1.0001 <= s <= 1.0001 for s in scores)

@@ -57,15 +57,62 @@ def test_loo_full_tie_is_broken_by_row_position():
     assert leave_one_out_split(df).tolist() == [TRAIN, VALID, TEST]
 
 
-def test_loo_ignores_row_order():
+def test_loo_item_rule_ignores_row_order():
     df = random_frame(3000, n_users=200, n_items=300, n_times=20)
-    split = leave_one_out_split(df)
+    split = leave_one_out_split(df, tie_break="item")
     sizes = df.groupby("user_id").size()
     assert (split == TEST).sum() == (sizes >= 2).sum() and (split == VALID).sum() == (sizes >= 3).sum()
     shuffled = df.sample(frac=1.0, random_state=1)
     assert not (shuffled.index.to_numpy() == np.arange(len(df))).all()
-    reshuffled = pd.Series(leave_one_out_split(shuffled), index=shuffled.index).sort_index()
+    reshuffled = pd.Series(leave_one_out_split(shuffled, "item"), index=shuffled.index).sort_index()
     assert (reshuffled.to_numpy() == split).all()  # same index = same (user, item) pair
+
+
+SAME_SECOND = dict(user=[1,  1,   1,  1,   2,  2],
+                   item=[30, 20,  10, 15,  6,  5],
+                   ts=  [100, 100, 50, 100, 10, 10])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("rule", "seed", "expected"),
+    [
+        # user 1: 10@50 first, then the same-second rows 0, 1, 3 in file order -> row 3 TEST, row 1 VALID;
+        # user 2: rows 4, 5 in the same second -> row 5 TEST
+        ("row", 0, [TRAIN, VALID, TRAIN, TEST, TRAIN, TEST]),
+        # by item id: 15 (row 3) < 20 (row 1) < 30 (row 0) -> row 0 TEST, row 1 VALID; user 2: item 6 (row 4) TEST
+        ("item", 0, [TEST, VALID, TRAIN, TRAIN, TEST, TRAIN]),
+        # default_rng(0).permutation(6) = [3 2 5 4 0 1] ranks rows 1 < 0 < 3 and 4 < 5 -> row 3 TEST, row 0 VALID
+        ("random", 0, [VALID, TRAIN, TRAIN, TEST, TRAIN, TEST]),
+        # default_rng(3).permutation(6) = [2 5 4 1 3 0] ranks rows 3 < 0 < 1 and 5 < 4 -> row 1 TEST, row 0 VALID
+        ("random", 3, [VALID, TEST, TRAIN, TRAIN, TEST, TRAIN]),
+    ],
+)
+def test_loo_tie_rules_on_same_second_interactions(rule: str, seed: int, expected: list[int]):
+    df = frame(**SAME_SECOND)
+    assert leave_one_out_split(df, rule, seed).tolist() == expected
+    assert split_interactions(df, "loo", (0.8, 0.1, 0.1), seed, rule).tolist() == expected
+
+
+def test_loo_default_rule_is_the_file_order():
+    df = frame(**SAME_SECOND)
+    assert (leave_one_out_split(df) == leave_one_out_split(df, "row", seed=5)).all()
+    assert (split_interactions(df, "loo") == leave_one_out_split(df, "row")).all()
+    assert leave_one_out_split(df.iloc[[1, 0, 2, 3, 5, 4]].reset_index(drop=True)).tolist() == [
+        TRAIN, VALID, TRAIN, TEST, TRAIN, TEST]  # swapped rows swap roles  # fmt: skip
+
+
+def test_loo_random_rule_is_seeded():
+    df = random_frame(3000, n_users=200, n_items=300, n_times=5)
+    a, b = leave_one_out_split(df, "random", 1), leave_one_out_split(df, "random", 2)
+    assert (a == leave_one_out_split(df, "random", 1)).all()
+    assert (a != b).any() and ((a == TEST) == (b == TEST)).mean() > 0.5
+
+
+@pytest.mark.parametrize("method", ["random", "loo", "temporal", "cold_items"])
+def test_unknown_tie_rule_is_a_one_line_error(method: str):
+    expected = r"^data\.tie_break: unknown rule 'time'; choose from \['row', 'item', 'random'\]$"
+    with pytest.raises(ValueError, match=expected):
+        split_interactions(frame(**SAME_SECOND), method, (0.8, 0.1, 0.1), 0, "time")
 
 
 # ---------------------------------------------------------------- temporal

@@ -115,21 +115,24 @@ def test_retrieval_never_ranks_an_already_seen_item(tmp_path: Path, ml100k_dir: 
         assert system.rank(queries, unmasked).tolist() == seen_counts
 
 
-def test_retrieval_queries_hold_only_training_history(tmp_path: Path, ml100k_dir: Path):
+def test_retrieval_queries_hold_only_earlier_splits(tmp_path: Path, ml100k_dir: Path):
+    """A validation query holds TRAIN items only, newest last; a test query TRAIN + the validation item (newest)."""
     datamodule, _ = _retrieval(tmp_path, ml100k_dir)
     items = {row["item_id"]: row for row in datamodule.tables.items.to_dict("records")}
     inter, codes = datamodule.interactions, datamodule.split_codes()
-    test = datamodule.datasets["test"]
-    for user, text in zip(test.user_ids.tolist(), datamodule.query_texts("test"), strict=True):
-        held_out = _seen(datamodule, user, (VALID, TEST))
-        assert len(held_out) == 2
-        for item in held_out:  # no rendering of a validation/test item, whatever its rating
-            assert not any(render_history_item(items[item], r, datamodule.templates) in text for r in range(1, 6))
-        train = inter[(inter["user_id"] == user).to_numpy() & (codes == TRAIN)].sort_values(["timestamp", "item_id"])
-        newest = train.iloc[-1]
-        assert text.endswith(
-            render_history_item(items[newest["item_id"]], newest["rating"], datamodule.templates) + "."
-        )
+
+    def rendered(item: int, text: str) -> bool:  # the item in the history, whatever its rating
+        return any(render_history_item(items[item], r, datamodule.templates) in text for r in range(1, 6))
+
+    for name, code in (("valid", VALID), ("test", TEST)):
+        for user, text in zip(datamodule.datasets[name].user_ids.tolist(), datamodule.query_texts(name), strict=True):
+            (valid,), (test,) = _seen(datamodule, user, (VALID,)), _seen(datamodule, user, (TEST,))
+            assert not rendered(test, text) and rendered(valid, text) == (code == TEST)
+            rows = (inter["user_id"] == user).to_numpy() & (codes < code)
+            newest = inter[rows].assign(split=codes[rows]).sort_values(["timestamp", "split", "item_id"]).iloc[-1]
+            assert newest["item_id"] == valid or code == VALID
+            piece = render_history_item(items[newest["item_id"]], newest["rating"], datamodule.templates)
+            assert text.endswith(piece + ".")
     assert "Will" not in datamodule.query_texts("train")[0]  # a query never names a candidate
 
 

@@ -19,7 +19,7 @@ from m6rec.data import registry
 from m6rec.data.batch_prompts import RaggedHistory, encode_batch, recent_training_rows
 from m6rec.data.bucketing import LengthGroupedSampler
 from m6rec.data.encode import SegmentEncoder
-from m6rec.data.history import recent_training_history
+from m6rec.data.eval_history import ALL_SPLITS, earlier_split_rows, with_rows_replaced
 from m6rec.data.movielens import SOURCES, MovieLensTables
 from m6rec.data.render import (
     Templates,
@@ -103,9 +103,10 @@ class BehaviourLogDataModule(L.LightningDataModule):
 
     `split` picks the protocol (see m6rec.data.splits); `root` points at a local copy (GroupLens `u.*` or RecBole
     atomic files), when null the dataset is fetched into `data_dir`. Histories come from the training split only,
-    newest kept under the token budget. `dataset` may also be atomic / table / amazon (read from `root`, options in
-    `source`; see m6rec.data.registry); `cache` keeps the tokenized samples on disk (m6rec.data.sample_cache);
-    `length_bucketing` batches training samples of similar length (m6rec.data.bucketing).
+    newest kept under the token budget, except under `loo`, where a validation (test) event follows all of the user's
+    TRAIN (TRAIN + VALID) interactions (m6rec.data.eval_history). `dataset` may also be atomic / table / amazon
+    (read from `root`, options in `source`; see m6rec.data.registry); `cache` keeps the tokenized samples on disk
+    (m6rec.data.sample_cache); `length_bucketing` batches training samples of similar length (m6rec.data.bucketing).
     """
 
     def __init__(
@@ -117,6 +118,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
         split: str = "random",
         split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
         split_seed: int = 0,
+        tie_break: str = "row",
         label_threshold: float = 4.0,
         k_core: int = 0,
         implicit: bool = False,
@@ -229,8 +231,12 @@ class BehaviourLogDataModule(L.LightningDataModule):
     def sample_columns(self) -> dict[str, Any]:
         """Every sample as columns: `encode_columns`' (input_ids, …), label, split, user_id, item_id, rating."""
         samples = self.samples()
-        is_history = (samples["split"] == TRAIN).to_numpy() & samples["observed"].to_numpy()
-        histories = recent_training_rows(samples, is_history, self.hparams.history_len)
+        split, observed = samples["split"].to_numpy(), samples["observed"].to_numpy()
+        histories = recent_training_rows(samples, (split == TRAIN) & observed, self.hparams.history_len)
+        if self.hparams.split == "loo":  # held-out events follow every earlier-split interaction of their user
+            held_out = np.flatnonzero(split != TRAIN)
+            earlier = earlier_split_rows(samples, split, observed, held_out, self.hparams.history_len)
+            histories = with_rows_replaced(histories, held_out, earlier)
         return {
             **self.encode_columns(samples, histories),
             "label": samples["label"].to_numpy(np.float32),
@@ -241,9 +247,10 @@ class BehaviourLogDataModule(L.LightningDataModule):
         }
 
     def split_codes(self) -> np.ndarray:
-        """TRAIN/VALID/TEST code of every interaction under `data.split` (random | loo | temporal | cold_items)."""
+        """TRAIN/VALID/TEST code of every interaction under `data.split` (random | loo | temporal | cold_items; `loo`
+        orders same-second interactions by `data.tie_break`)."""
         hp = self.hparams
-        return split_interactions(self.interactions, hp.split, hp.split_ratios, hp.split_seed)
+        return split_interactions(self.interactions, hp.split, hp.split_ratios, hp.split_seed, hp.tie_break)
 
     def samples(self) -> pd.DataFrame:
         """Every scored event with its `split`, `label` and whether it was `observed` (a real interaction).
@@ -329,23 +336,28 @@ class BehaviourLogDataModule(L.LightningDataModule):
         encoder = SegmentEncoder(self.tokenizer, t, self.hparams.max_length)
         return encode_batch(encoder, user_parts, user_code, candidates, item_code, pieces, history, piece_code)
 
-    def request_rows(self, user_id: int, item_ids: Sequence[int]) -> list[dict[str, Any]]:
+    def request_rows(self, user_id: int, item_ids: Sequence[int], before: int = ALL_SPLITS) -> list[dict[str, Any]]:
         """Dataset-style rows (label 0) of `request_columns`, ready for `collate_fn()`: what the recommender scores."""
-        columns = self.request_columns(user_id, item_ids)
+        columns = self.request_columns(user_id, item_ids, before)
         return [{"label": 0.0, "user_id": user_id, "item_id": item, **{k: v[j] for k, v in columns.items()}}
                 for j, item in enumerate(item_ids)]  # fmt: skip
 
-    def request_columns(self, user_id: int, item_ids: Sequence[int]) -> dict[str, list[np.ndarray]]:
-        """`encode_columns` of the (user, item) events that follow all of the user's training interactions: the prompt
-        "<user> rated <history>. Will <pronoun> enjoy <item>?" with the user's most recent training interactions."""
+    def request_columns(
+        self, user_id: int, item_ids: Sequence[int], before: int = ALL_SPLITS
+    ) -> dict[str, list[np.ndarray]]:
+        """`encode_columns` of the (user, item) events that follow all of the user's interactions in the splits before
+        `before` (default: every split; `before=TEST` gives a `loo` test event's prompt): "<user> rated <history>.
+        Will <pronoun> enjoy <item>?" with the user's most recent of those interactions."""
         inter = self.interactions
-        train = inter[(self.split_codes() == TRAIN) & (inter["user_id"] == user_id).to_numpy()]
-        query = pd.DataFrame({"user_id": user_id, "item_id": list(item_ids), "rating": np.nan,
-                              "timestamp": (train["timestamp"].max() + 1) if len(train) else 0})  # fmt: skip
-        frame = pd.concat([train[query.columns], query], ignore_index=True)
-        is_history = np.arange(len(frame)) < len(train)
-        histories = recent_training_history(frame, is_history, self.hparams.history_len)[len(train) :]
-        return self.encode_columns(query, histories)
+        mine = (inter["user_id"] == user_id).to_numpy()
+        known = inter[mine].assign(split=self.split_codes()[mine])
+        query = pd.DataFrame({"user_id": user_id, "item_id": list(item_ids), "rating": np.nan, "timestamp": 0,
+                              "split": before})  # fmt: skip
+        frame = pd.concat([known[query.columns], query], ignore_index=True)
+        rows = np.arange(len(known), len(frame))
+        earlier = earlier_split_rows(frame, frame["split"].to_numpy(), np.arange(len(frame)) < len(known), rows,
+                                     self.hparams.history_len)  # fmt: skip
+        return self.encode_columns(query, earlier.as_lists(frame["item_id"].to_numpy(), frame["rating"].to_numpy()))
 
     def _statistics(self, labels: np.ndarray, split: np.ndarray) -> dict[str, Any]:
         inter = self.interactions

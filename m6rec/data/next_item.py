@@ -2,10 +2,10 @@
 
 A query is "<user> rated <history>." (`query_template`), an item is its candidate text ("Heat (1995), Action, …").
 Training pairs: each positive TRAIN interaction, its query holding the user's training interactions strictly before
-it. Evaluation: each positive VALID / TEST interaction, its query holding the user's most recent training
-interactions (all of them are candidates for the history, none from validation or test), ranked against the whole
-catalogue with the user's already-seen items excluded (RecBole's full-sort protocol: TRAIN items at validation,
-TRAIN + VALID items at test, never the user's own targets of that split).
+it. Evaluation: each positive VALID / TEST interaction, its query holding the user's most recent interactions of the
+earlier splits (TRAIN at validation, TRAIN + VALID at test, as SASRec / RecBole; m6rec.data.eval_history), ranked
+against the whole catalogue with exactly those items excluded (RecBole's full-sort protocol; never the user's own
+targets of that split).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from m6rec.data.behaviour_log import BehaviourLogDataModule, UnpaddedDistributedSampler
 from m6rec.data.encode import SegmentEncoder
+from m6rec.data.eval_history import ALL_SPLITS, earlier_split_rows
 from m6rec.data.history import recent_training_history
 from m6rec.data.render import render_item_text, render_prompt
 from m6rec.data.splits import SPLIT_NAMES, TEST, TRAIN, VALID
@@ -126,20 +127,21 @@ class NextItemDataModule(BehaviourLogDataModule):
         self._add("train", samples.iloc[train_rows], [histories[r] for r in train_rows], item_tokens=item_tokens)
         seen = samples[observed][["user_id", "item_id", "split"]]
         for code in (VALID, TEST):
-            events = samples.iloc[np.flatnonzero(positive & (split == code))]
-            excluded = _excluded_items(seen, events, before=code)
-            self._add(SPLIT_NAMES[code], events, self._final_histories(samples[is_history], events), excluded=excluded)
+            rows = np.flatnonzero(positive & (split == code))
+            events = samples.iloc[rows]
+            histories = self._eval_histories(samples, split, observed, rows)
+            self._add(SPLIT_NAMES[code], events, histories, excluded=_excluded_items(seen, events, before=code))
         self.datasets["catalogue"] = NextItemDataset([item_tokens[i] for i in self.catalogue_ids], self.catalogue_ids)
         self.stats = {**self._statistics(np.ones(positive.sum(), np.float32), split[positive]),
                       "catalogue": len(self.catalogue_ids)}  # fmt: skip
 
-    def _final_histories(self, history: pd.DataFrame, events: pd.DataFrame) -> list[list[tuple[int, float]]]:
-        """Each event's user's most recent training interactions, whatever their time relative to the event."""
-        columns = ["user_id", "item_id", "rating", "timestamp"]
-        after_all = int(history["timestamp"].max()) + 1 if len(history) else 0
-        frame = pd.concat([history[columns], events[columns].assign(timestamp=after_all)], ignore_index=True)
-        is_train = np.arange(len(frame)) < len(history)
-        return recent_training_history(frame, is_train, self.hparams.history_len)[len(history) :]
+    def _eval_histories(
+        self, frame: pd.DataFrame, split: np.ndarray, is_known: np.ndarray, rows: np.ndarray
+    ) -> list[list[tuple[int, float]]]:
+        """Each of `rows`' user's most recent `is_known` interactions of the splits before the row's own (whatever
+        their time relative to it), as (item, rating) lists."""
+        ragged = earlier_split_rows(frame, split, is_known, rows, self.hparams.history_len)
+        return ragged.as_lists(frame["item_id"].to_numpy(), frame["rating"].to_numpy())
 
     def _add(
         self,
@@ -161,14 +163,19 @@ class NextItemDataModule(BehaviourLogDataModule):
         encoder = SegmentEncoder(self.tokenizer, self.query_templates, self.hparams.max_length)  # caches segments
         return parts, [encoder.encode(u, p, h, "") for u, p, h in parts]
 
-    def encode_query(self, user_id: int) -> np.ndarray:
-        """Token ids of `user_id`'s query over the user's most recent training interactions, built as a validation /
-        test query is (setup() not needed)."""
+    def encode_query(self, user_id: int, before: int = ALL_SPLITS) -> np.ndarray:
+        """Token ids of `user_id`'s query over the user's most recent interactions in the splits before `before`
+        (default: all of them; `before=TEST` gives the test query), built as evaluation builds it (setup() not
+        needed)."""
         inter = self.interactions
-        history = inter[(self.split_codes() == TRAIN) & (inter["user_id"] == user_id).to_numpy()]
+        mine = (inter["user_id"] == user_id).to_numpy()
         placeholder = self.tables.items["item_id"].iloc[0]  # _parts renders a candidate; the query drops it
-        event = pd.DataFrame({"user_id": [user_id], "item_id": [placeholder], "rating": [np.nan], "timestamp": [0]})
-        (query,) = self._encode_queries(event, self._final_histories(history, event))[1]
+        event = pd.DataFrame({"user_id": [user_id], "item_id": [placeholder], "rating": [np.nan], "timestamp": [0],
+                              "split": [before]})  # fmt: skip
+        frame = pd.concat([inter[mine].assign(split=self.split_codes()[mine])[event.columns], event], ignore_index=True)
+        known = np.arange(len(frame)) < len(frame) - 1
+        histories = self._eval_histories(frame, frame["split"].to_numpy(), known, np.array([len(frame) - 1]))
+        (query,) = self._encode_queries(event, histories)[1]
         return query
 
     def encode_items(self, item_ids: Sequence[int]) -> list[np.ndarray]:

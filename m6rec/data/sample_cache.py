@@ -20,7 +20,7 @@ from m6rec.utils.files import atomic_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = "samples-v1"  # bump when rendering or tokenizing changes what the same settings produce
+CACHE_VERSION = "samples-v2"  # bump when rendering or tokenizing changes what the same settings produce
 Columns = dict[str, Any]  # name → 1-D array, or a list of 1-D int arrays (ragged, e.g. input_ids)
 
 

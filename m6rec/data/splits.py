@@ -12,6 +12,7 @@ import pandas as pd
 
 TRAIN, VALID, TEST = 0, 1, 2
 SPLIT_NAMES = {TRAIN: "train", VALID: "valid", TEST: "test"}
+TIE_BREAKS = ("row", "item", "random")  # `data.tie_break`: how `loo` orders a user's same-second interactions
 
 
 def _check_ratios(ratios: Sequence[float]) -> np.ndarray:
@@ -49,13 +50,31 @@ def random_split(n: int, ratios: tuple[float, float, float] | list[float], seed:
     return split
 
 
-def leave_one_out_split(interactions: pd.DataFrame) -> np.ndarray:
-    """Per user in (timestamp, item_id, row position) order: last interaction TEST, second last VALID, rest TRAIN.
+def loo_order(interactions: pd.DataFrame, tie_break: str = "row", seed: int = 0) -> np.ndarray:
+    """Row positions sorted by (user, timestamp, tie key): `tie_break` orders same-second interactions of a user by
+    row position ("row": the source file's order, RecBole's stable sort), item id ("item", then row) or a permutation
+    drawn from `seed` ("random")."""
+    user, item, ts = _columns(interactions, "user_id", "item_id", "timestamp")
+    rows = np.arange(len(user))
+    tie_keys = {"row": lambda: (rows,), "item": lambda: (rows, item),
+                "random": lambda: (np.random.default_rng(seed).permutation(len(user)),)}  # fmt: skip
+    return np.lexsort((*tie_keys[check_tie_break(tie_break)](), ts, user))  # last key is the primary one
+
+
+def check_tie_break(tie_break: str) -> str:
+    """`tie_break` if it names a TIE_BREAKS rule, else a one-line ValueError naming `data.tie_break`."""
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"data.tie_break: unknown rule {tie_break!r}; choose from {list(TIE_BREAKS)}")
+    return tie_break
+
+
+def leave_one_out_split(interactions: pd.DataFrame, tie_break: str = "row", seed: int = 0) -> np.ndarray:
+    """Per user in `loo_order` (time, then the `tie_break` rule): last interaction TEST, second last VALID, rest TRAIN.
 
     A user with one interaction has it in TRAIN; a user with two has TRAIN then TEST (no VALID).
     """
-    user, item, ts = _columns(interactions, "user_id", "item_id", "timestamp")
-    order = np.lexsort((np.arange(len(user)), item, ts, user))  # last key is the primary one
+    order = loo_order(interactions, tie_break, seed)
+    user = interactions["user_id"].to_numpy()
     by_user = pd.Series(user[order]).groupby(user[order], sort=False)
     from_end = by_user.cumcount(ascending=False).to_numpy()  # 0 = the user's last interaction
     size = by_user.transform("size").to_numpy()
@@ -72,6 +91,7 @@ def temporal_split(interactions: pd.DataFrame, ratios: Sequence[float] = (0.8, 0
 
     Ties move to the later split, so every TRAIN timestamp < every VALID one < every TEST one (strictly); a split can
     thus come out smaller than its ratio, or empty where one timestamp covers it.
+    Uses timestamps only, so `data.tie_break` does not apply: equal timestamps always share a split.
     Why one global cut: Ji et al. 2023, "A Critical Study on Data Leakage in Recommender System Offline Evaluation".
     """
     ratios = _check_ratios(ratios)
@@ -109,10 +129,10 @@ def cold_item_split(interactions: pd.DataFrame, ratios: Sequence[float] = (0.8, 
     return item_code[item_index.reshape(-1)]
 
 
-Splitter = Callable[[pd.DataFrame, Sequence[float], int], np.ndarray]
+Splitter = Callable[[pd.DataFrame, Sequence[float], int, str], np.ndarray]
 
 
-def _random_rows(interactions: pd.DataFrame, ratios: Sequence[float], seed: int) -> np.ndarray:
+def _random_rows(interactions: pd.DataFrame, ratios: Sequence[float], seed: int, tie_break: str) -> np.ndarray:
     """random_split over the rows of a non-empty interactions frame."""
     _columns(interactions)
     return random_split(len(interactions), ratios, seed)
@@ -120,16 +140,18 @@ def _random_rows(interactions: pd.DataFrame, ratios: Sequence[float], seed: int)
 
 SPLITTERS: dict[str, Splitter] = {
     "random": _random_rows,
-    "loo": lambda interactions, ratios, seed: leave_one_out_split(interactions),
-    "temporal": lambda interactions, ratios, seed: temporal_split(interactions, ratios),
-    "cold_items": cold_item_split,
+    "loo": lambda interactions, ratios, seed, tie_break: leave_one_out_split(interactions, tie_break, seed),
+    "temporal": lambda interactions, ratios, seed, tie_break: temporal_split(interactions, ratios),
+    "cold_items": lambda interactions, ratios, seed, tie_break: cold_item_split(interactions, ratios, seed),
 }
 
 
 def split_interactions(
-    interactions: pd.DataFrame, method: str, ratios: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
-) -> np.ndarray:
-    """Split `interactions` with the SPLITTERS entry `method` (ratios/seed ignored where it does not use them)."""
+    interactions: pd.DataFrame, method: str, ratios: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0,
+    tie_break: str = "row",
+) -> np.ndarray:  # fmt: skip
+    """Split `interactions` with the SPLITTERS entry `method` (ratios/seed/tie_break ignored where it does not use
+    them; `tie_break` is checked always)."""
     if method not in SPLITTERS:
         raise ValueError(f"data.split: unknown method {method!r}; choose from {list(SPLITTERS)}")
-    return SPLITTERS[method](interactions, ratios, seed)
+    return SPLITTERS[method](interactions, ratios, seed, check_tie_break(tie_break))

@@ -24,14 +24,9 @@ def target_ranks(
     The target's own score comes from the same chunked product as every other score, so equal items tie exactly.
     """
     rows = torch.arange(len(queries), device=queries.device)
-    target_scores = torch.empty(len(queries), 1, dtype=queries.dtype, device=queries.device)
-    starts = range(0, len(items), chunk_size)
-    for start in sorted({int(t) // chunk_size * chunk_size for t in targets.tolist()}):
-        scores = queries @ items[start : start + chunk_size].T
-        inside = (targets >= start) & (targets < start + chunk_size)
-        target_scores[inside, 0] = scores[rows[inside], targets[inside] - start]
+    own_scores = target_scores(queries, items, targets, chunk_size)[:, None]
     above = torch.zeros(len(queries), dtype=torch.long, device=queries.device)
-    for start in starts:
+    for start in range(0, len(items), chunk_size):
         scores = queries @ items[start : start + chunk_size].T
         end = start + scores.size(1)
         inside = (targets >= start) & (targets < end)
@@ -39,8 +34,39 @@ def target_ranks(
         if excluded is not None:
             hit = (excluded >= start) & (excluded < end)
             scores[rows[:, None].expand_as(excluded)[hit], excluded[hit] - start] = float("nan")
-        above += (scores >= target_scores).sum(1)  # NaN compares False: dropped items never count
+        above += (scores >= own_scores).sum(1)  # NaN compares False: dropped items never count
     return above
+
+
+def target_scores(queries: Tensor, items: Tensor, targets: Tensor, chunk_size: int = 8192) -> Tensor:
+    """Score of item `targets[b]` for query `b`, from the same `chunk_size`-chunked product as `target_ranks`."""
+    rows = torch.arange(len(queries), device=queries.device)
+    out = torch.empty(len(queries), dtype=queries.dtype, device=queries.device)
+    for start in sorted({int(t) // chunk_size * chunk_size for t in targets.tolist()}):
+        scores = queries @ items[start : start + chunk_size].T
+        inside = (targets >= start) & (targets < start + chunk_size)
+        out[inside] = scores[rows[inside], targets[inside] - start]
+    return out
+
+
+def top_k_items(
+    queries: Tensor, items: Tensor, k: int, excluded: Tensor | None = None, chunk_size: int = 8192
+) -> tuple[Tensor, Tensor]:
+    """Per query the `k` best item indices and their scores (B, k), best first, equal scores by lower index; items in
+    `excluded` (as in `target_ranks`) score -inf, so they come last, only when fewer than `k` others exist."""
+    rows = torch.arange(len(queries), device=queries.device)
+    best = torch.empty(len(queries), 0, dtype=queries.dtype, device=queries.device)
+    best_index = torch.empty(len(queries), 0, dtype=torch.long, device=queries.device)
+    for start in range(0, len(items), chunk_size):
+        scores = queries @ items[start : start + chunk_size].T
+        if excluded is not None:
+            hit = (excluded >= start) & (excluded < start + scores.size(1))
+            scores[rows[:, None].expand_as(excluded)[hit], excluded[hit] - start] = float("-inf")
+        index = torch.arange(start, start + scores.size(1), device=queries.device).expand_as(scores)
+        order = torch.sort(torch.cat([best, scores], 1), dim=1, descending=True, stable=True).indices[:, :k]
+        best = torch.cat([best, scores], 1).gather(1, order)
+        best_index = torch.cat([best_index, index], 1).gather(1, order)
+    return best_index, best
 
 
 def ranking_values(ranks: Tensor, ks: Sequence[int] = (10, 20)) -> dict[str, Tensor]:

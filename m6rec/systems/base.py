@@ -35,8 +35,9 @@ class TaskSystem(AdapterOnlyCheckpoints, L.LightningModule):
         """The training loss of one batch (a scalar)."""
         raise NotImplementedError(f"{type(self).__name__} does not train: run it with train=false")
 
-    def evaluate(self, batch: dict[str, Any], stage: str) -> None:
-        """Update `self.metrics[stage]` with one evaluation batch."""
+    def evaluate(self, batch: dict[str, Any], stage: str) -> dict[str, torch.Tensor] | None:
+        """Update `self.metrics[stage]` with one evaluation batch; return per-row values a score dump records (the
+        target's label / rating and the score the metrics saw; m6rec.metrics.score_dump), or None."""
         raise NotImplementedError
 
     def on_evaluation_start(self, datamodule: L.LightningDataModule) -> None:
@@ -54,11 +55,11 @@ class TaskSystem(AdapterOnlyCheckpoints, L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(next(iter(batch.values()))))  # rows of any key
         return loss
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self.evaluate(batch, "val")
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor] | None:
+        return self.evaluate(batch, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self.evaluate(batch, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor] | None:
+        return self.evaluate(batch, "test")
 
     def on_validation_epoch_start(self) -> None:
         self.on_evaluation_start(self.trainer.datamodule)

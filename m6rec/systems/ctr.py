@@ -35,13 +35,14 @@ class CTRObjective:
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(self(batch), batch["labels"])
 
-    def evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+    def evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
         logits, labels = self(batch), batch["labels"]
         metrics, probs = self.metrics[stage], torch.sigmoid(logits)
         metrics["logloss"].update(F.binary_cross_entropy_with_logits(logits, labels, reduction="none"))
         metrics["auc"].update(probs, labels.long())
         metrics["acc"].update(probs, labels.long())
         metrics["gauc"].update(probs, labels.long(), indexes=batch["user_ids"])  # per-user AUC, averaged
+        return {"label": labels, "score": probs}
 
 
 class CTRSystem(CTRObjective, TaskSystem):

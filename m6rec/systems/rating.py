@@ -32,8 +32,10 @@ class RatingObjective:
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.mse_loss(self(batch), batch["ratings"])
 
-    def evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        self.metrics[stage].update(self(batch), batch["ratings"])
+    def evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
+        predictions = self(batch)
+        self.metrics[stage].update(predictions, batch["ratings"])
+        return {"rating": batch["ratings"], "prediction": predictions}
 
 
 class RatingSystem(RatingObjective, TaskSystem):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
 
-from m6rec.metrics.ranking import RankingMetrics, target_ranks
+from m6rec.metrics.ranking import RankingMetrics, target_ranks, target_scores, top_k_items
 from m6rec.models.two_tower import TwoTower
 from m6rec.systems.base import TaskSystem
 
@@ -23,6 +23,8 @@ class RetrievalSystem(TaskSystem):
     At each validation / test epoch start every catalogue item is embedded once (datamodule.catalogue_dataloader);
     each query is then scored against all of them, its excluded (already seen) items are dropped, and the target's
     rank gives hr / ndcg / mrr @ `ks` (m6rec.metrics.ranking: exact, ties pessimistic, chunked over items).
+    `evaluate` returns each row's rank and target score, plus its `dump_top_k` best items when that is > 0 (a score
+    dump sets it).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class RetrievalSystem(TaskSystem):
         )
         self.item_ids: torch.Tensor | None = None  # the catalogue, sorted; set at each evaluation epoch start
         self.item_embeddings: torch.Tensor | None = None
+        self.dump_top_k = 0
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The L2-normalised query embedding of each row."""
@@ -77,6 +80,11 @@ class RetrievalSystem(TaskSystem):
 
     def rank(self, queries: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """0-based rank of each row's target item among the catalogue minus the row's excluded items."""
+        columns, excluded_columns = self._columns(batch)
+        return target_ranks(queries, self.item_embeddings, columns, excluded_columns, self.hparams.chunk_size)
+
+    def _columns(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Catalogue columns of each row's target and of its excluded items (-1 = padding)."""
         if self.item_ids is None or self.item_embeddings is None:
             raise RuntimeError("RetrievalSystem.rank: embed_catalogue() has not run")
         columns = torch.searchsorted(self.item_ids, batch["item_ids"]).clamp_max(len(self.item_ids) - 1)
@@ -84,11 +92,18 @@ class RetrievalSystem(TaskSystem):
             raise ValueError("RetrievalSystem.rank: a target item is not in the catalogue")
         excluded = batch["excluded_item_ids"]
         excluded_columns = torch.searchsorted(self.item_ids, excluded.clamp_min(0)).clamp_max(len(self.item_ids) - 1)
-        excluded_columns = torch.where(excluded >= 0, excluded_columns, -1)
-        return target_ranks(queries, self.item_embeddings, columns, excluded_columns, self.hparams.chunk_size)
+        return columns, torch.where(excluded >= 0, excluded_columns, -1)
 
     def on_evaluation_start(self, datamodule) -> None:
         self.embed_catalogue(datamodule)
 
-    def evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        self.metrics[stage].update(self.rank(self(batch), batch))
+    def evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
+        queries = self(batch)
+        ranks = self.rank(queries, batch)
+        self.metrics[stage].update(ranks)
+        columns, excluded = self._columns(batch)
+        out = {"rank": ranks, "score": target_scores(queries, self.item_embeddings, columns, self.hparams.chunk_size)}
+        if self.dump_top_k > 0:
+            top, scores = top_k_items(queries, self.item_embeddings, self.dump_top_k, excluded, self.hparams.chunk_size)
+            out.update(top_items=self.item_ids[top], top_scores=scores)
+        return out

@@ -106,10 +106,11 @@ class ZeroShotSystem(TaskSystem):
     def on_evaluation_start(self, datamodule) -> None:
         self.set_candidate_lengths(datamodule)
 
-    def evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+    def evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
         log_likelihood = self(batch)
         score = log_likelihood.exp()  # monotone, in (0, 1]: torchmetrics would squash scores outside [0, 1]
         labels, metrics = batch["labels"].long(), self.metrics[stage]
         metrics["auc"].update(score, labels)
         metrics["gauc"].update(score, labels, indexes=batch["user_ids"])
         metrics["loglik"].update(log_likelihood)
+        return {"label": batch["labels"], "score": score}
