@@ -70,3 +70,18 @@ def test_learns_from_item_text_alone_and_scores_unseen_items():
     assert losses[-1] < 0.3 * losses[0]
     model.eval()
     assert auroc(model(*held_out[:3]), held_out[3].long(), task="binary") > 0.95
+
+
+def test_profiles_are_mean_liked_and_disliked_encodings_without_the_rows_own_item():
+    item_text = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [2.0, 2.0]])  # items 1-3
+    rows = torch.tensor([[1, 1, 1], [1, 2, 1], [1, 3, 0], [2, 3, 1]])  # user, item, label (TRAIN rows)
+    model = TextDeepFM(1 + 2 + 3, [1, 1], torch.zeros(3, 2), item_text, embed_dim=2, hidden=[4], profiles=rows)
+    users, items = torch.tensor([1, 1, 2]), torch.tensor([1, 3, 2])
+    # evaluation rows: the whole TRAIN profile (user 1 liked items 1, 2 -> mean (0.5, 0.5); disliked item 3)
+    expected = torch.tensor([[[2.0, 2.0], [0.5, 0.5]], [[2.0, 2.0], [0.5, 0.5]], [[0.0, 0.0], [2.0, 2.0]]])
+    torch.testing.assert_close(model._profiles(users, items, None), expected)
+    # training rows: (1, 1, liked) leaves item 1 out of the liked mean; (1, 3, disliked) empties the disliked one
+    loo = model._profiles(torch.tensor([1, 1]), torch.tensor([1, 3]), torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(loo, torch.tensor([[[2.0, 2.0], [0.0, 1.0]], [[0.0, 0.0], [0.5, 0.5]]]))
+    assert model.mlp[0].in_features == 6 * 2
+    assert model(torch.tensor([[1, 3]]), users[:1], items[:1], torch.tensor([1.0])).shape == (1,)
