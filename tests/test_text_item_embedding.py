@@ -15,17 +15,19 @@ from m6rec.models.text_encodings import cached_text_encodings, encode_texts
 from m6rec.models.text_item_embedding import HybridItemEmbedding, TextItemEmbedding, catalogue_encodings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-WORDS = ["toy", "story", "heat", "fargo", "comedy", "crime", "drama", "thriller", "(", ")", ",", "1995", "1996"]
+WORDS = ["toy", "story", "heat", "fargo", "comedy", "crime", "drama", "thriller", "(", ")", ",", "1995", "1996",
+         "movie", *"0123456789", *(f"##{d}" for d in range(10)), "action", "adventure", "animation", "western"]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
 
 
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory) -> Path:
-    """A random 1-layer, 16-d BERT with a 18-token WordPiece vocabulary, saved as a local HF folder."""
+    """A random 1-layer, 16-d BERT with a small WordPiece vocabulary (the fixture's words), saved as an HF folder."""
     folder = tmp_path_factory.mktemp("tiny_bert")
-    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
     BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=18, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=32, max_position_embeddings=32)  # fmt: skip
     BertModel(config).save_pretrained(folder, safe_serialization=True)
     return folder
