@@ -35,6 +35,11 @@ METRICS = {"NDCG@10": "test/ndcg@10", "HR@10": "test/hr@10", "MRR@10": "test/mrr
            "Recall@10": "test/recall@10", "AUC": "test/auc", "LogLoss": "test/logloss", "RMSE": "test/rmse",
            "MAE": "test/mae"}  # fmt: skip
 
+
+
+SASREC_GRID = {"model.dropout": [0.2, 0.5], "task.optimizer.lr": [1e-3, 2e-3]}
+DEEPFM_GRID = {"task.optimizer.lr": [3e-3, 1e-2], "task.optimizer.weight_decay": [0.0, 0.1]}
+
 # One row per model: protocol, name, whether it reads language, whether it has item/user ID tokens or embeddings,
 # the run.py overrides, and a grid {override key: values} searched on validation (--tune).
 MODELS: list[dict] = [
@@ -60,6 +65,20 @@ MODELS: list[dict] = [
     {"protocol": "P2", "model": "ctr_lora", "lm_based": True, "id_tokens": False, "overrides": ["experiment=ctr_lora"]},
     {"protocol": "P2", "model": "rating_lora", "lm_based": True, "id_tokens": False,
      "overrides": ["experiment=rating_lora"]},
+    # LM-based recipes (issue 15, docs/lm_recipes.md): the same grid as the classic row each one extends
+    # P1: SASRec whose item vectors read the item's text through MiniLM (+ an ID embedding, or text alone)
+    {"protocol": "P1", "model": "sasrec_hybrid", "lm_based": True, "id_tokens": True,
+     "overrides": ["experiment=p1_sasrec_hybrid"], "grid": SASREC_GRID},
+    {"protocol": "P1", "model": "sasrec_text", "lm_based": True, "id_tokens": False,
+     "overrides": ["experiment=p1_sasrec_text"], "grid": SASREC_GRID},
+    # P2: DeepFM + MiniLM user / item text fields (+ liked / disliked history-text profiles)
+    {"protocol": "P2", "model": "deepfm_text", "lm_based": True, "id_tokens": True,
+     "overrides": ["experiment=p2_deepfm_text"], "grid": DEEPFM_GRID},
+    {"protocol": "P2", "model": "deepfm_text_profile", "lm_based": True, "id_tokens": True,
+     "overrides": ["experiment=p2_deepfm_text_profile"], "grid": DEEPFM_GRID},
+    # P3: the text-only SASRec ranks held-out (cold) items it never trained on
+    {"protocol": "P3", "model": "sasrec_text", "lm_based": True, "id_tokens": False,
+     "overrides": ["experiment=p3_sasrec_text"], "grid": SASREC_GRID},
 ]  # fmt: skip
 
 

