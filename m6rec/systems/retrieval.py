@@ -22,7 +22,8 @@ class RetrievalSystem(TaskSystem):
 
     At each validation / test epoch start every catalogue item is embedded once (datamodule.catalogue_dataloader);
     each query is then scored against all of them, its excluded (already seen) items are dropped, and the target's
-    rank gives hr / ndcg / mrr @ `ks` (m6rec.metrics.ranking: exact, ties pessimistic, chunked over items).
+    rank gives hr / ndcg / mrr @ `ks` (m6rec.metrics.ranking: exact, ties pessimistic, one pass over item chunks of
+    `chunk_size` items, else sized to `ranking_memory_mb` of scores per evaluation batch).
     """
 
     def __init__(
@@ -36,7 +37,8 @@ class RetrievalSystem(TaskSystem):
         shared_towers: bool = True,
         logq_correction: bool = True,
         ks: Sequence[int] = (10, 20),
-        chunk_size: int = 8192,
+        chunk_size: int | None = None,
+        ranking_memory_mb: float = 8.0,
     ):
         super().__init__(optimizer, scheduler)
         if temperature <= 0:
@@ -85,7 +87,8 @@ class RetrievalSystem(TaskSystem):
         excluded = batch["excluded_item_ids"]
         excluded_columns = torch.searchsorted(self.item_ids, excluded.clamp_min(0)).clamp_max(len(self.item_ids) - 1)
         excluded_columns = torch.where(excluded >= 0, excluded_columns, -1)
-        return target_ranks(queries, self.item_embeddings, columns, excluded_columns, self.hparams.chunk_size)
+        budget = int(self.hparams.ranking_memory_mb * 2**20)
+        return target_ranks(queries, self.item_embeddings, columns, excluded_columns, self.hparams.chunk_size, budget)
 
     def on_evaluation_start(self, datamodule) -> None:
         self.embed_catalogue(datamodule)
