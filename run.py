@@ -19,8 +19,6 @@ import hydra  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from m6rec.build import build_datamodule_and_system  # noqa: E402
-from m6rec.peft import count_parameters  # noqa: E402
 from m6rec.utils.config_tree import print_config_tree  # noqa: E402
 from m6rec.utils.resolvers import register_resolvers  # noqa: E402
 from m6rec.utils.run_record import write_metrics, write_run_start  # noqa: E402
@@ -31,6 +29,9 @@ register_resolvers()
 
 def train(cfg: DictConfig) -> dict:
     """Run one job and return its metrics (best validation value, test metrics, sizes, wall time)."""
+    from m6rec.build import build_datamodule_and_system  # here, not at the top: `run.py --help` skips Lightning
+    from m6rec.peft import count_parameters
+
     start = time.time()
     output_dir = Path(cfg.paths.output_dir)
     datamodule, system = build_datamodule_and_system(cfg)
