@@ -26,7 +26,7 @@ def test_one_and_two_processes_give_the_same_test_metrics(tmp_path: Path, experi
     common = [f"experiment={experiment}", f"data.root={root}", f"paths.data_dir={tmp_path / 'cache'}",
               "data.batch_size=16", f"data.eval_batch_size={EVAL_BATCH}"]  # fmt: skip
     cfg = compose_config([*common, "~logger", "~callbacks.rich_progress_bar", "~callbacks.model_summary",
-                          "trainer.max_epochs=1"], tmp_path / "train")  # fmt: skip
+                          "trainer.max_epochs=2"], tmp_path / "train")  # fmt: skip
     trained = run.train(cfg)
     single = run.train(compose_config([*common, "~logger", "~callbacks.rich_progress_bar", "~callbacks.model_summary",
                                        "train=false", f"ckpt_path={trained['best_checkpoint']}"], tmp_path / "one"))
