@@ -125,11 +125,13 @@ def ddp_speedup(steps: int) -> dict[str, float]:
     for name, args in (("1proc", ["data.batch_size=64"]), ("2proc", ["trainer=ddp_cpu", "data.batch_size=32"])):
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [sys.executable, str(ROOT / "run.py"), "experiment=ctr_lora", "logger=csv", "test=false",
-                   "trainer.max_epochs=1", f"+trainer.limit_train_batches={steps}", "trainer.limit_val_batches=0",
+                   "trainer.max_epochs=1", f"+trainer.limit_train_batches={steps}", "+trainer.limit_val_batches=0",
                    "~callbacks.model_checkpoint", "~callbacks.early_stopping", "~callbacks.rich_progress_bar",
                    f"paths.log_dir={tmp}", *args]  # fmt: skip
             env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-            subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
+            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
             times[name] = json.loads(next(Path(tmp).glob("*/runs/*/metrics.json")).read_text())["wall_time_s"]
     return {"speedup": times["1proc"] / times["2proc"], "wall_1proc_s": times["1proc"], "wall_2proc_s": times["2proc"]}
 
@@ -144,15 +146,20 @@ def main() -> None:
     from benchmarks.full_rank import benchmark as full_rank
     from benchmarks.startup import measure as startup
 
-    run = {part: part not in args.skip for part in PARTS}
+    parts = {
+        "overhead": lambda: overhead(args.steps, args.data_dir),
+        "startup": lambda: {"startup_s": startup(repeats=1)},
+        "prep": lambda: {"prep": prep(args.prep_sizes, args.data_dir)},
+        "full_rank": lambda: {"full_rank_users_per_s": full_rank(repeats=2)},
+        "ddp": lambda: {"ddp_cpu_2proc_speedup": ddp_speedup(args.steps)},
+    }
     result: dict[str, Any] = {"device": "cpu", "threads": os.cpu_count(), "steps": args.steps}
-    result.update(overhead(args.steps, args.data_dir) if run["overhead"] else {})
-    result["startup_s"] = startup(repeats=1) if run["startup"] else None
-    result["prep"] = prep(args.prep_sizes, args.data_dir) if run["prep"] else None
-    result["full_rank_users_per_s"] = full_rank(repeats=2) if run["full_rank"] else None
-    result["ddp_cpu_2proc_speedup"] = ddp_speedup(args.steps) if run["ddp"] else None
-    result["gpu"] = None  # filled only by a run on a GPU machine (docs/performance.md); none was available
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    for part, measure in parts.items():
+        if part not in args.skip:
+            result.update(measure())
+            RESULTS.write_text(json.dumps(result, indent=2) + "\n")  # after each part: a later failure keeps the rest
+    result["gpu"] = None  # filled only by a run on a GPU machine (docs/performance.md); none was available
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print_table(result)
 
