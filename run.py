@@ -54,7 +54,8 @@ def train(cfg: DictConfig) -> dict:
             metrics["best_checkpoint"] = checkpoint.best_model_path
             if Path(checkpoint.best_model_path).is_file():  # (not on other nodes' disks under multi-node DDP)
                 metrics["checkpoint_mb"] = Path(checkpoint.best_model_path).stat().st_size / 2**20
-            metrics[cfg.optimized_metric] = float(checkpoint.best_model_score)
+            if checkpoint.best_model_score is not None:  # None when nothing was validated (limit_val_batches=0)
+                metrics[cfg.optimized_metric] = float(checkpoint.best_model_score)
         elif cfg.optimized_metric in trainer.callback_metrics:  # no checkpointing: the last validation value
             metrics[cfg.optimized_metric] = float(trainer.callback_metrics[cfg.optimized_metric])
     if cfg.test:

@@ -5,8 +5,9 @@ full ranking, 2-process CPU DDP, and (only on a GPU) the GPU numbers.  Writes be
     python benchmarks/perf.py --prep-sizes 100k 1m 5m 20m   # the larger generated logs (for the pipeline rebuild)
     python benchmarks/perf.py --skip prep ddp        # leave parts out (their entries are null)
 
-Training measurements use one intra-op thread (OMP_NUM_THREADS=1) and the same batches: `--steps` training batches
-of ML-100K CTR with the default model (2-block 64-d GPT-2 + LoRA). Wall times on a shared machine vary with load.
+Training measurements use one intra-op thread (OMP_NUM_THREADS=1; full ranking also runs on all cores) and the same
+batches: `--steps` training batches of ML-100K CTR with the default model
+(2-block 64-d GPT-2 + LoRA). Wall times on a shared machine vary with load.
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ def main() -> None:
     parser.add_argument("--prep-sizes", nargs="+", default=["100k", "1m"], choices=list(PREP_SHAPES))
     parser.add_argument("--skip", nargs="*", default=[], choices=PARTS)
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
+    parser.add_argument("--update", action="store_true", help="keep perf.json's other entries; re-measure the rest")
     args = parser.parse_args()
     from benchmarks.full_rank import benchmark as full_rank
     from benchmarks.startup import measure as startup
@@ -150,11 +152,13 @@ def main() -> None:
         "overhead": lambda: overhead(args.steps, args.data_dir),
         "startup": lambda: {"startup_s": startup(repeats=1)},
         "prep": lambda: {"prep": prep(args.prep_sizes, args.data_dir)},
-        "full_rank": lambda: {"full_rank_users_per_s": full_rank(repeats=2)},
+        "full_rank": lambda: {"full_rank_users_per_s": full_rank(threads=(1, os.cpu_count()), repeats=2)},
         "ddp": lambda: {"ddp_cpu_2proc_speedup": ddp_speedup(args.steps)},
     }
     result: dict[str, Any] = {"device": "cpu", "threads": os.cpu_count(), "steps": args.steps, "startup_s": None,
                               "prep": None, "full_rank_users_per_s": None, "ddp_cpu_2proc_speedup": None}  # fmt: skip
+    if args.update and RESULTS.is_file():
+        result.update(json.loads(RESULTS.read_text()))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     for part, measure in parts.items():
         if part not in args.skip:

@@ -108,3 +108,12 @@ def test_lora_merged_copy_gives_the_same_outputs(tmp_path: Path, ml100k_dir: Pat
     assert torch.allclose(merged_out, unmerged_out, atol=1e-5) and not torch.equal(merged_out, unmerged_out * 0)
     assert not torch.allclose(merged.state_dict()[base], seed_weight)  # the copy's base weights hold the adapters
     assert torch.equal(trained.state_dict()[base], seed_weight)  # the trained module is untouched
+
+
+def test_training_without_validation_finishes(tmp_path: Path, ml100k_dir: Path):
+    """limit_val_batches=0 without our checkpoint callback (as benchmarks/perf.py times training): Lightning's default
+    checkpoint has a path but no score, which run.py must not report."""
+    cfg = _cfg(tmp_path, ml100k_dir, "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "test=false",
+               "+trainer.limit_val_batches=0", "~callbacks.early_stopping", "~callbacks.model_checkpoint")  # fmt: skip
+    metrics = run.train(cfg)
+    assert Path(metrics["best_checkpoint"]).is_file() and "val/auc" not in metrics
