@@ -21,11 +21,6 @@ import hydra  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from m6rec.build import build_datamodule_and_system  # noqa: E402
-from m6rec.metrics.score_dump import ScoreDump  # noqa: E402
-from m6rec.peft import count_parameters  # noqa: E402
-from m6rec.systems.guards import PREEMPTED_EXIT_CODE  # noqa: E402
-from m6rec.systems.resume import newest_checkpoint  # noqa: E402
 from m6rec.utils.config_check import check_config  # noqa: E402
 from m6rec.utils.config_tree import print_config_tree  # noqa: E402
 from m6rec.utils.errors import USER_ERROR_EXIT_CODE, exit_if_user_error, run_main  # noqa: E402
@@ -39,6 +34,10 @@ register_resolvers()
 
 def train(cfg: DictConfig) -> dict:
     """Run one job and return its metrics (best validation value, test metrics, sizes, wall time)."""
+    from m6rec.build import build_datamodule_and_system  # here, not at the top: `run.py --help` skips Lightning
+    from m6rec.metrics.score_dump import ScoreDump
+    from m6rec.peft import count_parameters
+
     start = time.time()
     output_dir = Path(cfg.paths.output_dir)
     check_config(cfg)  # types and local folders, before any data work
@@ -65,7 +64,8 @@ def train(cfg: DictConfig) -> dict:
             metrics["best_checkpoint"] = checkpoint.best_model_path
             if Path(checkpoint.best_model_path).is_file():  # (not on other nodes' disks under multi-node DDP)
                 metrics["checkpoint_mb"] = Path(checkpoint.best_model_path).stat().st_size / 2**20
-            metrics[cfg.optimized_metric] = float(checkpoint.best_model_score)
+            if checkpoint.best_model_score is not None:  # None when nothing was validated (limit_val_batches=0)
+                metrics[cfg.optimized_metric] = float(checkpoint.best_model_score)
         elif cfg.optimized_metric in trainer.callback_metrics:  # no checkpointing: the last validation value
             metrics[cfg.optimized_metric] = float(trainer.callback_metrics[cfg.optimized_metric])
     if cfg.test:
@@ -91,6 +91,8 @@ def _resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
         return ckpt_path
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+
+    from m6rec.systems.resume import newest_checkpoint
 
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     found = newest_checkpoint(output_dir, multirun)
@@ -123,6 +125,8 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from m6rec.systems.guards import PREEMPTED_EXIT_CODE
 
     try:
         metrics = train(cfg)

@@ -6,6 +6,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from m6rec.models.speedups import enable_gradient_checkpointing, maybe_compile
 from m6rec.peft import apply_peft
 from m6rec.systems.pretrain import LM_OBJECTIVES
 
@@ -16,7 +17,9 @@ def build_datamodule_and_system(cfg: DictConfig) -> tuple[L.LightningDataModule,
     pretraining: `task.objective` set), the PEFT wrapper and the task system.
 
     Seeding first makes a random-init backbone identical on every call, which adapter-only checkpoints rely on.
+    `model.gradient_checkpointing` / `model.compile` (m6rec.models.speedups) apply to the backbone / the system's model.
     """
+    checkpointing, compiled = cfg.model.get("gradient_checkpointing", False), cfg.model.get("compile", False)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     if cfg.model.get("features") is not None:  # a classic feature-id baseline (model=lr|fm|deepfm|mf): no LM
@@ -28,10 +31,14 @@ def build_datamodule_and_system(cfg: DictConfig) -> tuple[L.LightningDataModule,
     tokenizer = datamodule.tokenizer
     if cfg.task.get("objective") in LM_OBJECTIVES:  # pretraining: the task trains the model with its LM head
         lm = instantiate(cfg.model.lm, vocab_size=len(tokenizer), objective=cfg.task.objective)
-        return datamodule, instantiate(cfg.task, model=apply_peft(lm, instantiate(cfg.peft)), tokenizer=tokenizer)
+        lm = apply_peft(enable_gradient_checkpointing(lm, checkpointing), instantiate(cfg.peft))
+        system = instantiate(cfg.task, model=lm, tokenizer=tokenizer)
+        maybe_compile(system.model, compiled)
+        return datamodule, system
     if cfg.model.get("layers_online") is not None and "layers_online" not in cfg.task:
         raise ValueError(f"model.layers_online={cfg.model.layers_online}: late interaction scores CTR prompts "
                          f"(task=ctr), not {cfg.task._target_.rsplit('.', 1)[-1]}")  # fmt: skip
-    backbone = instantiate(cfg.model.backbone, vocab_size=len(tokenizer))
+    backbone = enable_gradient_checkpointing(instantiate(cfg.model.backbone, vocab_size=len(tokenizer)), checkpointing)
     system = instantiate(cfg.task, backbone=apply_peft(backbone, instantiate(cfg.peft)))
+    maybe_compile(system.model, compiled)
     return datamodule, system

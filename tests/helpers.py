@@ -55,7 +55,7 @@ def auc_by_hand(scores: list[float], labels: list[int]) -> float:
 
 class DumpTestMetrics:
     """A Lightning callback (added with `+callbacks.dump._target_=tests.helpers.DumpTestMetrics`) that writes,
-    per rank, the test metrics it sees and how many test samples that rank scored."""
+    per rank, the test metrics it sees, how many test samples that rank scored and the size of each of its batches."""
 
     def __new__(cls, out_dir: str):
         import json
@@ -64,15 +64,17 @@ class DumpTestMetrics:
 
         class _Dump(L.Callback):
             def __init__(self) -> None:
-                self.seen = 0
+                self.seen, self.batches = 0, []
 
             def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-                self.seen += len(batch["labels"])
+                self.batches.append(len(batch["input_ids"]))
+                self.seen += self.batches[-1]
 
             def on_test_end(self, trainer, pl_module):
                 metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
                 path = Path(out_dir) / f"rank{trainer.global_rank}.json"
-                path.write_text(json.dumps({"metrics": metrics, "seen": self.seen, "world": trainer.world_size}))
+                record = {"metrics": metrics, "seen": self.seen, "batches": self.batches, "world": trainer.world_size}
+                path.write_text(json.dumps(record))
 
         return _Dump()
 

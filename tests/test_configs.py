@@ -20,7 +20,7 @@ def test_experiments_are_on_the_search_path():
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-@pytest.mark.parametrize("trainer", ["default", "ddp_cpu", "gpu", "ddp"])
+@pytest.mark.parametrize("trainer", ["default", "ddp_cpu", "gpu", "ddp", "fsdp"])
 def test_experiment_composes(experiment: str, trainer: str, tmp_path: Path):
     cfg = compose_config([f"experiment={experiment}", f"trainer={trainer}"], tmp_path)
     assert cfg.trainer._target_ == "lightning.pytorch.Trainer" and cfg.task._target_ and cfg.data._target_

@@ -8,7 +8,16 @@ import pytest
 import torch
 from torchmetrics.retrieval import RetrievalHitRate, RetrievalMRR, RetrievalNormalizedDCG
 
-from m6rec.metrics.ranking import RankingMetrics, ranking_values, target_ranks, target_scores, top_k_items
+from m6rec.metrics import ranking
+from m6rec.metrics.ranking import (
+    RankingMetrics,
+    chunk_size_for,
+    ranking_values,
+    target_ranks,
+    target_scores,
+    top_k_items,
+    two_pass_ranks,
+)
 
 
 def test_two_users_five_items_by_hand():
@@ -93,3 +102,52 @@ def test_metric_computes_after_a_ddp_style_sync():
     synced = rank0.compute()  # the list state becomes one gathered tensor
     expected = ranking_values(torch.tensor([0, 3, 1]), ks=(2,))
     assert {k: round(v.item(), 6) for k, v in synced.items()} == {k: round(v.item(), 6) for k, v in expected.items()}
+
+
+def _tied_case(seed: int, n_users: int = 40, n_items: int = 301) -> tuple[torch.Tensor, ...]:
+    """Random queries over a catalogue with exact duplicates (every 7th item repeats item 0..) and seen items."""
+    g = torch.Generator().manual_seed(seed)
+    queries, items = torch.randn(n_users, 16, generator=g), torch.randn(n_items, 16, generator=g)
+    items[::7] = items[: len(items[::7])].clone()  # duplicates: ties that must break pessimistically
+    targets = torch.randint(n_items, (n_users,), generator=g)
+    excluded = torch.randint(-1, n_items, (n_users, 12), generator=g)
+    excluded[excluded == targets[:, None]] = -1
+    return queries, items, targets, excluded
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 64, 301, 5000])
+def test_one_pass_equals_the_two_pass_reference(chunk_size: int):
+    queries, items, targets, excluded = _tied_case(chunk_size)
+    expected = two_pass_ranks(queries, items, targets, excluded, chunk_size=chunk_size)
+    assert torch.equal(target_ranks(queries, items, targets, excluded, chunk_size=chunk_size), expected)
+    without_excluded = target_ranks(queries, items, targets, chunk_size=chunk_size)
+    assert torch.equal(without_excluded, two_pass_ranks(queries, items, targets, chunk_size=chunk_size))
+    assert expected.float().std() > 0  # not degenerate
+
+
+def test_a_wrong_target_estimate_falls_back_and_stays_exact(monkeypatch):
+    queries, items, targets, excluded = _tied_case(1)
+    expected = two_pass_ranks(queries, items, targets, excluded, chunk_size=50)
+    true_bounds = ranking._target_score_bounds
+
+    def off_by_one(*args):  # an estimate outside its own bound for every query: all must be re-ranked
+        estimate, margin = true_bounds(*args)
+        return estimate + 1.0, margin
+
+    monkeypatch.setattr(ranking, "_target_score_bounds", off_by_one)
+    assert torch.equal(target_ranks(queries, items, targets, excluded, chunk_size=50), expected)
+
+
+def test_a_constant_scorer_ranks_last_through_the_near_tie_fallback():
+    items = torch.ones(300, 4)  # every item scores the same: more near ties than MAX_NEAR_TIES
+    excluded = torch.tensor([[3, 7, -1], [-1, -1, -1]])
+    ranks = target_ranks(torch.ones(2, 4), items, torch.tensor([5, 299]), excluded, chunk_size=32)
+    assert ranks.tolist() == [297, 299]  # all other non-excluded items tie → pessimistic rank = their count
+
+
+def test_chunk_size_follows_the_memory_budget():
+    assert chunk_size_for(256, 4, memory_budget=256 * 6 * 1000) == 1000  # float32 scores + two bool masks
+    assert chunk_size_for(10**6, 4, memory_budget=1) == 1
+    queries, items, targets, excluded = _tied_case(3)
+    tiny = target_ranks(queries, items, targets, excluded, memory_budget=40 * 6 * 7)  # 7 items per chunk
+    assert torch.equal(tiny, two_pass_ranks(queries, items, targets, excluded, chunk_size=7))

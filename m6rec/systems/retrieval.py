@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
 
-from m6rec.metrics.ranking import RankingMetrics, target_ranks, target_scores, top_k_items
+from m6rec.metrics.ranking import RankingMetrics, chunk_size_for, target_ranks, target_scores, top_k_items
 from m6rec.models.two_tower import TwoTower
 from m6rec.systems.base import TaskSystem
 
@@ -22,7 +22,8 @@ class RetrievalSystem(TaskSystem):
 
     At each validation / test epoch start every catalogue item is embedded once (datamodule.catalogue_dataloader);
     each query is then scored against all of them, its excluded (already seen) items are dropped, and the target's
-    rank gives hr / ndcg / mrr @ `ks` (m6rec.metrics.ranking: exact, ties pessimistic, chunked over items).
+    rank gives hr / ndcg / mrr @ `ks` (m6rec.metrics.ranking: exact, ties pessimistic, one pass over item chunks of
+    `chunk_size` items, else sized to `ranking_memory_mb` of scores per evaluation batch).
     `evaluate` returns each row's rank and target score, plus its `dump_top_k` best items when that is > 0 (a score
     dump sets it).
     """
@@ -38,7 +39,8 @@ class RetrievalSystem(TaskSystem):
         shared_towers: bool = True,
         logq_correction: bool = True,
         ks: Sequence[int] = (10, 20),
-        chunk_size: int = 8192,
+        chunk_size: int | None = None,
+        ranking_memory_mb: float = 8.0,
     ):
         super().__init__(optimizer, scheduler)
         if temperature <= 0:
@@ -81,7 +83,7 @@ class RetrievalSystem(TaskSystem):
     def rank(self, queries: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """0-based rank of each row's target item among the catalogue minus the row's excluded items."""
         columns, excluded_columns = self._columns(batch)
-        return target_ranks(queries, self.item_embeddings, columns, excluded_columns, self.hparams.chunk_size)
+        return target_ranks(queries, self.item_embeddings, columns, excluded_columns, self._chunk(queries))
 
     def _columns(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Catalogue columns of each row's target and of its excluded items (-1 = padding)."""
@@ -94,11 +96,17 @@ class RetrievalSystem(TaskSystem):
         excluded_columns = torch.searchsorted(self.item_ids, excluded.clamp_min(0)).clamp_max(len(self.item_ids) - 1)
         return columns, torch.where(excluded >= 0, excluded_columns, -1)
 
+    def _chunk(self, queries: torch.Tensor) -> int:
+        """Catalogue items scored at a time: `chunk_size`, else sized to `ranking_memory_mb` of scores."""
+        budget = int(self.hparams.ranking_memory_mb * 2**20)
+        return self.hparams.chunk_size or chunk_size_for(len(queries), queries.element_size(), budget)
+
     def on_evaluation_start(self, datamodule) -> None:
         self.embed_catalogue(datamodule)
 
     def evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
-        queries, (columns, excluded), chunk = self(batch), self._columns(batch), self.hparams.chunk_size
+        queries, (columns, excluded) = self(batch), self._columns(batch)
+        chunk = self._chunk(queries)
         ranks = target_ranks(queries, self.item_embeddings, columns, excluded, chunk)
         self.metrics[stage].update(ranks)
         out = {"rank": ranks, "score": target_scores(queries, self.item_embeddings, columns, chunk)}
