@@ -40,6 +40,7 @@ class ResumeState(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loaders = trainer.train_dataloader
+        loaders = list(loaders.values()) if isinstance(loaders, dict) else loaders  # multi-task: one per task
         loaders = loaders if isinstance(loaders, list | tuple) else [loaders]
         stateful = [dl for dl in loaders if hasattr(dl, "load_state_dict") and hasattr(dl, "state_dict")]
         for loader, state in zip(stateful, self._loader_states, strict=False):
