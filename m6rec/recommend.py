@@ -45,6 +45,8 @@ def load_run(
     if not config.is_file():
         raise RecommendError(f"--run {run_dir}: no config_resolved.yaml (not a run directory?)")
     cfg = OmegaConf.load(config)
+    if "backbone" not in cfg.task and "model" not in cfg.task:  # a run saved before task configs named their model part
+        cfg.task.backbone = cfg.model.backbone
     path = Path(ckpt) if ckpt else _best_checkpoint(run_dir)
     datamodule, system = build_datamodule_and_system(cfg)
     if not isinstance(system, (*SCORING_SYSTEMS, *EMBEDDING_SYSTEMS)):
