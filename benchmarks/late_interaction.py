@@ -2,7 +2,7 @@
 
 Train the same model twice, late and full, then compare them (MovieLens-100K, 6-block 128-d GPT-2):
 
-    python run.py -m experiment=ctr_late model.layers_online=1,null
+    python run.py -m experiment=ctr_late task.layers_online=1,null
     python benchmarks/late_interaction.py --late-run <ctr_late run dir> --full-run <the layers_online=null run dir>
 
 Each of `--users` test users is one request ranking `--candidates` items: their test items (at most half the list;
@@ -39,8 +39,8 @@ from m6rec.recommend import load_run  # noqa: E402
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--late-run", required=True, help="run dir of experiment=ctr_late (model.layers_online set)")
-    p.add_argument("--full-run", required=True, help="run dir of the same experiment with model.layers_online=null")
+    p.add_argument("--late-run", required=True, help="run dir of experiment=ctr_late (task.layers_online set)")
+    p.add_argument("--full-run", required=True, help="run dir of the same experiment with task.layers_online=null")
     p.add_argument("--users", type=int, default=50, help="ranking requests (test users)")
     p.add_argument("--candidates", type=int, default=100, help="items ranked per request")
     p.add_argument("--warmup-requests", type=int, default=3)
@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     _, full_dm, full_system = load_run(args.full_run)
     late, full = late_system.model, full_system.model
     if not isinstance(late, LateInteractionScorer) or isinstance(full, LateInteractionScorer):
-        raise SystemExit("--late-run needs model.layers_online set, --full-run needs model.layers_online=null")
+        raise SystemExit("--late-run needs task.layers_online set, --full-run needs task.layers_online=null")
     if late_dm.fingerprint != full_dm.fingerprint:  # same log, split and labels: the same test set for both
         raise SystemExit(f"--late-run {args.late_run} and --full-run {args.full_run}: different data "
                          f"(fingerprints {late_dm.fingerprint} vs {full_dm.fingerprint})")  # fmt: skip

@@ -2,43 +2,45 @@
 
 from __future__ import annotations
 
+import inspect
+
 import lightning as L
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
 from m6rec.models.speedups import enable_gradient_checkpointing, maybe_compile
 from m6rec.peft import apply_peft
-from m6rec.systems.pretrain import LM_OBJECTIVES
+
+
+def model_argument(task: DictConfig) -> str:
+    """The name of the task system's first argument: the model part it trains, whose recipe `task.<name>` holds
+    (e.g. `backbone: ${model.backbone}`, or pretraining's `model:` = the chosen model with its LM head)."""
+    name = next(iter(inspect.signature(get_class(task._target_)).parameters), None)
+    if name is None or not isinstance(task.get(name), DictConfig):
+        raise ValueError(f"task.{name}: {task._target_} takes its model part first; the task config must give its "
+                         "recipe there (e.g. `backbone: ${model.backbone}`)")  # fmt: skip
+    return name
 
 
 def build_datamodule_and_system(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
-    """Seed, then instantiate `cfg.data` and either a feature model (`model.features`, sized to the data's feature
-    ids) or the backbone sized to its tokenizer (the LM with its head when the task is
-    pretraining: `task.objective` set), the PEFT wrapper and the task system.
+    """Seed; then data → the model part the task config names, sized by the data (`model_inputs`) → PEFT → the task
+    system, given that part as its first argument. No step depends on which task or model family it is.
 
-    Seeding first makes a random-init backbone identical on every call, which adapter-only checkpoints rely on.
-    `model.gradient_checkpointing` / `model.compile` (m6rec.models.speedups) apply to the backbone / the system's model.
+    Seeding first makes a random-init model identical on every call, which adapter-only checkpoints rely on.
+    `model.gradient_checkpointing` / `model.compile` (m6rec.models.speedups) apply to that part / the system's model.
     """
-    checkpointing, compiled = cfg.model.get("gradient_checkpointing", False), cfg.model.get("compile", False)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
-    if cfg.model.get("features") is not None:  # a classic feature-id baseline (model=lr|fm|deepfm|mf): no LM
-        model = instantiate(cfg.model.features, num_features=datamodule.num_features,
-                            field_slots=datamodule.field_slots)  # fmt: skip
-        return datamodule, instantiate(cfg.task, model=model)
-    if cfg.model.get("_target_"):  # an ID-based recommender (conf/model/sasrec.yaml, …): no tokenizer, no backbone
-        return datamodule, instantiate(cfg.task, model=instantiate(cfg.model, catalogue=datamodule.catalogue))
-    tokenizer = datamodule.tokenizer
-    if cfg.task.get("objective") in LM_OBJECTIVES:  # pretraining: the task trains the model with its LM head
-        lm = instantiate(cfg.model.lm, vocab_size=len(tokenizer), objective=cfg.task.objective)
-        lm = apply_peft(enable_gradient_checkpointing(lm, checkpointing), instantiate(cfg.peft))
-        system = instantiate(cfg.task, model=lm, tokenizer=tokenizer)
-        maybe_compile(system.model, compiled)
-        return datamodule, system
-    if cfg.model.get("layers_online") is not None and "layers_online" not in cfg.task:
-        raise ValueError(f"model.layers_online={cfg.model.layers_online}: late interaction scores CTR prompts "
-                         f"(task=ctr), not {cfg.task._target_.rsplit('.', 1)[-1]}")  # fmt: skip
-    backbone = enable_gradient_checkpointing(instantiate(cfg.model.backbone, vocab_size=len(tokenizer)), checkpointing)
-    system = instantiate(cfg.task, backbone=apply_peft(backbone, instantiate(cfg.peft)))
-    maybe_compile(system.model, compiled)
+    part = model_argument(cfg.task)
+    model = instantiate(cfg.task[part], **model_inputs(datamodule))
+    model = enable_gradient_checkpointing(model, cfg.model.get("gradient_checkpointing", False))
+    system = instantiate(cfg.task, **{part: apply_peft(model, instantiate(cfg.peft))})
+    maybe_compile(system.model, cfg.model.get("compile", False))
     return datamodule, system
+
+
+def model_inputs(datamodule: L.LightningDataModule) -> dict:
+    """What the data tells a model about its inputs: the DataModule's own `model_inputs()` (the ID baselines: their
+    catalogue or feature ids), else the size of its tokenizer's vocabulary."""
+    own = getattr(datamodule, "model_inputs", None)
+    return own() if own is not None else {"vocab_size": len(datamodule.tokenizer)}

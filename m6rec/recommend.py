@@ -77,6 +77,8 @@ def load_run(
     cfg = OmegaConf.load(config)
     if not trust_config:
         check_targets(cfg, config)
+    if "backbone" not in cfg.task and "model" not in cfg.task:  # a run saved before task configs named their model part
+        cfg.task.backbone = cfg.model.backbone
     path = Path(ckpt) if ckpt else _best_checkpoint(run_dir)
     datamodule, system = build_datamodule_and_system(cfg)
     if not isinstance(system, (*SCORING_SYSTEMS, *EMBEDDING_SYSTEMS)):

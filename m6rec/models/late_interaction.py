@@ -82,7 +82,7 @@ class LateInteractionScorer(nn.Module):
         super().__init__()
         depth = len(backbone.h)
         if not 1 <= layers_online <= depth:
-            raise ValueError(f"model.layers_online: expected 1..{depth} (model.backbone.config.n_layer), "
+            raise ValueError(f"task.layers_online: expected 1..{depth} (model.backbone.config.n_layer), "
                              f"got {layers_online}")
         self.backbone, self.layers_online, self.max_segments = backbone, layers_online, max_segments
         hidden_size, std = backbone.config.hidden_size, backbone.config.initializer_range

@@ -48,9 +48,9 @@ class CTRObjective:
 class CTRSystem(CTRObjective, TaskSystem):
     """One objective: binary cross-entropy on the score of the joint (user, candidate) prompt.
 
-    `layers_online` (model.layers_online; GPT-2 backbones): M6-Rec late interaction — the lower blocks read each
+    `layers_online` (task.layers_online; GPT-2 backbones): M6-Rec late interaction — the lower blocks read each
     segment alone, only the top `layers_online` blocks read the whole prompt; batches must carry `segments`
-    (data._target_=m6rec.data.LateSegmentDataModule).
+    (data=ml100k_late, or data._target_=m6rec.data.LateSegmentDataModule).
     """
 
     def __init__(
@@ -76,8 +76,8 @@ class CTRSystem(CTRObjective, TaskSystem):
         if not isinstance(self.model, LateInteractionScorer):
             return self.model(batch["input_ids"], batch["attention_mask"])
         if "segments" not in batch:
-            raise ValueError("model.layers_online is set but batches have no `segments`: use data._target_="
-                             "m6rec.data.LateSegmentDataModule (experiments/ctr_late.yaml; under "
+            raise ValueError("task.layers_online is set but batches have no `segments`: use data=ml100k_late or "
+                             "data._target_=m6rec.data.LateSegmentDataModule (experiments/ctr_late.yaml; under "
                              "task=multitask, data.datamodules.ctr._target_)")  # fmt: skip
         return self.model(batch["segments"])
 
@@ -88,6 +88,6 @@ def _check_late_interaction(backbone: nn.Module, layers_online: int) -> None:
     peft_config = getattr(backbone, "active_peft_config", None)
     virtual = getattr(peft_config, "is_prompt_learning", False) or callable(getattr(backbone, "make_head", None))
     if virtual or getattr(backbone, "h", None) is None or getattr(backbone, "wpe", None) is None:
-        raise ValueError(f"model.layers_online={layers_online}: late interaction needs a GPT-2 backbone adapted in "
+        raise ValueError(f"task.layers_online={layers_online}: late interaction needs a GPT-2 backbone adapted in "
                          "place (peft=none|frozen|top_k_layers|lora|ia3|adapter), got "
                          f"{type(backbone).__name__}{' with virtual tokens' if virtual else ''}")  # fmt: skip

@@ -20,7 +20,6 @@ from m6rec.systems.base import TaskSystem
 from m6rec.utils.files import atomic_dir
 
 log = logging.getLogger(__name__)
-LM_OBJECTIVES = ("clm", "mlm", "span")  # a task with one of these `objective`s trains `model.lm` (see run.py)
 IGNORE = -100  # label of a position without loss
 
 

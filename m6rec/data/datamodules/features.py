@@ -110,6 +110,10 @@ class FeatureDataModule(L.LightningDataModule):
             vocab[field] = sorted(values.dropna().unique().tolist())
         return vocab
 
+    def model_inputs(self) -> dict[str, Any]:
+        """What a feature model is built for (m6rec.build): the number of feature ids and each field's slots."""
+        return {"num_features": self.num_features, "field_slots": self.field_slots}
+
     @cached_property
     def field_slots(self) -> list[int]:
         """Slots per field in `fields` order: 1, or the most genres any item has for "genres"."""

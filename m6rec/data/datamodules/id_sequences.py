@@ -98,6 +98,10 @@ class SequenceDataModule(NextItemDataModule):
         self.max_seq_len = int(max_seq_len)
         self.history_splits = {VALID: (TRAIN,), TEST: (TRAIN, VALID)}  # the splits a query's history is drawn from
 
+    def model_inputs(self) -> dict[str, Catalogue]:
+        """What an ID model is built for (m6rec.build): this log's item catalogue."""
+        return {"catalogue": self.catalogue}
+
     @cached_property
     def catalogue(self) -> Catalogue:
         """Every item of the (k-cored) log, sorted by raw id, with its metadata row."""

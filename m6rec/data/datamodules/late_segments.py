@@ -2,7 +2,7 @@
 
 Each sample's `input_ids` is the concatenation of its segments' token ids (a full model reads exactly these tokens),
 with `segment_lengths` and `segment_roles` beside it; batches carry `segments` for `LateInteractionScorer`.
-Set `model.layers_online` and this `data._target_` together (experiments/ctr_late.yaml).
+Set `task.layers_online` and this DataModule (data=ml100k_late) together (experiments/ctr_late.yaml).
 """
 
 from __future__ import annotations
