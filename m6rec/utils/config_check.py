@@ -17,12 +17,16 @@ from omegaconf.errors import OmegaConfBaseException
 from m6rec.utils.errors import ConfigError
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+TOP_LEVEL = {"seed": int, "train": bool, "test": bool, "optimized_mode": typing.Literal["max", "min"]}
 UNKNOWN = None  # a type hint this check does not understand: the value is accepted
 
 
 def check_config(cfg: DictConfig) -> None:
     """Raise `ConfigError` for the first value whose type its target rejects, for a key its target does not take,
     or for a local model folder (`model.source` / `model.backbone.path`) that does not exist."""
+    for key, hint in TOP_LEVEL.items():
+        if key in cfg and _matches(cfg[key], hint) is False:
+            raise ConfigError(f"{key}: expected {_shown_hint(hint)}, got {_shown_value(cfg[key])}")
     for key in cfg:
         if key != "hydra" and isinstance(cfg[key], DictConfig):
             _check_node(cfg[key], str(key))
@@ -46,9 +50,9 @@ def _check_target(node: DictConfig, prefix: str) -> None:
         target = get_object(str(node._target_))
         function = target.__init__ if inspect.isclass(target) else target
         params = inspect.signature(target).parameters
-        hints = typing.get_type_hints(function)
     except Exception:  # an unimportable target fails at instantiate with its own message
         return
+    hints = _type_hints(function, target)
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     for key in node:
         if key in HYDRA_KEYS:
@@ -60,8 +64,21 @@ def _check_target(node: DictConfig, prefix: str) -> None:
             value = node[key]
         except OmegaConfBaseException:
             continue
+        if value is None and node.get("_partial_"):  # a partial's caller may pass it (multi-task: the shared backbone)
+            continue
         if key in hints and _matches(value, hints[key]) is False:
             raise ConfigError(f"{prefix}.{key}: expected {_shown_hint(hints[key])}, got {_shown_value(value)}")
+
+
+def _type_hints(function: Any, target: Any) -> dict[str, Any]:
+    """The parameters' type hints: of `function`, else (a dataclass such as peft's configs, whose generated __init__
+    hints may not resolve) of the class's own annotated fields; {} when neither resolves."""
+    for owner in (function, target if inspect.isclass(target) else None):
+        try:
+            return typing.get_type_hints(owner) if owner is not None else {}
+        except Exception:
+            continue
+    return {}
 
 
 def _matches(value: Any, hint: Any) -> bool | None:
