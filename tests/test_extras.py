@@ -49,13 +49,14 @@ def test_installed_extras_pass(monkeypatch):
     extras.check_overrides(["hydra/launcher=joblib"])
 
 
-def test_run_py_exits_with_one_line_before_hydra_starts(monkeypatch, tmp_path: Path):
+def test_run_py_exits_with_one_line_before_hydra_starts(monkeypatch, tmp_path: Path, capsys):
     monkeypatch.setitem(extras.NEEDS, ("hparams_search", None), ("no_such_sweeper_plugin", "sweep"))
     monkeypatch.setattr(sys, "argv", ["run.py", "-m", "hparams_search=ctr_optuna", f"paths.log_dir={tmp_path}"])
     with pytest.raises(SystemExit) as exc:
         runpy.run_path(str(ROOT / "run.py"), run_name="__main__")
     missing = "needs no_such_sweeper_plugin, which is not installed: pip install 'm6rec[sweep]'"
-    assert exc.value.code == f"run.py: hparams_search=ctr_optuna {missing}"
+    assert exc.value.code == 2  # a user error (m6rec.utils.errors)
+    assert capsys.readouterr().err.strip() == f"Error: run.py: hparams_search=ctr_optuna {missing}"
     assert not any(tmp_path.iterdir())  # nothing ran
 
 
