@@ -146,7 +146,9 @@ class StepFile:
 
         class _Steps(L.Callback):
             def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-                Path(path).write_text(str(trainer.global_step))
+                tmp = Path(f"{path}.tmp")
+                tmp.write_text(str(trainer.global_step))
+                tmp.replace(path)  # atomic: a reader never sees a half-written (empty) file
                 time.sleep(delay)
 
         return _Steps()

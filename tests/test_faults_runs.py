@@ -145,7 +145,7 @@ def test_killed_three_times_then_resumed_ends_where_the_uninterrupted_run_ends(t
         proc = _start([*args, "ckpt_path=last", "+callbacks.steps._target_=tests.helpers.StepFile",
                        f"+callbacks.steps.path={steps}"], tmp_path)  # fmt: skip
         deadline = time.time() + 300
-        while not (steps.exists() and steps.read_text() and int(steps.read_text()) >= kill_at):
+        while _step(steps) < kill_at:
             assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
             time.sleep(0.02)
         proc.kill()  # SIGKILL: no handler runs
@@ -157,6 +157,14 @@ def test_killed_three_times_then_resumed_ends_where_the_uninterrupted_run_ends(t
     assert len(runs) == 4 and [r for r in runs if (r / "metrics.json").exists()] == [runs[-1]]
     got = _test_metrics(runs[-1])
     assert got.keys() == expected.keys() and all(abs(got[k] - expected[k]) <= 1e-6 for k in got), (kills, got, expected)
+
+
+def _step(path: Path) -> int:
+    """The step StepFile last wrote to `path`, -1 before the first write."""
+    try:
+        return int(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return -1
 
 
 # ------------------------------------------------------------------------------- exact resume, in-process
