@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, PreTrainedModel
 
 from m6rec.models.pretrained import resolve_model_path
@@ -48,6 +49,8 @@ def _build(auto_class: type, vocab_size: int, config: dict[str, Any] | None, pat
         return model.train()  # from_pretrained returns eval mode: dropout would stay off during fine-tuning
     if not config or "model_type" not in config:
         raise ValueError("model.config: needs a `model_type` (e.g. gpt2) when model.path is null")
-    kwargs = {k: v for k, v in dict(config).items() if k != "model_type"}
+    if isinstance(config, DictConfig):  # nested nodes (e.g. llama's rope_parameters) must reach HF as plain dicts
+        config = OmegaConf.to_container(config, resolve=True)
+    kwargs = {k: v for k, v in config.items() if k != "model_type"}
     hf_config = AutoConfig.for_model(config["model_type"], vocab_size=vocab_size, **kwargs)
     return auto_class.from_config(hf_config)
