@@ -86,8 +86,8 @@ def random_init_overrides(cfg, folder: Path) -> None:
     from omegaconf import open_dict
 
     config = json.loads((folder / "config.json").read_text())
-    keep = {k: v for k, v in config.items() if not k.startswith("_") and k not in
-            ("architectures", "quantization_config", "dtype", "transformers_version", "vocab_size", "use_cache")}  # fmt: skip
+    dropped = ("architectures", "quantization_config", "dtype", "transformers_version", "vocab_size", "use_cache")
+    keep = {k: v for k, v in config.items() if not k.startswith("_") and k not in dropped}
     with open_dict(cfg):
         cfg.model.backbone.path = None
         cfg.model.backbone.config = keep
@@ -146,7 +146,8 @@ def measure(overrides: list[str], steps: int, warmup: int, random_init: Path | N
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
         "params": n_params, "trainable_params": n_trainable, "flops_per_step": flops,
         "achieved_tflops": achieved / 1e12, "measured_bf16_peak_tflops": peak / 1e12 if peak else None,
-        "mfu_vs_measured_peak": achieved / peak if peak else None, "mfu_vs_spec_peak": achieved / spec if spec else None,
+        "mfu_vs_measured_peak": achieved / peak if peak else None,
+        "mfu_vs_spec_peak": achieved / spec if spec else None,
     }  # fmt: skip
 
 

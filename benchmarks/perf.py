@@ -28,6 +28,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results" / "perf.json"
+GPU_RESULTS = ROOT / "benchmarks" / "results" / "gpu_h100.json"  # benchmarks/gpu.py on the lent H100
 # (users, items, interactions) of the generated logs (benchmarks/preprocess.write_synthetic); ML-20M-shaped at 5M/20M
 PREP_SHAPES = {"100k": (943, 1682, 100_000), "1m": (6040, 3700, 1_000_000), "5m": (69_000, 27_278, 5_000_000),
                "20m": (138_493, 27_278, 20_000_000)}  # fmt: skip
@@ -164,9 +165,18 @@ def main() -> None:
         if part not in args.skip:
             result.update(measure())
             RESULTS.write_text(json.dumps(result, indent=2) + "\n")  # after each part: a later failure keeps the rest
-    result["gpu"] = None  # filled only by a run on a GPU machine (docs/performance.md); none was available
+    result["gpu"] = gpu_summary()
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print_table(result)
+
+
+def gpu_summary() -> list[dict[str, Any]] | None:
+    """The GPU records benchmarks/gpu.py wrote on a GPU machine (device, tokens/s, peak memory, MFU), else None."""
+    if not GPU_RESULTS.is_file():
+        return None
+    keys = ("name", "device", "precision", "batch_size", "tokens_per_s", "steps_per_s", "peak_memory_gib",
+            "achieved_tflops", "mfu_vs_spec_peak", "mfu_vs_measured_peak")  # fmt: skip
+    return [{k: r[k] for k in keys} for r in json.loads(GPU_RESULTS.read_text())]
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -187,7 +197,9 @@ def print_table(result: dict[str, Any]) -> None:
                          f"{r['chunked']:,} / {r['dense']:,} (per CPU-s {r['chunked_cpu']:,} / {r['dense_cpu']:,})"))
     if result.get("ddp_cpu_2proc_speedup"):
         rows.append(("ddp_cpu 2-process speedup", f"{result['ddp_cpu_2proc_speedup']['speedup']:.2f}"))
-    rows.append(("gpu", "null (no GPU)" if result.get("gpu") is None else json.dumps(result["gpu"])))
+    for r in result.get("gpu") or []:
+        rows.append((f"gpu {r['name']}: tokens/s / peak GiB / MFU", f"{r['tokens_per_s']:,.0f} / "
+                     f"{r['peak_memory_gib']:.2f} / {r['mfu_vs_spec_peak']:.2%}"))  # fmt: skip
     print("| measure | value |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")

@@ -118,3 +118,42 @@ def test_training_without_validation_finishes(tmp_path: Path, ml100k_dir: Path):
     metrics = run.train(cfg)
     assert "val/auc" not in metrics  # nothing validated: no best score is reported
     assert "best_checkpoint" not in metrics or Path(metrics["best_checkpoint"]).is_file()
+
+
+def test_norm_clipping_under_fsdp_goes_through_the_wrapped_models_clip_grad_norm(tmp_path: Path, ml100k_dir: Path):
+    """Lightning's FSDP precision plugin refuses norm clipping (seen on an H100): the system hands it to FSDP's own
+    `clip_grad_norm_`; without such a wrapper, Lightning's own clipping still runs (the grads end at norm 0.5)."""
+    from types import SimpleNamespace
+
+    _, system = build_datamodule_and_system(_cfg(tmp_path, ml100k_dir))
+    calls = []
+    fsdp_like = SimpleNamespace(clip_grad_norm_=lambda value: calls.append(value))
+    system._trainer = SimpleNamespace(strategy=SimpleNamespace(model=fsdp_like))
+    system.configure_gradient_clipping(None, gradient_clip_val=0.7, gradient_clip_algorithm="norm")
+    assert calls == [0.7]
+
+    params = [p for p in system.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.ones_like(p)
+    system._trainer = None
+    trainer = __import__("lightning").Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(system)
+    system.trainer = trainer
+    optimizer = torch.optim.SGD(params, lr=0.1)
+    system.configure_gradient_clipping(optimizer, gradient_clip_val=0.5, gradient_clip_algorithm="norm")
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+    assert calls == [0.7] and abs(float(norm) - 0.5) < 1e-4
+
+
+@pytest.mark.slow  # a real fit of 4 steps through benchmarks/gpu.py (runs on CPU without a GPU)
+def test_gpu_benchmark_counts_real_tokens_and_flops(tmp_path: Path, ml100k_dir: Path):
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.gpu import measure
+
+    record = measure([f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}", "experiment=ctr_lora",
+                      "data.batch_size=8"], steps=3, warmup=1, random_init=None)  # fmt: skip
+    assert record["steps_timed"] == 3 and record["device"] == "cpu"
+    assert 0 < record["padding_fraction"] < 1 and record["tokens_per_s"] < record["padded_tokens_per_s"]
+    assert record["flops_per_step"] > 6 * record["trainable_params"] * 8  # at least the trainable part's 6·N per token

@@ -179,3 +179,17 @@ def test_smollm2_gguf_is_cached_as_an_hf_folder_with_identical_logits(tmp_path: 
         assert torch.equal(body(**ids).last_hidden_state, reference.model(**ids).last_hidden_state)
     linear = {n.rsplit(".", 1)[-1] for n, m in body.named_modules() if isinstance(m, torch.nn.Linear)}
     assert set(cfg.lora_targets) == linear
+
+
+def test_a_config_with_nested_nodes_builds():
+    """A llama config from YAML carries `rope_parameters` as a nested node: it reaches transformers as a plain dict."""
+    from omegaconf import OmegaConf
+
+    from m6rec.models.backbone import build_backbone
+
+    config = OmegaConf.create({"model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
+                               "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+                               "head_dim": 16,
+                               "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}})  # fmt: skip
+    model = build_backbone(vocab_size=100, config=config)
+    assert model.config.rope_parameters["rope_theta"] == 100000.0 and model.get_input_embeddings().num_embeddings == 100

@@ -97,3 +97,12 @@ class TaskSystem(AdapterOnlyCheckpoints, L.LightningModule):
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer, num_training_steps=self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Norm clipping under FSDP goes through FSDP's own sharded `clip_grad_norm_` (Lightning's FSDP precision
+        plugin refuses `norm`: found on an H100, docs/performance.md); everything else is Lightning's default."""
+        wrapped = getattr(self.trainer.strategy, "model", None)
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and hasattr(wrapped, "clip_grad_norm_"):
+            wrapped.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
