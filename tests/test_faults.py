@@ -276,7 +276,10 @@ def test_a_run_config_with_a_target_outside_the_allow_list_is_refused(key: str, 
 def test_jinja_templates_render_in_a_sandbox(template: str):
     import jinja2.sandbox
 
-    from m6rec.data.text.render import _jinja
+    from m6rec.data.text.render import Templates, render_item_text, render_template
 
     with pytest.raises(jinja2.sandbox.SecurityError):
-        _jinja(template).render(title="Heat", cycler=jinja2.utils.Cycler)
+        render_template(template, {"title": "Heat", "cycler": jinja2.utils.Cycler})
+    with pytest.raises(jinja2.sandbox.SecurityError):  # as a configured `data.templates.candidate` renders it
+        render_item_text({"title": "Heat", "cycler": jinja2.utils.Cycler}, Templates(candidate=template))
+    assert render_template("{{ title | upper }} ({{ year }})", {"title": "Heat", "year": 1995}) == "HEAT (1995)"
