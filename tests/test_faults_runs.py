@@ -168,13 +168,20 @@ def _step(path: Path) -> int:
 
 
 # ------------------------------------------------------------------------------- exact resume, in-process
-def test_a_run_resumed_mid_epoch_from_ckpt_path_last_matches_the_uninterrupted_run(tmp_path: Path, ml100k_dir: Path):
+BUCKETING_UNWIRED = pytest.mark.xfail(strict=True, reason="m6rec/data/datamodules/behaviour_log.py (branch pipeline) "
+                                      "still wraps the bucketing sampler in a plain DataLoader")  # fmt: skip
+
+
+@pytest.mark.parametrize("order", [[], pytest.param(["data.length_bucketing=true"], marks=BUCKETING_UNWIRED)],
+                         ids=["shuffled", "length_bucketing"])  # fmt: skip
+def test_a_run_resumed_mid_epoch_from_ckpt_path_last_matches_the_uninterrupted_run(order: list[str], tmp_path: Path,
+                                                                                   ml100k_dir: Path):  # fmt: skip
     runs = tmp_path / "logs" / "runs"
 
     def cfg(out: Path, *overrides: str):
         return compose_config([*FAST, f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}", "~logger",
                                "trainer.max_epochs=2", "callbacks.step_checkpoint.every_n_train_steps=3",
-                               "peft.lora_dropout=0.1", *overrides], out)  # fmt: skip
+                               "peft.lora_dropout=0.1", *order, *overrides], out)  # fmt: skip
 
     whole = run.train(cfg(tmp_path / "whole"))
     with pytest.raises(RuntimeError, match="crash at step 7"):  # mid-epoch 0 (8 steps an epoch), after step_6
