@@ -271,6 +271,32 @@ def test_a_run_config_with_a_target_outside_the_allow_list_is_refused(key: str, 
     check_targets(compose_config(["experiment=ctr_lora"], tmp_path), tmp_path)  # the project's own targets pass
 
 
+class ForeignTargetReached(Exception):
+    """Raised by `foreign_target`: proof that a `_target_` outside the allow-list was instantiated."""
+
+
+def foreign_target(**kwargs: object) -> None:
+    raise ForeignTargetReached
+
+
+def test_trust_run_config_lifts_the_allow_list(tmp_path: Path):
+    from hydra.errors import InstantiationException
+    from omegaconf import OmegaConf
+
+    from m6rec.recommend import RecommendError, load_run
+
+    cfg = compose_config(["experiment=ctr_lora"], tmp_path / "run")
+    OmegaConf.update(cfg, "data._target_", "tests.test_faults.foreign_target")
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "last.ckpt").touch()
+    OmegaConf.save(cfg, tmp_path / "run" / "config_resolved.yaml")
+    with pytest.raises(RecommendError, match="data._target_=tests.test_faults.foreign_target is outside the allow"):
+        load_run(tmp_path / "run")
+    with pytest.raises(InstantiationException) as info:  # --trust-run-config: the run's own target is called
+        load_run(tmp_path / "run", trust_config=True)
+    assert isinstance(info.value.__cause__, ForeignTargetReached)
+
+
 @pytest.mark.parametrize("template", ["{{ ''.__class__.__mro__ }}", "{{ cycler.__init__.__globals__ }}",
                                       "{{ title.__class__.__base__.__subclasses__() }}"])  # fmt: skip
 def test_jinja_templates_render_in_a_sandbox(template: str):

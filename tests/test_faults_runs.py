@@ -192,6 +192,44 @@ def test_a_run_resumed_mid_epoch_from_ckpt_path_last_matches_the_uninterrupted_r
         assert resumed[key] == whole[key], key  # bit-identical: same order, same RNG, same best epoch
 
 
+def test_ckpt_path_last_finds_the_newest_checkpoint_of_this_task_or_this_sweep_job(tmp_path: Path):
+    from m6rec.systems.resume import newest_checkpoint
+
+    def ckpt(path: str, mtime: int) -> Path:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).touch()
+        os.utime(tmp_path / path, (mtime, mtime))
+        return tmp_path / path
+
+    assert newest_checkpoint(tmp_path / "runs" / "now", multirun=False) is None  # nothing yet: start from scratch
+    ckpt("runs/t1/checkpoints/step_0000006.ckpt", 100)
+    newest = ckpt("runs/t2/hpc_ckpt_1.ckpt", 300)  # SLURM's requeue checkpoint counts too
+    ckpt("runs/t3/checkpoints/last.ckpt", 200)
+    ckpt("multiruns/s1/1/checkpoints/last.ckpt", 900)  # a sweep's checkpoint is not a single run's
+    assert newest_checkpoint(tmp_path / "runs" / "now", multirun=False) == newest
+    job0 = ckpt("multiruns/s1/0/checkpoints/last.ckpt", 400)
+    ckpt("multiruns/s2/1/checkpoints/step_0000003.ckpt", 950)  # job 1: another job's
+    assert newest_checkpoint(tmp_path / "multiruns" / "s2" / "0", multirun=True) == job0
+
+
+def test_a_resumed_run_in_a_new_folder_keeps_the_best_score_so_far(tmp_path: Path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from m6rec.systems.resume import ResumableModelCheckpoint
+
+    before = ModelCheckpoint(tmp_path / "a", monitor="val/auc", mode="max")
+    before.best_model_score, before.best_model_path = torch.tensor(0.71), str(tmp_path / "a" / "epoch_000.ckpt")
+    before.best_k_models, before.kth_value = {before.best_model_path: torch.tensor(0.71)}, torch.tensor(0.71)
+    state = before.state_dict()
+    plain, resumed = (cls(tmp_path / "b", monitor="val/auc", mode="max")
+                      for cls in (ModelCheckpoint, ResumableModelCheckpoint))  # fmt: skip
+    plain.load_state_dict(state)
+    resumed.load_state_dict(state)
+    assert plain.best_model_score is None  # Lightning forgets it when dirpath changes: the next epoch would be "best"
+    assert float(resumed.best_model_score) == pytest.approx(0.71) and float(resumed.kth_value) == pytest.approx(0.71)
+    assert resumed.best_k_models == before.best_k_models and resumed.best_model_path == before.best_model_path
+
+
 @pytest.mark.slow  # two real run.py processes (~30 s)
 @pytest.mark.parametrize(("override", "line"), [
     ("data.batch_size=abc", "Error: ConfigError: data.batch_size: expected int, got 'abc' (str)"),
