@@ -230,12 +230,15 @@ def test_a_resumed_run_in_a_new_folder_keeps_the_best_score_so_far(tmp_path: Pat
     assert resumed.best_k_models == before.best_k_models and resumed.best_model_path == before.best_model_path
 
 
-@pytest.mark.slow  # two real run.py processes (~30 s)
+@pytest.mark.slow  # three real run.py processes (~45 s)
 @pytest.mark.parametrize(("override", "line"), [
     ("data.batch_size=abc", "Error: ConfigError: data.batch_size: expected int, got 'abc' (str)"),
     ("experiment=nope", "Error: MissingConfigException: In 'config': Could not find 'experiment/nope'"),
+    ("hydra.run.dir={tmp}/a_file/run", "Error: NotADirectoryError: [Errno 20] Not a directory: '{tmp}/a_file/run'"),
 ])  # fmt: skip
 def test_the_command_line_prints_one_line_and_exits_2(override: str, line: str, tmp_path: Path, ml100k_dir: Path):
+    (tmp_path / "a_file").touch()  # an output folder that cannot be made (as root, a read-only one still can)
+    override, line = override.format(tmp=tmp_path), line.format(tmp=tmp_path)
     proc = run_cli([*FAST, f"data.root={ml100k_dir}", override], tmp_path, check=False)
     assert proc.returncode == 2 and proc.stderr.startswith(line) and proc.stderr.count("\n") == 1, proc.stderr
     assert not list(tmp_path.glob("logs/*/runs/*/config_resolved.yaml"))  # nothing half-written
