@@ -112,6 +112,21 @@ def test_a_crashed_job_finishes_its_wandb_run_as_failed_and_the_next_job_gets_it
     assert "too small" not in (finished / "files" / "output.log").read_text()
 
 
+@pytest.mark.slow  # in-process, but W&B starts its service process (~20 s)
+def test_secrets_in_the_environment_are_never_written_to_the_run_folder(tmp_path: Path, ml100k_dir: Path,
+                                                                        monkeypatch):  # fmt: skip
+    secret = "s3cr3t" + "x" * 34
+    for name, value in (("WANDB_API_KEY", secret), ("HF_TOKEN", f"hf_{secret}"), ("WANDB_MODE", "offline")):
+        monkeypatch.setenv(name, value)
+    cfg = compose_config([*FAST, "logger=wandb", f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}",
+                          "++trainer.fast_dev_run=true"], tmp_path / "run")  # fmt: skip
+    run.train(cfg)
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert {"config_resolved.yaml", "environment.json", "metrics.json", "debug.log"} <= {p.name for p in files}
+    assert any(p.name.endswith(".wandb") for p in files)  # W&B's own run record is searched too
+    assert [p for p in files if secret.encode() in p.read_bytes()] == []
+
+
 @pytest.mark.slow  # W&B online against a closed local port: falls back to offline (~60 s)
 def test_wandb_online_with_an_unreachable_server_falls_back_to_offline(tmp_path: Path, ml100k_dir: Path):
     env = {"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "0" * 40,
