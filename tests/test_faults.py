@@ -297,6 +297,34 @@ def test_trust_run_config_lifts_the_allow_list(tmp_path: Path):
     assert isinstance(info.value.__cause__, ForeignTargetReached)
 
 
+class _TouchOnUnpickle:
+    """Unpickling it runs `Path.touch(marker)`: what a malicious checkpoint would do with os.system."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_would_run_code_when_unpickled_is_refused(tmp_path: Path, ml100k_dir: Path):
+    import pickle
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from m6rec.recommend import load_run
+
+    cfg = _cfg(tmp_path, ml100k_dir)
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    OmegaConf.save(cfg, tmp_path / "run" / "config_resolved.yaml")
+    marker = tmp_path / "code_ran"
+    torch.save({"state_dict": {}, "payload": _TouchOnUnpickle(marker)}, tmp_path / "run" / "checkpoints" / "last.ckpt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_run(tmp_path / "run")
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("template", ["{{ ''.__class__.__mro__ }}", "{{ cycler.__init__.__globals__ }}",
                                       "{{ title.__class__.__base__.__subclasses__() }}"])  # fmt: skip
 def test_jinja_templates_render_in_a_sandbox(template: str):
