@@ -67,7 +67,7 @@ class DumpTestMetrics:
                 self.seen, self.batches = 0, []
 
             def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-                self.batches.append(len(batch["input_ids"]))
+                self.batches.append(len(next(iter(batch.values()))))  # rows: input_ids, a baseline's features / user
                 self.seen += self.batches[-1]
 
             def on_test_end(self, trainer, pl_module):

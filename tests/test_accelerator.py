@@ -28,6 +28,7 @@ def test_every_trainer_config_composes(trainer: str, tmp_path: Path):
     cfg = compose_config([f"trainer={trainer}"], tmp_path)
     assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
     assert cfg.trainer.accumulate_grad_batches == 1 and cfg.trainer.gradient_clip_algorithm == "norm"
+    assert cfg.trainer.gradient_clip_val == 1.0  # clipping on by default (issue 13); null turns it off
     if trainer in ("gpu", "ddp", "fsdp"):
         assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
 

@@ -15,7 +15,9 @@ import torch
 from torchmetrics.text import BLEUScore, ROUGEScore
 
 import run
+from m6rec.data.datamodules.bucketing import LengthGroupedSampler
 from m6rec.data.datamodules.explanations import IGNORE, ExplanationDataModule
+from m6rec.data.datamodules.resumable import ResumableDataLoader
 from m6rec.data.protocol.splits import TEST, TRAIN, VALID
 from m6rec.models.backbone import build_lm
 from m6rec.systems.explain import ExplainSystem
@@ -101,6 +103,7 @@ def test_labels_mask_the_prompt_and_cover_exactly_the_target_and_eos(varied, tmp
     long = [r for d in dm.datasets.values() for r in d.references if r.startswith("this review")]
     assert long == [tok.decode(tok(" " + LONG, add_special_tokens=False)["input_ids"][:8]).strip()] != [LONG]
     bucketed = datamodule(root, tmp_path, length_bucketing=True)._loader("train", train=True)
+    assert isinstance(bucketed, ResumableDataLoader) and isinstance(bucketed.sampler, LengthGroupedSampler)
     seen = sorted(zip(*(torch.cat([b[k] for b in bucketed]).tolist() for k in ("user_ids", "item_ids")), strict=True))
     train = dm.datasets["train"]
     assert seen == sorted(zip(train.user_ids.tolist(), train.item_ids.tolist(), strict=True))  # each once

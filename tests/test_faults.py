@@ -56,6 +56,11 @@ CONFIG_CASES = [
     ("trainer.precision=33", "trainer.precision: expected Union[Literal[64, 32, 16], "),
     ("trainer.accelerator=5", "trainer.accelerator: expected Union[str, lightning.pytorch.accelerators."),
     ("task.optimizer.lr=abc", "task.optimizer.lr: expected float | torch.Tensor, got 'abc' (str)"),
+    ("task.scheduler.num_warmup_steps=abc", "task.scheduler.num_warmup_steps: expected int, got 'abc' (str)"),
+    ("task.scheduler.num_warmup_steps=1.5", "task.scheduler.num_warmup_steps: expected int, got 1.5 (float)"),
+    ("+task.scheduler.foo=1", "task.scheduler.foo: not a parameter of get_linear_schedule_with_warmup; parameters: "),
+    ("task.scheduler._target_=transformers.get_cosine_schedule_with_warmup +task.scheduler.num_cycles=many",
+     "task.scheduler.num_cycles: expected float, got 'many' (str)"),
     ("callbacks.early_stopping.patience=abc", "callbacks.early_stopping.patience: expected int, got 'abc' (str)"),
     ("callbacks.model_checkpoint.save_top_k=one", "callbacks.model_checkpoint.save_top_k: expected int, got 'one'"),
     ("callbacks.step_checkpoint.every_n_train_steps=often",
@@ -266,12 +271,69 @@ def test_a_run_config_with_a_target_outside_the_allow_list_is_refused(key: str, 
     check_targets(compose_config(["experiment=ctr_lora"], tmp_path), tmp_path)  # the project's own targets pass
 
 
+class ForeignTargetReached(Exception):
+    """Raised by `foreign_target`: proof that a `_target_` outside the allow-list was instantiated."""
+
+
+def foreign_target(**kwargs: object) -> None:
+    raise ForeignTargetReached
+
+
+def test_trust_run_config_lifts_the_allow_list(tmp_path: Path):
+    from hydra.errors import InstantiationException
+    from omegaconf import OmegaConf
+
+    from m6rec.recommend import RecommendError, load_run
+
+    cfg = compose_config(["experiment=ctr_lora"], tmp_path / "run")
+    OmegaConf.update(cfg, "data._target_", "tests.test_faults.foreign_target")
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "last.ckpt").touch()
+    OmegaConf.save(cfg, tmp_path / "run" / "config_resolved.yaml")
+    with pytest.raises(RecommendError, match="data._target_=tests.test_faults.foreign_target is outside the allow"):
+        load_run(tmp_path / "run")
+    with pytest.raises(InstantiationException) as info:  # --trust-run-config: the run's own target is called
+        load_run(tmp_path / "run", trust_config=True)
+    assert isinstance(info.value.__cause__, ForeignTargetReached)
+
+
+class _TouchOnUnpickle:
+    """Unpickling it runs `Path.touch(marker)`: what a malicious checkpoint would do with os.system."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_would_run_code_when_unpickled_is_refused(tmp_path: Path, ml100k_dir: Path):
+    import pickle
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from m6rec.recommend import load_run
+
+    cfg = _cfg(tmp_path, ml100k_dir)
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    OmegaConf.save(cfg, tmp_path / "run" / "config_resolved.yaml")
+    marker = tmp_path / "code_ran"
+    torch.save({"state_dict": {}, "payload": _TouchOnUnpickle(marker)}, tmp_path / "run" / "checkpoints" / "last.ckpt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_run(tmp_path / "run")
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("template", ["{{ ''.__class__.__mro__ }}", "{{ cycler.__init__.__globals__ }}",
                                       "{{ title.__class__.__base__.__subclasses__() }}"])  # fmt: skip
 def test_jinja_templates_render_in_a_sandbox(template: str):
     import jinja2.sandbox
 
-    from m6rec.data.text.render import _jinja
+    from m6rec.data.text.render import Templates, render_item_text, render_template
 
     with pytest.raises(jinja2.sandbox.SecurityError):
-        _jinja(template).render(title="Heat", cycler=jinja2.utils.Cycler)
+        render_template(template, {"title": "Heat", "cycler": jinja2.utils.Cycler})
+    with pytest.raises(jinja2.sandbox.SecurityError):  # as a configured `data.templates.candidate` renders it
+        render_item_text({"title": "Heat", "cycler": jinja2.utils.Cycler}, Templates(candidate=template))
+    assert render_template("{{ title | upper }} ({{ year }})", {"title": "Heat", "year": 1995}) == "HEAT (1995)"

@@ -31,7 +31,8 @@ def _build(experiment: str, encoder_key: str, encoder: Path, ml100k_dir: Path, t
 def _train(system, loader, steps: int, lr: float) -> list[float]:
     optimiser, losses = torch.optim.Adam(system.parameters(), lr=lr), []
     system.train()
-    for _ in range(steps):
+    for epoch in range(steps):
+        loader.sampler.set_epoch(epoch)  # as Lightning does: the seeded training samplers reshuffle per epoch
         for batch in loader:
             loss = system.loss(batch)
             optimiser.zero_grad()

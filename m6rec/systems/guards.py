@@ -73,7 +73,7 @@ its `SIGTERMException`, which run.py turns into exit code 143."""
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # a full, resumable checkpoint
         log.error("Preempted at step %d (epoch %d); checkpoint saved: resume with ckpt_path=%s",
                   trainer.global_step, trainer.current_epoch, self.path)  # fmt: skip
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections.abc
 import inspect
+import re
 import types
 import typing
 from pathlib import Path
@@ -19,6 +20,8 @@ from m6rec.utils.errors import ConfigError
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 TOP_LEVEL = {"seed": int, "train": bool, "test": bool, "optimized_mode": typing.Literal["max", "min"]}
 UNKNOWN = None  # a type hint this check does not understand: the value is accepted
+DOC_TYPES = {"int": int, "float": float, "str": str, "bool": bool}  # documented types of un-annotated parameters
+DOC_ARG = re.compile(r"^\s*(\w+) \(`(int|float|str|bool)`", re.MULTILINE)  # Google / HF style: "name (`int`):"
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -52,7 +55,7 @@ def _check_target(node: DictConfig, prefix: str) -> None:
         params = inspect.signature(target).parameters
     except Exception:  # an unimportable target fails at instantiate with its own message
         return
-    hints = _type_hints(function, target)
+    hints = {**_documented_hints(target, params), **_type_hints(function, target)}
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     for key in node:
         if key in HYDRA_KEYS:
@@ -79,6 +82,16 @@ def _type_hints(function: Any, target: Any) -> dict[str, Any]:
         except Exception:
             continue
     return {}
+
+
+def _documented_hints(target: Any, params: typing.Mapping[str, inspect.Parameter]) -> dict[str, Any]:
+    """Types an un-annotated target states in its docstring (`name (`int`)`, as transformers' schedules do, e.g.
+    `get_linear_schedule_with_warmup`); a parameter that defaults to None also takes None."""
+    found = {}
+    for name, kind in DOC_ARG.findall(inspect.getdoc(target) or ""):
+        if name in params:
+            found[name] = DOC_TYPES[kind] | None if params[name].default is None else DOC_TYPES[kind]
+    return found
 
 
 def _matches(value: Any, hint: Any) -> bool | None:

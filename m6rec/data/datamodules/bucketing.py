@@ -1,21 +1,23 @@
-"""Length-grouped training order (`data.length_bucketing`): batches of similar-length samples, so padding shrinks."""
+"""Length-grouped training order (`data.length_bucketing`): batches of similar-length samples, so padding shrinks;
+seeded by (seed, epoch) and resumable mid-epoch like every training order (m6rec.data.datamodules.resumable)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-from torch.utils.data import DistributedSampler
+
+from m6rec.data.datamodules.resumable import ResumableShardSampler
 
 
-class LengthGroupedSampler(DistributedSampler):
+class LengthGroupedSampler(ResumableShardSampler):
     """Each epoch: shuffle, take buckets of `bucket_batches` batches' worth, sort each by length, cut batches, shuffle
     the batch order (seeded by `seed` and the epoch); rank r takes every world-th batch.
 
     Iterating yields the indices of this rank's batches back to back, so a DataLoader with the same `batch_size`
-    cuts exactly these batches (the one short batch comes last). A DistributedSampler, so Lightning sets the epoch
-    and injects no sampler of its own. With one rank every sample comes exactly once per epoch; with several, ranks
-    short of batches repeat full ones, so all take the same number of steps.
+    cuts exactly these batches (the one short batch comes last). With one rank every sample comes exactly once per
+    epoch; with several, ranks short of batches repeat full ones, so all take the same number of steps. Its state is
+    the (epoch, position) of ResumableShardSampler: a `ResumableDataLoader` over it resumes mid-epoch exactly.
     """
 
     def __init__(
@@ -28,9 +30,10 @@ class LengthGroupedSampler(DistributedSampler):
         bucket_batches: int = 50,
     ):
         self.lengths = np.asarray(lengths, dtype=np.int64)
-        super().__init__(self.lengths, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         self.batch_size, self.bucket_batches = int(batch_size), int(bucket_batches)
         self._cached: tuple[int, list[np.ndarray]] | None = None
+        super().__init__(self.lengths, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.num_samples = self.total_size = sum(len(b) for b in self.batches())  # the same count every epoch
 
     def all_batches(self, epoch: int | None = None) -> list[list[np.ndarray]]:
         """Every rank's batches for `epoch` (default: the current one)."""
@@ -54,15 +57,14 @@ class LengthGroupedSampler(DistributedSampler):
             own.insert(0, pool[k % len(pool)])  # repeats go first: the short batch stays last
         return ranks
 
-    def batches(self) -> list[np.ndarray]:
-        """This rank's batches for the current epoch."""
-        if self._cached is None or self._cached[0] != self.epoch:
-            self._cached = (self.epoch, self.all_batches()[self.rank])
+    def batches(self, epoch: int | None = None) -> list[np.ndarray]:
+        """This rank's batches for `epoch` (default: the current one)."""
+        epoch = self.epoch if epoch is None else epoch
+        if self._cached is None or self._cached[0] != epoch:
+            self._cached = (epoch, self.all_batches(epoch)[self.rank])
         return self._cached[1]
 
-    def __iter__(self) -> Iterator[int]:
-        own = self.batches()
-        return iter(np.concatenate(own).tolist() if own else [])
-
-    def __len__(self) -> int:
-        return sum(len(b) for b in self.batches())
+    def indices(self, epoch: int) -> np.ndarray:
+        """This rank's batches of epoch `epoch`, back to back."""
+        own = self.batches(epoch)
+        return np.concatenate(own) if own else np.zeros(0, np.int64)

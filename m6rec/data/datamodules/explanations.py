@@ -221,13 +221,14 @@ class ExplanationDataModule(BehaviourLogDataModule):
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         if not train and world > 1:
             sampler = UnpaddedDistributedSampler(dataset, world, rank)
-        if train and self.hparams.get("length_bucketing"):  # batches of similar prompt + target lengths
-            lengths = [len(p) + len(t) for p, t in zip(dataset.prompts, dataset.targets, strict=True)]
-            sampler = LengthGroupedSampler(lengths, self.hparams.batch_size, world, rank, torch.initial_seed() % 2**32)
-        elif train:  # shuffled by (seed, epoch), position saved in checkpoints (exact resume)
+        if train:  # shuffled by (seed, epoch), position saved in checkpoints (exact resume)
+            if self.hparams.get("length_bucketing"):  # batches of similar prompt + target lengths
+                lengths = [len(p) + len(t) for p, t in zip(dataset.prompts, dataset.targets, strict=True)]
+                sampler = LengthGroupedSampler(lengths, self.hparams.batch_size, world, rank,
+                                               torch.initial_seed() % 2**32)  # fmt: skip
             return resumable_train_loader(dataset, self.hparams.batch_size, world, rank, self.hparams.num_workers,
-                                          explanation_collate(self.tokenizer.pad_token_id))  # fmt: skip
-        return DataLoader(dataset, batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size,
-                          shuffle=train and sampler is None, sampler=sampler, num_workers=self.hparams.num_workers,
+                                          explanation_collate(self.tokenizer.pad_token_id), sampler)  # fmt: skip
+        return DataLoader(dataset, batch_size=self.hparams.eval_batch_size, sampler=sampler,
+                          num_workers=self.hparams.num_workers,
                           collate_fn=explanation_collate(self.tokenizer.pad_token_id),
                           persistent_workers=self.hparams.num_workers > 0)  # fmt: skip

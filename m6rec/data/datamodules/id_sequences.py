@@ -23,7 +23,9 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from m6rec.data.datamodules.ctr_dataset import UnpaddedDistributedSampler
 from m6rec.data.datamodules.next_item import NextItemDataModule
+from m6rec.data.datamodules.resumable import resumable_train_loader
 from m6rec.data.protocol.splits import SPLIT_NAMES, TEST, TRAIN, VALID, loo_order
 
 LEFT_PADDED = ("history", "sequence")  # item sequences, newest last (padding 0 on the left)
@@ -162,9 +164,13 @@ class SequenceDataModule(NextItemDataModule):
     def _loader(self, name: str, train: bool) -> DataLoader:
         if name == "catalogue":
             raise ValueError("SequenceDataModule has no text catalogue: rank item indices (ranking_items)")
-        return DataLoader(self.datasets[name], batch_size=self.hparams.batch_size if train else
-                          self.hparams.eval_batch_size, shuffle=train, num_workers=self.hparams.num_workers,
-                          collate_fn=sequence_collate, persistent_workers=self.hparams.num_workers > 0)  # fmt: skip
+        dataset, hp, trainer = self.datasets[name], self.hparams, self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if train:  # shuffled by (seed, epoch), position saved in checkpoints (exact resume), DDP-sharded
+            return resumable_train_loader(dataset, hp.batch_size, world, rank, hp.num_workers, sequence_collate)
+        sampler = UnpaddedDistributedSampler(dataset, world, rank) if world > 1 else None  # each query once
+        return DataLoader(dataset, batch_size=hp.eval_batch_size, sampler=sampler, num_workers=hp.num_workers,
+                          collate_fn=sequence_collate, persistent_workers=hp.num_workers > 0)  # fmt: skip
 
     def collate_fn(self) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
         return sequence_collate

@@ -31,7 +31,7 @@ class ResumableShardSampler(DistributedSampler):
         self.position = 0  # indices yielded in the current epoch
 
     def indices(self, epoch: int) -> np.ndarray:
-        """This rank's shard of epoch `epoch`, in order."""
+        """This rank's shard of epoch `epoch`, in order (a subclass may order it otherwise: `num_samples` long)."""
         n = len(self.dataset)  # type: ignore[arg-type]
         order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
         return order[: self.total_size][self.rank :: self.num_replicas]
@@ -84,8 +84,8 @@ class ResumableDataLoader(DataLoader):
         # runs at the first next(): after Lightning's set_epoch, which follows iter() on resume
         epoch, position = self.sampler.epoch, self.sampler.start
         self._delivered = (epoch, position)
-        for batch in super().__iter__():
-            position += len(batch["input_ids"])
+        for batch in super().__iter__():  # full batches but the epoch's last (drop_last=False)
+            position = min(position + self.batch_size, self.sampler.num_samples)  # type: ignore[operator]
             self._delivered = (epoch, position)
             yield batch
 
@@ -100,14 +100,16 @@ class ResumableDataLoader(DataLoader):
             self._delivered = None
 
 
-def resumable_train_loader(dataset: Sized, batch_size: int, world: int, rank: int, num_workers: int,
-                           collate_fn: Any) -> ResumableDataLoader:  # fmt: skip
+def resumable_train_loader(dataset: Sized, batch_size: int, world: int, rank: int, num_workers: int, collate_fn: Any,
+                           sampler: ResumableShardSampler | None = None) -> ResumableDataLoader:  # fmt: skip
     """A shuffled training loader whose order depends only on the run's seed (`torch.initial_seed()`, set by
     `seed_everything(seed)`) and the epoch, and whose position is saved in checkpoints (exact mid-epoch resume).
+    `sampler`: another such order (`bucketing.LengthGroupedSampler` for `data.length_bucketing`).
 
     Its own generator seeds the workers, so iterating it leaves the global RNG untouched."""
     seed = torch.initial_seed() % 2**32
-    sampler = ResumableShardSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    if sampler is None:
+        sampler = ResumableShardSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
     return ResumableDataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                                collate_fn=collate_fn, persistent_workers=num_workers > 0,
                                generator=torch.Generator().manual_seed(seed))  # fmt: skip
