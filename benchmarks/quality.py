@@ -47,7 +47,7 @@ MODELS: list[dict] = [
     {"protocol": "P1", "model": "ease", "lm_based": False, "id_tokens": True, "overrides": ["experiment=p1_ease"],
      "grid": {"model.l2": [100, 250, 500, 1000]}},
     {"protocol": "P1", "model": "bpr_mf", "lm_based": False, "id_tokens": True, "overrides": ["experiment=p1_bprmf"],
-     "grid": {"task.optimizer.lr": [2e-3, 5e-3], "task.optimizer.weight_decay": [0.0, 1e-5]}},
+     "grid": {"task.optimizer.lr": [1e-3, 2e-3], "task.optimizer.weight_decay": [0.0, 1e-4]}},
     {"protocol": "P1", "model": "sasrec", "lm_based": False, "id_tokens": True, "overrides": ["experiment=p1_sasrec"],
      "grid": {"model.dropout": [0.2, 0.5], "task.optimizer.lr": [1e-3, 2e-3]}},
     {"protocol": "P1", "model": "retrieval_lora", "lm_based": True, "id_tokens": False,

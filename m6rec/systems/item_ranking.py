@@ -21,7 +21,7 @@ class ItemRankingSystem(TaskSystem):
     """The model gives `query_vectors(batch) -> (B, d)` and `item_vectors() -> (num_items, d)` (row i - 1 = item
     index i), scores = their dot products; it trains with `loss(batch)`, or is fitted once at fit start with
     `fit(users, items)` on the TRAIN interactions (Pop, EASE), or neither (random, content): then no gradient step
-    runs.
+    runs. A model with both (BPR-MF) gets the TRAIN interactions at fit start, then trains.
 
     Each validation / test query ranks the datamodule's `ranking_items(stage)` minus its `excluded` items (ties
     pessimistic, m6rec.metrics.ranking.target_ranks). `relevant="one"`: one target per query (protocol P1, leave

@@ -5,8 +5,10 @@ item indices in split order (TRAIN, then VALID, then TEST; inside a split by tim
 `data.tie_break` as the loo split breaks them). Items are
 indexed 1..N in sorted raw-id order (`catalogue.item_ids[i - 1]` is index i's raw id); 0 is padding.
 
-Training rows: windows of at most `max_seq_len + 1` items of each user's TRAIN sequence (newest window last; windows
-overlap by one item, so every training item except the user's first is a next-item target exactly once).
+Training rows (`train_rows`): "windows" = windows of at most `max_seq_len + 1` items of each user's TRAIN sequence
+(newest window last; windows overlap by one item, so every training item except the user's first is a next-item target
+exactly once); "pairs" = one row per TRAIN interaction, its item as a one-item `sequence` (shuffled (user, item)
+pairs, each seen once per epoch: what a pairwise model such as BPR-MF trains on).
 Validation / test rows: one per user with an interaction in that split: `targets` = those items, `history` = the
 user's items of the earlier splits (TRAIN at validation, TRAIN + VALID at test; oldest first, not truncated),
 `excluded` = the items seen before the target (the same sets as NextItemDataModule's `excluded`).
@@ -28,6 +30,7 @@ from m6rec.data.datamodules.next_item import NextItemDataModule
 from m6rec.data.datamodules.resumable import resumable_train_loader
 from m6rec.data.protocol.splits import SPLIT_NAMES, TEST, TRAIN, VALID, loo_order
 
+TRAIN_ROWS = ("windows", "pairs")
 LEFT_PADDED = ("history", "sequence")  # item sequences, newest last (padding 0 on the left)
 RIGHT_PADDED = ("targets", "excluded")  # item sets (padding -1 on the right)
 
@@ -89,15 +92,18 @@ def windows(sequence: np.ndarray, size: int) -> list[np.ndarray]:
 
 class SequenceDataModule(NextItemDataModule):
     """NextItemDataModule's log and split as item-index sequences (see the module docstring); `max_seq_len` = the
-    longest training input (a window holds `max_seq_len + 1` items: inputs and their next items)."""
+    longest training input (a window holds `max_seq_len + 1` items: inputs and their next items); `train_rows`
+    "windows" | "pairs" (see the module docstring)."""
 
-    def __init__(self, max_seq_len: int = 200, **kwargs: Any):
+    def __init__(self, max_seq_len: int = 200, train_rows: str = "windows", **kwargs: Any):
         if max_seq_len < 1:
             raise ValueError(f"data.max_seq_len: must be >= 1, got {max_seq_len}")
+        if train_rows not in TRAIN_ROWS:
+            raise ValueError(f"data.train_rows: choose from {list(TRAIN_ROWS)}, got {train_rows!r}")
         settings = kwargs
         kwargs = {}  # Lightning's hparams merge every __init__ frame: let the parent's normalised values stand
         super().__init__(**settings)
-        self.max_seq_len = int(max_seq_len)
+        self.max_seq_len, self.train_rows = int(max_seq_len), train_rows
         self.history_splits = {VALID: (TRAIN,), TEST: (TRAIN, VALID)}  # the splits a query's history is drawn from
 
     def model_inputs(self) -> dict[str, Catalogue]:
@@ -142,12 +148,16 @@ class SequenceDataModule(NextItemDataModule):
         frame = self.indexed
         per_user = {u: (g["item"].to_numpy(), g["split"].to_numpy()) for u, g in frame.groupby("user", sort=True)}
         train_rows = [{"user": u, "sequence": w} for u, (items, split) in per_user.items()
-                      for w in windows(items[split == TRAIN], self.max_seq_len + 1)]  # fmt: skip
+                      for w in self._train_sequences(items[split == TRAIN])]  # fmt: skip
         self.datasets["train"] = RowsDataset(train_rows)
         for code in (VALID, TEST):
             self.datasets[SPLIT_NAMES[code]] = RowsDataset(self._queries(per_user, code))
         self.stats = {**self._statistics(np.ones(len(frame), np.float32), frame["split"].to_numpy()),
-                      "catalogue": self.catalogue.num_items, "train_windows": len(train_rows)}  # fmt: skip
+                      "catalogue": self.catalogue.num_items, f"train_{self.train_rows}": len(train_rows)}  # fmt: skip
+
+    def _train_sequences(self, items: np.ndarray) -> list[np.ndarray]:
+        """A user's training rows from its TRAIN items: windows, or each item alone (`train_rows`)."""
+        return windows(items, self.max_seq_len + 1) if self.train_rows == "windows" else list(items[:, None])
 
     def _queries(self, per_user: dict[int, tuple[np.ndarray, np.ndarray]], code: int) -> list[dict[str, Any]]:
         """One query per user with items in split `code`: targets, history (`history_splits`), excluded items."""
