@@ -14,6 +14,7 @@ from m6rec.build import build_datamodule_and_system
 from m6rec.data import BehaviourLogDataModule
 from m6rec.data.protocol.splits import TRAIN
 from m6rec.data.text.id_tokens import id_token_ids, item_token, user_token
+from m6rec.peft import count_parameters
 from tests.helpers import compose_config
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing")]
@@ -71,11 +72,12 @@ def test_prompts_carry_the_user_the_candidate_and_only_earlier_training_items(ml
 
 
 def test_embedding_rows_train_beside_lora_while_the_backbone_stays_frozen(ml100k_dir: Path, tmp_path: Path):
-    cfg = compose_config(["experiment=ctr_lora", "data=ml100k_id_tokens", "peft=lora_emb", f"data.root={ml100k_dir}",
-                          f"paths.data_dir={tmp_path / 'cache'}", "task.optimizer.weight_decay=0"],
-                         tmp_path)  # fmt: skip
+    cfg = compose_config(["experiment=ctr_lora", f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}"],
+                         tmp_path)  # the default run: data=ml100k_id_tokens, peft=lora_emb
     dm, system = build_datamodule_and_system(cfg)
     dm.setup()
+    lora = 2 * 16 * ((64 + 192) + (64 + 64) + (256 + 64) + (64 + 256)) + 65  # as in test_configs, plus the head
+    assert count_parameters(system.model)["trainable"] == lora + len(dm.tokenizer) * 64  # + the embedding table
     params = dict(system.model.named_parameters())
     emb = next(p for n, p in params.items() if "wte.modules_to_save" in n)
     original = next(p for n, p in params.items() if "wte.original_module" in n)
