@@ -62,7 +62,11 @@ MODELS: list[dict] = [
       for name in ("lr", "fm", "deepfm")),
     {"protocol": "P2", "model": "mf", "lm_based": False, "id_tokens": True, "overrides": ["experiment=p2_mf"],
      "grid": {"task.optimizer.lr": [3e-3, 1e-2], "task.optimizer.weight_decay": [0.0, 0.1]}, "mode": "min"},
-    {"protocol": "P2", "model": "ctr_lora", "lm_based": True, "id_tokens": False, "overrides": ["experiment=ctr_lora"]},
+    {"protocol": "P2", "model": "ctr_lora", "lm_based": True, "id_tokens": True, "overrides": ["experiment=ctr_lora"]},
+    {"protocol": "P2", "model": "ctr_lora_text", "lm_based": True, "id_tokens": False,
+     "overrides": ["experiment=ctr_lora_text"]},
+    {"protocol": "P2", "model": "ctr_lora_text_emb", "lm_based": True, "id_tokens": False,
+     "overrides": ["experiment=ctr_lora_text", "peft=lora_emb"]},
     {"protocol": "P2", "model": "rating_lora", "lm_based": True, "id_tokens": False,
      "overrides": ["experiment=rating_lora"]},
     # LM-based recipes (issue 15, docs/lm_recipes.md): the same grid as the classic row each one extends

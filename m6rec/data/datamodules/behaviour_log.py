@@ -26,6 +26,7 @@ from m6rec.data.sources import registry
 from m6rec.data.sources.movielens import SOURCES
 from m6rec.data.sources.tables import InteractionTables
 from m6rec.data.text.batch_prompts import RaggedHistory, recent_training_rows
+from m6rec.data.text.id_tokens import add_id_tokens, with_id_columns, without_id_columns
 from m6rec.data.text.render import Templates, render_history_item, render_item_text, render_prompt, render_user_text
 from m6rec.data.text.sample_prompts import encode_prompts, prompt_parts
 from m6rec.data.text.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
@@ -49,6 +50,8 @@ class BehaviourLogDataModule(L.LightningDataModule):
     from `root`, options in `source`; see m6rec.data.sources.registry); `cache` keeps the tokenized samples on disk
     (`sample_cache`); `length_bucketing` batches training samples of similar length (`bucketing`);
     `duplicates` (error | warn | drop) handles repeated (user, item) interactions (m6rec.data.sources.validate).
+    `id_tokens` adds one vocabulary token per user and item ("<u_12>", "<i_345>") that templates place with
+    `{user_token}` / `{item_token}` (m6rec.data.text.id_tokens).
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
         cache: bool = True,
         length_bucketing: bool = False,
         duplicates: str = "warn",
+        id_tokens: bool = False,
     ):
         super().__init__()
         # plain containers (not OmegaConf nodes) so checkpoints load with weights_only=True
@@ -105,6 +109,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
     def tables(self) -> InteractionTables:
         """The parsed dataset (`data.dataset`'s loader with `data.source`); the templates are checked against it."""
         tables = registry.load(self._check_dataset(), self.raw_dir, self.hparams.source, self.hparams.duplicates)
+        tables = with_id_columns(tables) if self.hparams.id_tokens else tables
         self.templates.check_fields(tables.items.columns, tables.users.columns)
         return tables
 
@@ -133,16 +138,20 @@ class BehaviourLogDataModule(L.LightningDataModule):
     def tokenizer(self):
         """The backbone's tokenizer when `tokenizer` names one, else BPE trained on item/user metadata only.
 
-        Metadata holds no interactions, so nothing from validation/test can reach the vocabulary.
+        Metadata holds no interactions, so nothing from validation/test can reach the vocabulary. With `id_tokens`,
+        the BPE trains on the texts without them and the user / item tokens are added after it.
         """
-        if self.hparams.tokenizer:
-            return load_pretrained_tokenizer(self.hparams.tokenizer)
-        t, tables = self.templates, self.tables
-        texts = [render_item_text(row, t) for row in tables.items.to_dict("records")]
-        texts += [render_history_item(row, r, t) for row in tables.items.to_dict("records") for r in range(1, 6)]
-        texts += [render_user_text(row, t) for row in tables.users.to_dict("records")]
-        texts += [render_prompt("", p, [], "", t) for p in ("he", "she", "they")]
-        return train_bpe_tokenizer(texts, self.hparams.vocab_size, Path(self.hparams.data_dir) / "tokenizers")
+        tok = self.hparams.tokenizer and load_pretrained_tokenizer(self.hparams.tokenizer)
+        if not tok:
+            t, tables = self.templates, self.tables
+            items = without_id_columns(tables.items.to_dict("records"))
+            users = without_id_columns(tables.users.to_dict("records"))
+            texts = [render_item_text(row, t) for row in items]
+            texts += [render_history_item(row, r, t) for row in items for r in range(1, 6)]
+            texts += [render_user_text(row, t) for row in users]
+            texts += [render_prompt("", p, [], "", t) for p in ("he", "she", "they")]
+            tok = train_bpe_tokenizer(texts, self.hparams.vocab_size, Path(self.hparams.data_dir) / "tokenizers")
+        return add_id_tokens(tok, self.tables) if self.hparams.id_tokens else tok
 
     # ------------------------------------------------------------------ samples
     def setup(self, stage: str | None = None) -> None:
