@@ -88,8 +88,8 @@ def _module(root: Path, data_dir: Path):
 def run_stages(root: Path, data_dir: Path) -> dict[str, Any]:
     """Each stage of a cold `setup()` on its own (same calls, same order)."""
     from m6rec.data.datamodules.sample_cache import cache_dir, write_samples
+    from m6rec.data.protocol.history import recent_training_rows
     from m6rec.data.protocol.splits import TRAIN
-    from m6rec.data.text.batch_prompts import recent_training_rows
 
     dm, out = _module(root, data_dir), {}
     _, *out["load"] = _timed(lambda: (dm.tables, dm.interactions, dm.fingerprint))
@@ -101,7 +101,7 @@ def run_stages(root: Path, data_dir: Path) -> dict[str, Any]:
     columns = {"input_ids": ids, "label": samples["label"].to_numpy(np.float32)}
     path = cache_dir(data_dir, dm.fingerprint, tokenizer)
     _, *out["cache write"] = _timed(lambda: write_samples(path, columns, {}))
-    return {"stages": out, "interactions": len(dm.interactions), "tokens": int(sum(map(len, ids)))}
+    return {"stages": out, "interactions": len(dm.interactions), "tokens": int(ids.lengths.sum())}
 
 
 def run_setup(root: Path, data_dir: Path) -> dict[str, Any]:

@@ -20,12 +20,13 @@ from m6rec.data.datamodules.ctr_dataset import CTRDataset, UnpaddedDistributedSa
 from m6rec.data.datamodules.eval_history import ALL_SPLITS, earlier_split_rows, with_rows_replaced
 from m6rec.data.datamodules.resumable import resumable_train_loader
 from m6rec.data.datamodules.sample_cache import CACHE_VERSION, cache_dir, load_or_build
+from m6rec.data.protocol.history import RaggedHistory, recent_training_rows
 from m6rec.data.protocol.sampling import k_core, sample_negatives
 from m6rec.data.protocol.splits import SPLIT_NAMES, TRAIN, split_interactions
+from m6rec.data.ragged import Ragged
 from m6rec.data.sources import registry
 from m6rec.data.sources.movielens import SOURCES
 from m6rec.data.sources.tables import InteractionTables
-from m6rec.data.text.batch_prompts import RaggedHistory, recent_training_rows
 from m6rec.data.text.render import Templates, render_history_item, render_item_text, render_prompt, render_user_text
 from m6rec.data.text.sample_prompts import encode_prompts, prompt_parts
 from m6rec.data.text.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
@@ -157,13 +158,14 @@ class BehaviourLogDataModule(L.LightningDataModule):
         else:
             columns = self.sample_columns()
             self.stats = self._statistics(columns["label"], columns["split"])
-        input_ids, labels, split = columns["input_ids"], columns["label"], columns["split"]
+        input_ids, labels, split = Ragged.from_rows(columns["input_ids"]), columns["label"], columns["split"]
         users, items, ratings = columns["user_id"], columns["item_id"], columns["rating"]
-        extra = {k: v for k, v in columns.items() if k not in SAMPLE_COLUMNS}
-        for code, name in SPLIT_NAMES.items():
+        extra = {k: Ragged.from_rows(v) if isinstance(v, list) else v for k, v in columns.items()
+                 if k not in SAMPLE_COLUMNS}  # fmt: skip
+        for code, name in SPLIT_NAMES.items():  # each split a view of the same arrays (no per-sample objects)
             rows = np.flatnonzero(split == code)
-            extra_rows = {k: [v[r] for r in rows] for k, v in extra.items()}
-            self.datasets[name] = CTRDataset([input_ids[r] for r in rows], labels[rows], users[rows], items[rows],
+            extra_rows = {k: v.take(rows) if isinstance(v, Ragged) else v[rows] for k, v in extra.items()}
+            self.datasets[name] = CTRDataset(input_ids.take(rows), labels[rows], users[rows], items[rows],
                                              ratings[rows], extra_rows)  # fmt: skip
         log.info("Data %s: %s", self.fingerprint, self.stats)
 
@@ -230,15 +232,15 @@ class BehaviourLogDataModule(L.LightningDataModule):
 
     def encode_columns(
         self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]] | RaggedHistory
-    ) -> dict[str, list[np.ndarray]]:
+    ) -> dict[str, Ragged | list[np.ndarray]]:
         """What the model reads of each sample: its prompt's token ids (`input_ids`); a subclass may add columns."""
         return {"input_ids": self._encode(samples, histories)}
 
     def _encode(
         self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]] | RaggedHistory
-    ) -> list[np.ndarray]:
-        """Token ids of every prompt, oldest history items dropped to fit `max_length` (as SegmentEncoder.encode,
-        vectorised by `encode_batch`); `histories` as lists of (item, rating) or as rows of `samples`."""
+    ) -> Ragged:
+        """Token ids of every prompt, oldest history items dropped to fit `max_length` (`encode_batch`); `histories`
+        as lists of (item, rating) or as rows of `samples`."""
         return encode_prompts(self.tables, self.templates, self.tokenizer, self.hparams.max_length, samples, histories)
 
     def request_rows(self, user_id: int, item_ids: Sequence[int], before: int = ALL_SPLITS) -> list[dict[str, Any]]:
@@ -249,7 +251,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
 
     def request_columns(
         self, user_id: int, item_ids: Sequence[int], before: int = ALL_SPLITS
-    ) -> dict[str, list[np.ndarray]]:
+    ) -> dict[str, Ragged | list[np.ndarray]]:
         """`encode_columns` of the (user, item) events that follow all of the user's interactions in the splits before
         `before` (default: every split; `before=TEST` gives a `loo` test event's prompt): "<user> rated <history>.
         Will <pronoun> enjoy <item>?" with the user's most recent of those interactions."""
@@ -285,7 +287,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
         if not train and world > 1:
             sampler = UnpaddedDistributedSampler(dataset, world, rank)
         if train and self.hparams.length_bucketing:  # `data.length_bucketing`: batches of similar lengths
-            lengths = np.fromiter(map(len, dataset.input_ids), np.int64, count=len(dataset))
+            lengths = Ragged.from_rows(dataset.input_ids).lengths
             sampler = LengthGroupedSampler(lengths, self.hparams.batch_size, world, rank, torch.initial_seed() % 2**32)
         elif train:  # shuffled by (seed, epoch) with its position in the checkpoint: a resumed run is the same run
             return resumable_train_loader(dataset, self.hparams.batch_size, world, rank, self.hparams.num_workers,

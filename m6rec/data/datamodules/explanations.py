@@ -26,15 +26,15 @@ from m6rec.data.datamodules.eval_history import earlier_split_rows
 from m6rec.data.datamodules.resumable import resumable_train_loader
 from m6rec.data.protocol.history import recent_training_history
 from m6rec.data.protocol.splits import SPLIT_NAMES, TRAIN
+from m6rec.data.ragged import Ragged
+from m6rec.data.text.batch_prompts import encode_parts
 from m6rec.data.text.encode import SegmentEncoder
 from m6rec.data.text.render import (
-    prompt_segments,
     render_history_item,
     render_item_text,
     render_prompt,
     render_user_text,
 )
-from m6rec.data.text.sample_prompts import covering_parts
 from m6rec.data.text.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
 
 log = logging.getLogger(__name__)
@@ -184,9 +184,8 @@ class ExplanationDataModule(BehaviourLogDataModule):
         closing special tokens (e.g. [SEP]), which would end the text before the explanation."""
         parts = self._parts(samples, histories)
         encoder = SegmentEncoder(self.tokenizer, self.templates, self.hparams.max_length)
-        encoder.prefetch(s for part in covering_parts(parts) for s in prompt_segments(*part, self.templates))
-        cut = len(encoder.suffix)
-        return [ids[: len(ids) - cut] if cut else ids for ids in (encoder.encode(*part) for part in parts)]
+        prompts = encode_parts(encoder, parts)
+        return list(Ragged(prompts.flat, prompts.starts, prompts.lengths - len(encoder.suffix)))
 
     def _parts(
         self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]]

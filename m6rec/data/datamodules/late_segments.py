@@ -15,7 +15,7 @@ import pandas as pd
 
 from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule
 from m6rec.data.datamodules.ctr_dataset import pad_collate
-from m6rec.data.text.batch_prompts import RaggedHistory
+from m6rec.data.protocol.history import RaggedHistory
 from m6rec.data.text.encode import SegmentEncoder
 from m6rec.models.late_interaction import Segment, tokenize_late
 

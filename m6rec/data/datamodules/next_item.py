@@ -25,6 +25,7 @@ from m6rec.data.datamodules.eval_history import ALL_SPLITS, earlier_split_rows
 from m6rec.data.datamodules.resumable import resumable_train_loader
 from m6rec.data.protocol.history import recent_training_history
 from m6rec.data.protocol.splits import SPLIT_NAMES, TEST, TRAIN, VALID
+from m6rec.data.text.batch_prompts import encode_parts
 from m6rec.data.text.encode import SegmentEncoder
 from m6rec.data.text.render import render_item_text, render_prompt
 
@@ -163,7 +164,7 @@ class NextItemDataModule(BehaviourLogDataModule):
         """Each event's query parts and token ids (`query_templates`, empty candidate, oldest history dropped first)."""
         parts = [(u, p, h) for u, p, h, _ in self._parts(events, histories)]
         encoder = SegmentEncoder(self.tokenizer, self.query_templates, self.hparams.max_length)  # caches segments
-        return parts, [encoder.encode(u, p, h, "") for u, p, h in parts]
+        return parts, list(encode_parts(encoder, [(u, p, h, "") for u, p, h in parts]))
 
     def encode_query(self, user_id: int, before: int = ALL_SPLITS) -> np.ndarray:
         """Token ids of `user_id`'s query over the user's most recent interactions in the splits before `before`
