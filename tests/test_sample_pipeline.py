@@ -37,7 +37,7 @@ def _prompts_and_oracle(dm: BehaviourLogDataModule) -> tuple[Ragged, list[np.nda
     samples = dm.samples()
     split = samples["split"].to_numpy()
     history = recent_training_rows(samples, split == TRAIN, dm.hparams.history_len)
-    got = dm._encode(samples, history)
+    got = dm.encode_columns(samples, history)["input_ids"]
     lists = history.as_lists(samples["item_id"].to_numpy(), samples["rating"].to_numpy())
     encoder = SegmentEncoder(dm.tokenizer, dm.templates, dm.hparams.max_length)
     return got, [encode_one(encoder, *part) for part in prompt_parts(dm.tables, dm.templates, samples, lists)]
@@ -52,8 +52,9 @@ def test_prompt_ids_equal_the_oracle_and_chunking_changes_nothing(ml100k_dir: Pa
     assert len(got) == len(expected) == 320 and all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
     assert sum(len(x) == max_length for x in expected) > 0  # the budget dropped history somewhere
     monkeypatch.setattr(batch_prompts, "CHUNK_SAMPLES", 7)  # 46 chunks: the same flat array
-    chunked = dm._encode(dm.samples(), recent_training_rows(dm.samples(), dm.samples()["split"].to_numpy() == TRAIN,
-                                                            dm.hparams.history_len))  # fmt: skip
+    samples = dm.samples()
+    history = recent_training_rows(samples, samples["split"].to_numpy() == TRAIN, dm.hparams.history_len)
+    chunked = dm.encode_columns(samples, history)["input_ids"]
     assert np.array_equal(chunked.compact()[0], got.compact()[0])
 
 

@@ -221,27 +221,25 @@ class BehaviourLogDataModule(L.LightningDataModule):
 
     def render_texts(self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]]) -> list[str]:
         """The prompt of every sample with its full history (no token budget applied)."""
-        parts = self._parts(samples, histories)
+        parts = self.sample_parts(samples, histories)
         return [render_prompt(u, p, h, c, self.templates) for u, p, h, c in parts]
 
-    def _parts(
+    def sample_parts(
         self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]]
     ) -> list[tuple[str, str, list[str], str]]:
-        """(user text, pronoun, history pieces, candidate text) of every sample (see `prompt_parts`)."""
+        """(user text, pronoun, history pieces, candidate text) of every sample (see `prompt_parts`): the texts that
+        `render_texts` and the list-based encoders (late segments, next-item queries, explanations) start from; a
+        DataModule overrides it to say a part differently (e.g. the candidate with its rating)."""
         return prompt_parts(self.tables, self.templates, samples, histories)
 
     def encode_columns(
         self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]] | RaggedHistory
     ) -> dict[str, Ragged | list[np.ndarray]]:
-        """What the model reads of each sample: its prompt's token ids (`input_ids`); a subclass may add columns."""
-        return {"input_ids": self._encode(samples, histories)}
-
-    def _encode(
-        self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]] | RaggedHistory
-    ) -> Ragged:
-        """Token ids of every prompt, oldest history items dropped to fit `max_length` (`encode_batch`); `histories`
-        as lists of (item, rating) or as rows of `samples`."""
-        return encode_prompts(self.tables, self.templates, self.tokenizer, self.hparams.max_length, samples, histories)
+        """What the model reads of each sample: its prompt's token ids (`input_ids`, oldest history items dropped to
+        fit `max_length`); `histories` as (item, rating) lists or as rows of `samples`. A subclass may add columns."""
+        hp = self.hparams
+        return {"input_ids": encode_prompts(self.tables, self.templates, self.tokenizer, hp.max_length, samples,
+                                            histories)}  # fmt: skip
 
     def request_rows(self, user_id: int, item_ids: Sequence[int], before: int = ALL_SPLITS) -> list[dict[str, Any]]:
         """Dataset-style rows (label 0) of `request_columns`, ready for `collate_fn()`: what the recommender scores."""

@@ -164,7 +164,7 @@ class ExplanationDataModule(BehaviourLogDataModule):
                 histories[row] = history
         keep = np.flatnonzero(samples["target"].to_numpy() != "")
         events, histories = samples.iloc[keep], [histories[r] for r in keep]
-        prompts = self._encode(events, histories)
+        prompts = self._prompt_ids(events, histories)
         targets, references = self._targets(events["target"].tolist())
         split = split[keep]
         users, items = events["user_id"].to_numpy(np.int64), events["item_id"].to_numpy(np.int64)
@@ -179,19 +179,19 @@ class ExplanationDataModule(BehaviourLogDataModule):
         self.stats["mean_target_tokens"] = float(np.mean([len(t) - 1 for t in targets])) if targets else 0.0
         log.info("Data %s: %s", self.fingerprint, self.stats)
 
-    def _encode(self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]]) -> list[np.ndarray]:
+    def _prompt_ids(self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]]) -> list[np.ndarray]:
         """Prompt ids, oldest history items dropped to fit `max_length` (SegmentEncoder), without the tokenizer's
         closing special tokens (e.g. [SEP]), which would end the text before the explanation."""
-        parts = self._parts(samples, histories)
+        parts = self.sample_parts(samples, histories)
         encoder = SegmentEncoder(self.tokenizer, self.templates, self.hparams.max_length)
         prompts = encode_parts(encoder, parts)
         return list(Ragged(prompts.flat, prompts.starts, prompts.lengths - len(encoder.suffix)))
 
-    def _parts(
+    def sample_parts(
         self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]]
     ) -> list[tuple[str, str, list[str], str]]:
         """The parent's parts, the candidate rendered with the event's rating when `condition_on_rating`."""
-        parts = super()._parts(samples, histories)
+        parts = super().sample_parts(samples, histories)
         if not self.hparams.condition_on_rating:
             return parts
         items = {row["item_id"]: row for row in self.tables.items.to_dict("records")}

@@ -162,7 +162,7 @@ class NextItemDataModule(BehaviourLogDataModule):
         self, events: pd.DataFrame, histories: list[list[tuple[int, float]]]
     ) -> tuple[list[QueryParts], list[np.ndarray]]:
         """Each event's query parts and token ids (`query_templates`, empty candidate, oldest history dropped first)."""
-        parts = [(u, p, h) for u, p, h, _ in self._parts(events, histories)]
+        parts = [(u, p, h) for u, p, h, _ in self.sample_parts(events, histories)]
         encoder = SegmentEncoder(self.tokenizer, self.query_templates, self.hparams.max_length)  # caches segments
         return parts, list(encode_parts(encoder, [(u, p, h, "") for u, p, h in parts]))
 
@@ -172,7 +172,7 @@ class NextItemDataModule(BehaviourLogDataModule):
         needed)."""
         inter = self.interactions
         mine = (inter["user_id"] == user_id).to_numpy()
-        placeholder = self.tables.items["item_id"].iloc[0]  # _parts renders a candidate; the query drops it
+        placeholder = self.tables.items["item_id"].iloc[0]  # sample_parts renders a candidate; the query drops it
         event = pd.DataFrame({"user_id": [user_id], "item_id": [placeholder], "rating": [np.nan], "timestamp": [0],
                               "split": [before]})  # fmt: skip
         frame = pd.concat([inter[mine].assign(split=self.split_codes()[mine])[event.columns], event], ignore_index=True)
