@@ -12,6 +12,7 @@ Wall times on a shared machine vary with load; CPU times (user + system of the p
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import resource
 import subprocess
@@ -43,11 +44,13 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 
 
 # --------------------------------------------------------------------------- the generated 1M log
-def write_synthetic(root: Path, n_users: int = 6040, n_items: int = 3700, n_ratings: int = 1_000_000) -> Path:
-    """A seeded ML-100K-format log (u.data, u.item, u.user) with skewed user activity and item popularity."""
+def write_synthetic(root: Path, n_users: int = 6040, n_items: int = 3700, n_ratings: int = 1_000_000,
+                    layout: str = "ml-100k") -> Path:  # fmt: skip
+    """A seeded log with skewed user activity and item popularity, in ML-100K's layout (u.data, u.item, u.user) or
+    ML-20M's (ratings.csv, movies.csv; no user table)."""
     from m6rec.data.sources.movielens import GENRES
 
-    if (root / "u.data").is_file():
+    if (root / "u.data").is_file() or (root / "ratings.csv").is_file():
         return root
     rng = np.random.default_rng(0)
     activity = rng.pareto(1.2, n_users) + 1
@@ -64,11 +67,18 @@ def write_synthetic(root: Path, n_users: int = 6040, n_items: int = 3700, n_rati
     ratings = np.clip(np.rint(3.5 + taste + rng.normal(0, 0.8, n_ratings)), 1, 5).astype(int)
     times = 874_724_710 + rng.integers(0, 3 * 365 * 86_400, n_ratings)
     root.mkdir(parents=True, exist_ok=True)
+    flags = (rng.random((n_items, len(GENRES))) < 0.12).astype(int)
+    years = rng.integers(1930, 1999, n_items)
+    if layout == "ml-20m":
+        pd.DataFrame({"userId": users + 1, "movieId": items + 1, "rating": ratings.astype(float), "timestamp": times}
+                     ).to_csv(root / "ratings.csv", index=False)  # fmt: skip
+        genres = ["|".join(g for g, on in zip(GENRES, f, strict=True) if on) or "(no genres listed)" for f in flags]
+        pd.DataFrame({"movieId": np.arange(1, n_items + 1), "title": [f"Synthetic Movie {i + 1} ({y})" for i, y in
+                      enumerate(years)], "genres": genres}).to_csv(root / "movies.csv", index=False)  # fmt: skip
+        return root
     pd.DataFrame({"u": users + 1, "i": items + 1, "r": ratings, "t": times}).to_csv(
         root / "u.data", sep="\t", header=False, index=False
     )
-    flags = (rng.random((n_items, len(GENRES))) < 0.12).astype(int)
-    years = rng.integers(1930, 1999, n_items)
     lines = [f"{i + 1}|Synthetic Movie {i + 1} ({y})|01-Jan-{y}||http://example.org/{i + 1}|" + "|".join(map(str, f))
              for i, (y, f) in enumerate(zip(years, flags, strict=True))]  # fmt: skip
     (root / "u.item").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
@@ -83,7 +93,8 @@ def write_synthetic(root: Path, n_users: int = 6040, n_items: int = 3700, n_rati
 def _module(root: Path, data_dir: Path):
     from m6rec.data import BehaviourLogDataModule
 
-    return BehaviourLogDataModule(data_dir=str(data_dir), dataset="ml-100k", root=str(root))
+    dataset = "ml-20m" if (root / "ratings.csv").is_file() else "ml-100k"
+    return BehaviourLogDataModule(data_dir=str(data_dir), dataset=dataset, root=str(root))
 
 
 def run_stages(root: Path, data_dir: Path) -> dict[str, Any]:
@@ -106,14 +117,26 @@ def run_stages(root: Path, data_dir: Path) -> dict[str, Any]:
 
 
 def run_setup(root: Path, data_dir: Path) -> dict[str, Any]:
-    """`setup()` cold (empty caches), then warm (a new DataModule reading the caches); peak RSS of both."""
-    cold = _module(root, data_dir)
-    _, *cold_time = _timed(cold.setup)
-    warm = _module(root, data_dir)
-    _, *warm_time = _timed(warm.setup)
-    same = all(np.array_equal(cold.datasets[name].input_ids.compact()[k], warm.datasets[name].input_ids.compact()[k])
-               for name in cold.datasets for k in (0, 1))  # fmt: skip
-    return {"cold": cold_time, "warm": warm_time, "warm_equals_cold": same, "peak_rss_mib": peak_rss_mib()}
+    """`setup()` with the sample cache in `data_dir` (cold when it is empty, else warm): wall and CPU s, this process's
+    peak RSS, and a digest of every split's tokens and labels."""
+    dm = _module(root, data_dir)
+    _, *seconds = _timed(dm.setup)
+    h = hashlib.sha256()
+    for name, dataset in sorted(dm.datasets.items()):
+        ids = dataset.input_ids
+        if hasattr(ids, "compact"):
+            flat, offsets = ids.compact()
+        else:  # a list of arrays (earlier versions)
+            flat, offsets = np.concatenate(ids), np.cumsum(list(map(len, ids)))
+        h.update(name.encode() + np.ascontiguousarray(flat).tobytes() + offsets.tobytes() + dataset.labels.tobytes())
+    return {"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "digest": h.hexdigest()}
+
+
+def measure_setup(root: Path, data_dir: Path) -> dict[str, Any]:
+    """Cold `setup()` (empty caches), then warm (a new process reading the caches), each in a fresh process."""
+    cold, warm = _subprocess("setup", root, data_dir), _subprocess("setup", root, data_dir)
+    return {"cold": cold["seconds"], "warm": warm["seconds"], "warm_equals_cold": cold["digest"] == warm["digest"],
+            "peak_rss_mib": cold["peak_rss_mib"], "warm_peak_rss_mib": warm["peak_rss_mib"]}  # fmt: skip
 
 
 def peak_rss_mib() -> float:
@@ -166,7 +189,7 @@ def main() -> None:
     for name in args.datasets:
         root = roots[name]()
         with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
-            stages, setup = _subprocess("stages", root, Path(a)), _subprocess("setup", root, Path(b))
+            stages, setup = _subprocess("stages", root, Path(a)), measure_setup(root, Path(b))
         assert setup["warm_equals_cold"], "the cached samples differ from the built ones"
         rows.append(_row(name, stages, setup))
         print(f"{name}: {stages['tokens']:,} tokens", file=sys.stderr)

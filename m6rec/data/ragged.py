@@ -8,12 +8,19 @@ import numpy as np
 
 
 def ragged_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenation of range(starts[j], starts[j] + lengths[j]) over j (int32 while the values fit)."""
+    """Concatenation of range(starts[j], starts[j] + lengths[j]) over j (int32 while the values fit), built in one
+    array: ones, with each range's jump from the previous one's end at its first position, cumulated in place."""
+    starts, lengths = np.asarray(starts), np.asarray(lengths)
     total = int(lengths.sum())
     dtype = np.int32 if max(total, int(starts.max(initial=0)) + int(lengths.max(initial=0))) < 2**31 else np.int64
-    shift = (starts - (np.cumsum(lengths) - lengths)).astype(dtype)
-    out = np.repeat(shift, lengths)
-    out += np.arange(total, dtype=dtype)
+    out = np.ones(total, dtype)
+    nonempty = lengths > 0
+    starts, lengths = starts[nonempty].astype(np.int64), lengths[nonempty].astype(np.int64)
+    if total:
+        first = np.cumsum(lengths) - lengths
+        out[first[1:]] = starts[1:] - (starts[:-1] + lengths[:-1] - 1)
+        out[0] = starts[0]
+        np.cumsum(out, out=out)
     return out
 
 

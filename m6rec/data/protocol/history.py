@@ -39,8 +39,9 @@ def recent_training_rows(interactions: pd.DataFrame, is_train: np.ndarray, max_l
     users = pd.factorize(interactions["user_id"].to_numpy())[0].astype(np.int64)
     times = np.unique(interactions["timestamp"].to_numpy(), return_inverse=True)[1].astype(np.int64).ravel()
     items = interactions["item_id"].to_numpy()
-    train = np.flatnonzero(is_train)
+    train = np.flatnonzero(is_train).astype(np.int32 if n < 2**31 else np.int64)
     order = train[np.lexsort((items[train], times[train], users[train]))]
+    del train
     span = int(times.max()) + 1
     keys = users * span + times
     sorted_keys = keys[order]
@@ -50,8 +51,8 @@ def recent_training_rows(interactions: pd.DataFrame, is_train: np.ndarray, max_l
     start = np.maximum(first, end - max_len)
     lengths = end - start
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    rows = order[ragged_ranges(start, lengths)]
-    return RaggedHistory(offsets, rows.astype(np.int32 if n < 2**31 else np.int64))
+    del sorted_keys, end, first
+    return RaggedHistory(offsets, order[ragged_ranges(start, lengths)])
 
 
 def recent_training_history(

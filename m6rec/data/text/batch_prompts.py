@@ -98,23 +98,22 @@ class _Plan:
         return [np.full(n, v, np.int32) if kind == "lit" else self.forms[v][codes[kind]] for kind, v in self.columns]
 
 
-def _assemble(plan: _Plan, budget: int, per_sample: list[np.ndarray], lengths: np.ndarray,
-              piece_code: np.ndarray) -> tuple[Ragged, np.ndarray]:  # fmt: skip
-    """Token ids of a chunk of samples (sample j's pieces: piece_code[sum(lengths[:j]) :][: lengths[j]]) and
-    which samples fit the budget (the others get no tokens here)."""
+
+def _budget(plan: _Plan, budget: int, fixed: np.ndarray, lengths: np.ndarray,
+            piece_code: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """For a chunk of samples (sample j's pieces: piece_code[sum(lengths[:j]) :][: lengths[j]], `fixed` tokens
+    outside the history): the oldest kept item, whether the sample fits at all, and its token count."""
     size, n = plan.chunks.length, len(lengths)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
     width = int(lengths.max(initial=0))
-    fixed = np.sum([size[c] for c in per_sample], axis=0) if per_sample else np.zeros(n, np.int64)
     sample = np.repeat(np.arange(n), lengths)  # the sample of each history entry
-    position = np.arange(len(piece_code)) - offsets[:-1][sample]
+    position = np.arange(len(piece_code)) - (np.cumsum(lengths) - lengths)[sample]
 
     def padded(values: np.ndarray) -> np.ndarray:
         out = np.zeros((n, width + 1), np.int32)
         out[sample, position] = values
         return out
 
-    # ---- budget: drop an estimated number of the oldest items, then take the first start that fits exactly
+    # drop an estimated number of the oldest items, then take the first start that fits exactly
     starts = np.arange(width + 1)[None, :]
     later_cost = padded(size[plan.later_form[piece_code]] + size[plan.sep_chunk])
     after = np.cumsum(later_cost[:, ::-1], axis=1)[:, ::-1] - later_cost  # sum over k > s
@@ -130,28 +129,31 @@ def _assemble(plan: _Plan, budget: int, per_sample: list[np.ndarray], lengths: n
     first = np.where(excess > 0, np.argmax(reached, axis=1), 0)
     fits = (starts >= first[:, None]) & (starts <= lengths[:, None]) & (fixed[:, None] + kept_len <= budget)
     start, fit = np.argmax(fits, axis=1), fits.any(axis=1)
-    del kept_len, fits, reached, dropped
+    count = size[plan.prefix] + size[plan.suffix] + fixed + kept_len[np.arange(n), start]
+    return start, fit, count
 
-    # ---- assemble: chunk stream per sample, then the tokens of each chunk
-    kept = np.where(fit, lengths - start, 0)
+
+def _assemble(plan: _Plan, per_sample: list[np.ndarray], lengths: np.ndarray, piece_code: np.ndarray,
+              start: np.ndarray) -> np.ndarray:  # fmt: skip
+    """The token ids of a chunk of samples, back to back, keeping each sample's history from `start` on."""
+    size, n = plan.chunks.length, len(lengths)
+    kept = lengths - start
     history_chunks = np.where(kept > 0, 2 * kept - 1, 1)
     count = len(per_sample) + 2 + history_chunks
     begin = np.cumsum(count) - count
-    stream = np.empty(int(count.sum()), np.int32)
+    stream = np.empty(int(count.sum()), np.int32)  # the chunk ids of every sample, in order
     stream[begin], stream[begin + count - 1] = plan.prefix, plan.suffix
     for k, column in enumerate(per_sample):
         stream[begin + k + 1 + (history_chunks if k >= plan.history_at else 0)] = column
     where = begin + 1 + plan.history_at
     stream[where[kept == 0]] = plan.empty_chunk
-    kept_rows = ragged_ranges(offsets[:-1] + start, kept)
+    kept_rows = ragged_ranges(np.cumsum(lengths) - lengths + start, kept)
     rank = np.arange(len(kept_rows)) - np.repeat(np.cumsum(kept) - kept, kept)
     slot = where[np.repeat(np.arange(n), kept)] + 2 * rank
     codes = piece_code[kept_rows]
     stream[slot] = np.where(rank == 0, plan.first_form[codes], plan.later_form[codes])
     stream[slot[rank > 0] - 1] = plan.sep_chunk
-    tokens = plan.chunks.flat[ragged_ranges(plan.chunks.offset[stream], size[stream])]
-    token_count = np.add.reduceat(size[stream], begin) if n else np.zeros(0, np.int64)
-    return Ragged.from_offsets(tokens, np.concatenate([[0], np.cumsum(token_count, dtype=np.int64)])), fit
+    return plan.chunks.flat[ragged_ranges(plan.chunks.offset[stream], size[stream])]
 
 
 def _encode_one(encoder: SegmentEncoder, user_text: str, pronoun: str, history: list[str], candidate: str) -> list[int]:
@@ -175,6 +177,7 @@ def _encode_one(encoder: SegmentEncoder, user_text: str, pronoun: str, history: 
                      f"needs {len(tokens) + len(encoder.prefix) + len(encoder.suffix)} tokens with no history at all")
 
 
+
 def encode_batch(
     encoder: SegmentEncoder,
     users: list[tuple[str, str]],
@@ -187,30 +190,49 @@ def encode_batch(
 ) -> Ragged:
     """Token ids of every sample j = (users[user_code[j]], candidates[candidate_code[j]], history pieces
     `pieces[piece_code[r]]` for r in history.rows[history.offsets[j]:history.offsets[j+1]]), oldest → newest, the
-    oldest dropped first to fit `encoder.max_length` (the tokenizer's special tokens included)."""
-    plan, n = _Plan(encoder, users, candidates, pieces), len(user_code)
+    oldest dropped first to fit `encoder.max_length` (the tokenizer's special tokens included).
+
+    Two passes over chunks of samples: the budget (which items stay, how many tokens), then the tokens, written
+    straight into one preallocated flat array."""
+    plan, n, lengths = _Plan(encoder, users, candidates, pieces), len(user_code), history.lengths()
     budget = encoder.max_length - len(encoder.prefix) - len(encoder.suffix)
-    parts, lengths = [], history.lengths()
-    for lo in range(0, n, CHUNK_SAMPLES):
-        hi = min(n, lo + CHUNK_SAMPLES)
+    bounds = [(lo, min(n, lo + CHUNK_SAMPLES)) for lo in range(0, n, CHUNK_SAMPLES)]
+
+    def chunk(lo: int, hi: int) -> tuple[list[np.ndarray], np.ndarray]:
         codes = piece_code[history.rows[history.offsets[lo] : history.offsets[hi]]]
-        users_now, candidates_now = user_code[lo:hi], candidate_code[lo:hi]
-        tokens, fit = _assemble(plan, budget, plan.per_sample(users_now, candidates_now), lengths[lo:hi], codes)
-        ok = plan.user_ok[users_now] & plan.candidate_ok[candidates_now] & (not plan.always_slow)
+        return plan.per_sample(user_code[lo:hi], candidate_code[lo:hi]), codes
+
+    start, count, alone = np.zeros(n, np.int64), np.zeros(n, np.int64), {}
+    for lo, hi in bounds:
+        per_sample, codes = chunk(lo, hi)
+        fixed = np.sum([plan.chunks.length[c] for c in per_sample], axis=0)
+        start[lo:hi], fit, count[lo:hi] = _budget(plan, budget, fixed, lengths[lo:hi], codes)
+        ok = plan.user_ok[user_code[lo:hi]] & plan.candidate_ok[candidate_code[lo:hi]] & (not plan.always_slow)
         ok[np.repeat(np.arange(hi - lo), lengths[lo:hi])[~plan.piece_ok[codes]]] = False
-        slow = np.flatnonzero(~ok | ~fit)  # rare: texts the assembly cannot place, or a budget error to raise
-        if len(slow):
-            alone = []
-            for j in slow.tolist():
-                row = history.rows[history.offsets[lo + j] : history.offsets[lo + j + 1]]
-                alone.append(_encode_one(encoder, *users[users_now[j]], [pieces[c] for c in piece_code[row]],
-                                         candidates[candidates_now[j]]))  # fmt: skip
-            alone = Ragged.from_rows([np.asarray(ids) for ids in alone], tokens.flat.dtype)
-            merged = Ragged.concat([tokens, alone])
-            merged.starts[slow], merged.lengths[slow] = merged.starts[hi - lo :], merged.lengths[hi - lo :]
-            tokens = merged.take(np.arange(hi - lo))
-        parts.append(tokens)
-    return Ragged.concat(parts) if parts else Ragged(plan.chunks.flat[:0], np.zeros(0), np.zeros(0))
+        for j in (lo + np.flatnonzero(~ok | ~fit)).tolist():  # rare: texts the assembly cannot place, or an error
+            rows = history.rows[history.offsets[j] : history.offsets[j + 1]]
+            alone[j] = _encode_one(encoder, *users[user_code[j]], [pieces[c] for c in piece_code[rows]],
+                                   candidates[candidate_code[j]])  # fmt: skip
+            count[j] = len(alone[j])
+    offsets = np.concatenate([[0], np.cumsum(count)]).astype(np.int64)
+    flat = np.empty(int(offsets[-1]), plan.chunks.flat.dtype)
+    is_alone = np.zeros(n, bool)
+    is_alone[list(alone)] = True
+    for lo, hi in bounds:
+        per_sample, codes = chunk(lo, hi)
+        fast = ~is_alone[lo:hi] if alone else slice(None)
+        if alone:  # only the samples the assembly places (their pieces picked out of the chunk's)
+            local = lengths[lo:hi]
+            codes = codes[ragged_ranges((np.cumsum(local) - local)[fast], local[fast])]
+            per_sample = [column[fast] for column in per_sample]
+        tokens = _assemble(plan, per_sample, lengths[lo:hi][fast], codes, start[lo:hi][fast])
+        if alone:
+            flat[ragged_ranges(offsets[lo:hi][fast], count[lo:hi][fast])] = tokens
+        else:
+            flat[offsets[lo] : offsets[hi]] = tokens
+    for j, ids in alone.items():
+        flat[offsets[j] : offsets[j + 1]] = ids
+    return Ragged.from_offsets(flat, offsets)
 
 
 def encode_parts(encoder: SegmentEncoder, parts: Sequence[tuple[str, str, list[str], str]]) -> Ragged:
