@@ -27,7 +27,7 @@ from m6rec.data.ragged import Ragged
 from m6rec.data.sources import registry
 from m6rec.data.sources.movielens import SOURCES
 from m6rec.data.sources.tables import InteractionTables
-from m6rec.data.text.render import Templates, render_history_item, render_item_text, render_prompt, render_user_text
+from m6rec.data.text.render import Templates, render_history_items, render_item_text, render_prompt, render_user_text
 from m6rec.data.text.sample_prompts import encode_prompts, prompt_parts
 from m6rec.data.text.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
 from m6rec.utils.files import file_digest
@@ -139,8 +139,9 @@ class BehaviourLogDataModule(L.LightningDataModule):
         if self.hparams.tokenizer:
             return load_pretrained_tokenizer(self.hparams.tokenizer)
         t, tables = self.templates, self.tables
-        texts = [render_item_text(row, t) for row in tables.items.to_dict("records")]
-        texts += [render_history_item(row, r, t) for row in tables.items.to_dict("records") for r in range(1, 6)]
+        items = tables.items.to_dict("records")
+        texts = [render_item_text(row, t) for row in items]
+        texts += [text for row in items for text in render_history_items(row, range(1, 6), t)]
         texts += [render_user_text(row, t) for row in tables.users.to_dict("records")]
         texts += [render_prompt("", p, [], "", t) for p in ("he", "she", "they")]
         return train_bpe_tokenizer(texts, self.hparams.vocab_size, Path(self.hparams.data_dir) / "tokenizers")

@@ -202,7 +202,7 @@ def encode_batch(
         codes = piece_code[history.rows[history.offsets[lo] : history.offsets[hi]]]
         return plan.per_sample(user_code[lo:hi], candidate_code[lo:hi]), codes
 
-    start, count, alone = np.zeros(n, np.int64), np.zeros(n, np.int64), {}
+    start, count, alone = np.zeros(n, np.int32), np.zeros(n, np.int32), {}
     for lo, hi in bounds:
         per_sample, codes = chunk(lo, hi)
         fixed = np.sum([plan.chunks.length[c] for c in per_sample], axis=0)
@@ -214,7 +214,7 @@ def encode_batch(
             alone[j] = _encode_one(encoder, *users[user_code[j]], [pieces[c] for c in piece_code[rows]],
                                    candidates[candidate_code[j]])  # fmt: skip
             count[j] = len(alone[j])
-    offsets = np.concatenate([[0], np.cumsum(count)]).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(count, dtype=np.int64)]).astype(np.int64)
     flat = np.empty(int(offsets[-1]), plan.chunks.flat.dtype)
     is_alone = np.zeros(n, bool)
     is_alone[list(alone)] = True

@@ -11,7 +11,14 @@ from m6rec.data.ragged import Ragged
 from m6rec.data.sources.tables import InteractionTables
 from m6rec.data.text.batch_prompts import encode_batch
 from m6rec.data.text.encode import SegmentEncoder
-from m6rec.data.text.render import Templates, pronoun_for, render_history_item, render_item_text, render_user_text
+from m6rec.data.text.render import (
+    Templates,
+    pronoun_for,
+    render_history_item,
+    render_history_items,
+    render_item_text,
+    render_user_text,
+)
 
 
 def prompt_parts(
@@ -47,6 +54,22 @@ def _history_source(
     return RaggedHistory(np.concatenate([[0], np.cumsum(lengths)]), np.arange(len(items))), items, ratings
 
 
+def _render_pieces(item_rows: dict, item_keys: np.ndarray, rating_keys: np.ndarray, piece_keys: np.ndarray,
+                   t: Templates) -> list[str]:  # fmt: skip
+    """The text of each piece key (item index × len(rating_keys) + rating index), each item's fields prepared once."""
+    n_ratings = max(len(rating_keys), 1)
+    pieces: list[str] = [""] * len(piece_keys)
+    order = np.argsort(piece_keys, kind="stable")
+    items = piece_keys[order] // n_ratings
+    for group in np.split(order, np.flatnonzero(np.diff(items)) + 1) if len(order) else []:
+        keys = piece_keys[group]
+        ratings = [float(rating_keys[k % n_ratings]) for k in keys.tolist()]
+        texts = render_history_items(item_rows[item_keys[keys[0] // n_ratings]], ratings, t)
+        for j, text in zip(group.tolist(), texts, strict=True):
+            pieces[j] = text
+    return pieces
+
+
 def encode_prompts(
     tables: InteractionTables,
     t: Templates,
@@ -77,7 +100,6 @@ def encode_prompts(
     piece_code = np.zeros(len(source_items), np.int32)
     piece_code[used] = code_of_used
     del used, item_of, rating_of, code_of_used
-    pieces = [render_history_item(item_rows[item_keys[k // n_ratings]], float(rating_keys[k % n_ratings]), t)
-              for k in piece_keys.tolist()]  # fmt: skip
+    pieces = _render_pieces(item_rows, item_keys, rating_keys, piece_keys, t)
     encoder = SegmentEncoder(tokenizer, t, max_length)
     return encode_batch(encoder, user_parts, user_code, candidates, item_code, pieces, history, piece_code)
