@@ -158,7 +158,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
             log.info("Samples %s %s", "read from" if hit else "cached in", path)
         else:
             columns = self.sample_columns()
-            self.stats = self._statistics(columns["label"], columns["split"])
+            self.stats = self.split_statistics(columns["label"], columns["split"])
         input_ids, labels, split = Ragged.from_rows(columns["input_ids"]), columns["label"], columns["split"]
         users, items, ratings = columns["user_id"], columns["item_id"], columns["rating"]
         extra = {k: Ragged.from_rows(v) if isinstance(v, list) else v for k, v in columns.items()
@@ -172,7 +172,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
 
     def _columns_and_stats(self) -> tuple[dict[str, Any], dict[str, Any]]:
         columns = self.sample_columns()
-        return columns, {"stats": self._statistics(columns["label"], columns["split"])}
+        return columns, {"stats": self.split_statistics(columns["label"], columns["split"])}
 
     def sample_columns(self) -> dict[str, Any]:
         """Every sample as columns: `encode_columns`' (input_ids, …), label, split, user_id, item_id, rating."""
@@ -265,7 +265,9 @@ class BehaviourLogDataModule(L.LightningDataModule):
                                      self.hparams.history_len)  # fmt: skip
         return self.encode_columns(query, earlier.as_lists(frame["item_id"].to_numpy(), frame["rating"].to_numpy()))
 
-    def _statistics(self, labels: np.ndarray, split: np.ndarray) -> dict[str, Any]:
+    def split_statistics(self, labels: np.ndarray, split: np.ndarray) -> dict[str, Any]:
+        """`stats`: the log's users, items, interactions, density and fingerprint; each split's size and positive
+        rate (`labels`, `split`: one per sample)."""
         inter = self.interactions
         n_users, n_items = inter["user_id"].nunique(), inter["item_id"].nunique()
         stats: dict[str, Any] = {

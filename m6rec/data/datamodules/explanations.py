@@ -174,7 +174,7 @@ class ExplanationDataModule(BehaviourLogDataModule):
             self.datasets[name] = ExplanationDataset([prompts[r] for r in rows], [targets[r] for r in rows],
                                                      [references[r] for r in rows], users[rows], items[rows],
                                                      ratings[rows])  # fmt: skip
-        self.stats = {k: v for k, v in self._statistics(np.ones(len(split), np.float32), split).items()
+        self.stats = {k: v for k, v in self.split_statistics(np.ones(len(split), np.float32), split).items()
                       if not k.endswith("_positive_rate")}  # fmt: skip
         self.stats["mean_target_tokens"] = float(np.mean([len(t) - 1 for t in targets])) if targets else 0.0
         log.info("Data %s: %s", self.fingerprint, self.stats)

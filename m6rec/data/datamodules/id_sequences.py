@@ -144,7 +144,7 @@ class SequenceDataModule(NextItemDataModule):
         self.datasets["train"] = RowsDataset(train_rows)
         for code in (VALID, TEST):
             self.datasets[SPLIT_NAMES[code]] = RowsDataset(self._queries(per_user, code))
-        self.stats = {**self._statistics(np.ones(len(frame), np.float32), frame["split"].to_numpy()),
+        self.stats = {**self.split_statistics(np.ones(len(frame), np.float32), frame["split"].to_numpy()),
                       "catalogue": self.catalogue.num_items, "train_windows": len(train_rows)}  # fmt: skip
 
     def _queries(self, per_user: dict[int, tuple[np.ndarray, np.ndarray]], code: int) -> list[dict[str, Any]]:

@@ -135,7 +135,7 @@ class NextItemDataModule(BehaviourLogDataModule):
             histories = self._eval_histories(samples, split, observed, rows)
             self._add(SPLIT_NAMES[code], events, histories, excluded=_excluded_items(seen, events, before=code))
         self.datasets["catalogue"] = NextItemDataset([item_tokens[i] for i in self.catalogue_ids], self.catalogue_ids)
-        self.stats = {**self._statistics(np.ones(positive.sum(), np.float32), split[positive]),
+        self.stats = {**self.split_statistics(np.ones(positive.sum(), np.float32), split[positive]),
                       "catalogue": len(self.catalogue_ids)}  # fmt: skip
 
     def _eval_histories(
