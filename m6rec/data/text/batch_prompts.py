@@ -17,7 +17,7 @@ from m6rec.data.ragged import Ragged, ragged_ranges
 from m6rec.data.text.encode import SegmentEncoder
 from m6rec.data.text.render import prompt_layout, prompt_segments
 
-CHUNK_SAMPLES = 2**18  # samples assembled at once: bounds the (samples × history) work arrays
+CHUNK_SAMPLES = 2**17  # samples assembled at once: bounds the (samples × history) work arrays
 
 
 class _Chunks:
