@@ -184,8 +184,12 @@ def print_table(result: dict[str, Any]) -> None:
                  ("startup: launch → first step (wall / CPU s)",
                   f"{s['first_step']['wall_s']:.2f} / {s['first_step']['cpu_s']:.2f}")]  # fmt: skip
     for size, p in (result.get("prep") or {}).items():
+        if p.get("cold_s") is None:  # a run stopped before it finished (see its note)
+            rows.append((f"prep {size}", p.get("note", "not measured")))
+            continue
+        cpu = f" (CPU {p['cold_cpu_s']:.1f} / {p['warm_cpu_s']:.1f})" if "cold_cpu_s" in p else ""
         rows.append((f"prep {size}: cold s / warm s / peak RSS MB", f"{p['cold_s']:.1f} / {p['warm_s']:.1f} / "
-                     f"{p['peak_rss_mb']:,.0f}"))  # fmt: skip
+                     f"{p['peak_rss_mb']:,.0f}{cpu}"))  # fmt: skip
     for threads, by_items in (result.get("full_rank_users_per_s") or {}).items():
         for items, r in by_items.items():
             rows.append((f"full rank users/s, {int(items):,} items, {threads} thread(s): chunked / dense",

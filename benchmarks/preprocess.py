@@ -124,12 +124,15 @@ def run_setup(root: Path, data_dir: Path) -> dict[str, Any]:
     peak = peak_rss_mib()  # before the digest below reads every token
     h = hashlib.sha256()
     for name, dataset in sorted(dm.datasets.items()):
-        ids = dataset.input_ids
-        if hasattr(ids, "compact"):
-            flat, offsets = ids.compact()
-        else:  # a list of arrays (earlier versions)
-            flat, offsets = np.concatenate(ids), np.cumsum(list(map(len, ids)))
-        h.update(name.encode() + np.ascontiguousarray(flat).tobytes() + offsets.tobytes() + dataset.labels.tobytes())
+        ids, step = dataset.input_ids, 2**20  # a million rows at a time: the digest must not hold a copy of them all
+        h.update(name.encode() + dataset.labels.tobytes())
+        for lo in range(0, len(ids), step):
+            if hasattr(ids, "take"):
+                flat, offsets = ids.take(np.arange(lo, min(lo + step, len(ids)))).compact()
+            else:  # a list of arrays (earlier versions)
+                rows = ids[lo : lo + step]
+                flat, offsets = np.concatenate(rows), np.concatenate([[0], np.cumsum(list(map(len, rows)))])
+            h.update(flat.astype(np.int32).tobytes() + offsets.astype(np.int64).tobytes())
     return {"seconds": seconds, "peak_rss_mib": peak, "digest": h.hexdigest()}
 
 
