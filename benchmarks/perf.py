@@ -29,9 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results" / "perf.json"
 GPU_RESULTS = ROOT / "benchmarks" / "results" / "gpu_h100.json"  # benchmarks/gpu.py on the lent H100
-# (users, items, interactions) of the generated logs (benchmarks/preprocess.write_synthetic); ML-20M-shaped at 5M/20M
-PREP_SHAPES = {"100k": (943, 1682, 100_000), "1m": (6040, 3700, 1_000_000), "5m": (69_000, 27_278, 5_000_000),
-               "20m": (138_493, 27_278, 20_000_000)}  # fmt: skip
+# (users, items, interactions, layout) of the generated logs (benchmarks/preprocess.write_synthetic): ML-100K / ML-1M
+# shaped in ML-100K's files, then ML-20M-shaped (27K items) in ML-20M's files (ratings.csv, movies.csv)
+PREP_SHAPES = {"100k": (943, 1682, 100_000, "ml-100k"), "1m": (6040, 3700, 1_000_000, "ml-100k"),
+               "1m-ml20m": (13_800, 27_278, 1_000_000, "ml-20m"), "5m": (69_000, 27_278, 5_000_000, "ml-20m"),
+               "20m": (138_493, 27_278, 20_000_000, "ml-20m")}  # fmt: skip
 PARTS = ("overhead", "startup", "prep", "full_rank", "ddp")
 
 
@@ -108,15 +110,18 @@ def overhead(steps: int, data_dir: Path) -> dict[str, float]:
 
 def prep(sizes: list[str], data_dir: Path) -> dict[str, dict[str, float]]:
     """Cold / warm BehaviourLogDataModule.setup() seconds and peak RSS MB per generated log size (preprocess.py)."""
-    from benchmarks.preprocess import _subprocess, write_synthetic
+    from benchmarks.preprocess import measure_setup, write_synthetic
 
     out = {}
     for size in sizes:
-        users, items, n = PREP_SHAPES[size]
-        root = write_synthetic(data_dir / "benchmarks" / f"synthetic-{size}", users, items, n)
+        users, items, n, layout = PREP_SHAPES[size]
+        root = write_synthetic(data_dir / "benchmarks" / f"synthetic-{size}", users, items, n, layout)
         with tempfile.TemporaryDirectory() as cache:
-            setup = _subprocess("setup", root, Path(cache))
-        out[size] = {"cold_s": setup["cold"][0], "warm_s": setup["warm"][0], "peak_rss_mb": setup["peak_rss_mib"]}
+            setup = measure_setup(root, Path(cache))
+        assert setup["warm_equals_cold"], f"prep {size}: the cached samples differ from the built ones"
+        out[size] = {"cold_s": setup["cold"][0], "warm_s": setup["warm"][0], "peak_rss_mb": setup["peak_rss_mib"],
+                     "cold_cpu_s": setup["cold"][1], "warm_cpu_s": setup["warm"][1],
+                     "warm_peak_rss_mb": setup["warm_peak_rss_mib"]}  # fmt: skip
     return out
 
 
@@ -189,8 +194,12 @@ def print_table(result: dict[str, Any]) -> None:
                  ("startup: launch → first step (wall / CPU s)",
                   f"{s['first_step']['wall_s']:.2f} / {s['first_step']['cpu_s']:.2f}")]  # fmt: skip
     for size, p in (result.get("prep") or {}).items():
+        if p.get("cold_s") is None:  # a run stopped before it finished (see its note)
+            rows.append((f"prep {size}", p.get("note", "not measured")))
+            continue
+        cpu = f" (CPU {p['cold_cpu_s']:.1f} / {p['warm_cpu_s']:.1f})" if "cold_cpu_s" in p else ""
         rows.append((f"prep {size}: cold s / warm s / peak RSS MB", f"{p['cold_s']:.1f} / {p['warm_s']:.1f} / "
-                     f"{p['peak_rss_mb']:,.0f}"))  # fmt: skip
+                     f"{p['peak_rss_mb']:,.0f}{cpu}"))  # fmt: skip
     for threads, by_items in (result.get("full_rank_users_per_s") or {}).items():
         for items, r in by_items.items():
             rows.append((f"full rank users/s, {int(items):,} items, {threads} thread(s): chunked / dense",

@@ -12,6 +12,7 @@ Wall times on a shared machine vary with load; CPU times (user + system of the p
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import resource
 import subprocess
@@ -43,11 +44,13 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 
 
 # --------------------------------------------------------------------------- the generated 1M log
-def write_synthetic(root: Path, n_users: int = 6040, n_items: int = 3700, n_ratings: int = 1_000_000) -> Path:
-    """A seeded ML-100K-format log (u.data, u.item, u.user) with skewed user activity and item popularity."""
+def write_synthetic(root: Path, n_users: int = 6040, n_items: int = 3700, n_ratings: int = 1_000_000,
+                    layout: str = "ml-100k") -> Path:  # fmt: skip
+    """A seeded log with skewed user activity and item popularity, in ML-100K's layout (u.data, u.item, u.user) or
+    ML-20M's (ratings.csv, movies.csv; no user table)."""
     from m6rec.data.sources.movielens import GENRES
 
-    if (root / "u.data").is_file():
+    if (root / "u.data").is_file() or (root / "ratings.csv").is_file():
         return root
     rng = np.random.default_rng(0)
     activity = rng.pareto(1.2, n_users) + 1
@@ -59,15 +62,23 @@ def write_synthetic(root: Path, n_users: int = 6040, n_items: int = 3700, n_rati
         pairs = np.unique(np.concatenate([pairs, users * n_items + items]))
     pairs = rng.permutation(pairs)[:n_ratings]
     users, items = pairs // n_items, pairs % n_items
-    taste = rng.normal(0, 1, (n_users, 4)) @ rng.normal(0, 1, (4, n_items)) / 2
-    ratings = np.clip(np.rint(3.5 + taste[users, items] + rng.normal(0, 0.8, n_ratings)), 1, 5).astype(int)
+    user_taste, item_taste = rng.normal(0, 1, (n_users, 4)), rng.normal(0, 1, (4, n_items))
+    taste = np.einsum("jk,kj->j", user_taste[users], item_taste[:, items]) / 2  # not the (users × items) matrix
+    ratings = np.clip(np.rint(3.5 + taste + rng.normal(0, 0.8, n_ratings)), 1, 5).astype(int)
     times = 874_724_710 + rng.integers(0, 3 * 365 * 86_400, n_ratings)
     root.mkdir(parents=True, exist_ok=True)
+    flags = (rng.random((n_items, len(GENRES))) < 0.12).astype(int)
+    years = rng.integers(1930, 1999, n_items)
+    if layout == "ml-20m":
+        pd.DataFrame({"userId": users + 1, "movieId": items + 1, "rating": ratings.astype(float), "timestamp": times}
+                     ).to_csv(root / "ratings.csv", index=False)  # fmt: skip
+        genres = ["|".join(g for g, on in zip(GENRES, f, strict=True) if on) or "(no genres listed)" for f in flags]
+        pd.DataFrame({"movieId": np.arange(1, n_items + 1), "title": [f"Synthetic Movie {i + 1} ({y})" for i, y in
+                      enumerate(years)], "genres": genres}).to_csv(root / "movies.csv", index=False)  # fmt: skip
+        return root
     pd.DataFrame({"u": users + 1, "i": items + 1, "r": ratings, "t": times}).to_csv(
         root / "u.data", sep="\t", header=False, index=False
     )
-    flags = (rng.random((n_items, len(GENRES))) < 0.12).astype(int)
-    years = rng.integers(1930, 1999, n_items)
     lines = [f"{i + 1}|Synthetic Movie {i + 1} ({y})|01-Jan-{y}||http://example.org/{i + 1}|" + "|".join(map(str, f))
              for i, (y, f) in enumerate(zip(years, flags, strict=True))]  # fmt: skip
     (root / "u.item").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
@@ -82,14 +93,15 @@ def write_synthetic(root: Path, n_users: int = 6040, n_items: int = 3700, n_rati
 def _module(root: Path, data_dir: Path):
     from m6rec.data import BehaviourLogDataModule
 
-    return BehaviourLogDataModule(data_dir=str(data_dir), dataset="ml-100k", root=str(root))
+    dataset = "ml-20m" if (root / "ratings.csv").is_file() else "ml-100k"
+    return BehaviourLogDataModule(data_dir=str(data_dir), dataset=dataset, root=str(root))
 
 
 def run_stages(root: Path, data_dir: Path) -> dict[str, Any]:
     """Each stage of a cold `setup()` on its own (same calls, same order)."""
     from m6rec.data.datamodules.sample_cache import cache_dir, write_samples
+    from m6rec.data.protocol.history import recent_training_rows
     from m6rec.data.protocol.splits import TRAIN
-    from m6rec.data.text.batch_prompts import recent_training_rows
 
     dm, out = _module(root, data_dir), {}
     _, *out["load"] = _timed(lambda: (dm.tables, dm.interactions, dm.fingerprint))
@@ -97,23 +109,47 @@ def run_stages(root: Path, data_dir: Path) -> dict[str, Any]:
     samples, *out["split"] = _timed(dm.samples)
     is_history = (samples["split"] == TRAIN).to_numpy() & samples["observed"].to_numpy()
     history, *out["history"] = _timed(lambda: recent_training_rows(samples, is_history, dm.hparams.history_len))
-    ids, *out["render+tokenize"] = _timed(lambda: dm._encode(samples, history))
+    ids, *out["render+tokenize"] = _timed(lambda: dm.encode_columns(samples, history)["input_ids"])
     columns = {"input_ids": ids, "label": samples["label"].to_numpy(np.float32)}
     path = cache_dir(data_dir, dm.fingerprint, tokenizer)
     _, *out["cache write"] = _timed(lambda: write_samples(path, columns, {}))
-    return {"stages": out, "interactions": len(dm.interactions), "tokens": int(sum(map(len, ids)))}
+    return {"stages": out, "interactions": len(dm.interactions), "tokens": int(ids.lengths.sum())}
 
 
 def run_setup(root: Path, data_dir: Path) -> dict[str, Any]:
-    """`setup()` cold (empty caches), then warm (a new DataModule reading the caches); peak RSS of both."""
-    cold = _module(root, data_dir)
-    _, *cold_time = _timed(cold.setup)
-    warm = _module(root, data_dir)
-    _, *warm_time = _timed(warm.setup)
-    same = all(np.array_equal(a, b) for name in cold.datasets
-               for a, b in zip(cold.datasets[name].input_ids, warm.datasets[name].input_ids, strict=True))  # fmt: skip
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"cold": cold_time, "warm": warm_time, "warm_equals_cold": same, "peak_rss_mib": peak_mib}
+    """`setup()` with the sample cache in `data_dir` (cold when it is empty, else warm): wall and CPU s, this process's
+    peak RSS, and a digest of every split's tokens and labels."""
+    dm = _module(root, data_dir)
+    _, *seconds = _timed(dm.setup)
+    peak = peak_rss_mib()  # before the digest below reads every token
+    h = hashlib.sha256()
+    for name, dataset in sorted(dm.datasets.items()):
+        ids, step = dataset.input_ids, 2**20  # a million rows at a time: the digest must not hold a copy of them all
+        h.update(name.encode() + dataset.labels.tobytes())
+        for lo in range(0, len(ids), step):
+            if hasattr(ids, "take"):
+                flat, offsets = ids.take(np.arange(lo, min(lo + step, len(ids)))).compact()
+            else:  # a list of arrays (earlier versions)
+                rows = ids[lo : lo + step]
+                flat, offsets = np.concatenate(rows), np.concatenate([[0], np.cumsum(list(map(len, rows)))])
+            h.update(flat.astype(np.int32).tobytes() + offsets.astype(np.int64).tobytes())
+    return {"seconds": seconds, "peak_rss_mib": peak, "digest": h.hexdigest()}
+
+
+def measure_setup(root: Path, data_dir: Path) -> dict[str, Any]:
+    """Cold `setup()` (empty caches), then warm (a new process reading the caches), each in a fresh process."""
+    cold, warm = _subprocess("setup", root, data_dir), _subprocess("setup", root, data_dir)
+    return {"cold": cold["seconds"], "warm": warm["seconds"], "warm_equals_cold": cold["digest"] == warm["digest"],
+            "peak_rss_mib": cold["peak_rss_mib"], "warm_peak_rss_mib": warm["peak_rss_mib"]}  # fmt: skip
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS: VmHWM (ru_maxrss would also count the parent's RSS at fork, kept across exec)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        line = next(x for x in status.read_text().splitlines() if x.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # --------------------------------------------------------------------------- driver
@@ -157,7 +193,7 @@ def main() -> None:
     for name in args.datasets:
         root = roots[name]()
         with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
-            stages, setup = _subprocess("stages", root, Path(a)), _subprocess("setup", root, Path(b))
+            stages, setup = _subprocess("stages", root, Path(a)), measure_setup(root, Path(b))
         assert setup["warm_equals_cold"], "the cached samples differ from the built ones"
         rows.append(_row(name, stages, setup))
         print(f"{name}: {stages['tokens']:,} tokens", file=sys.stderr)

@@ -183,11 +183,7 @@ def _step(path: Path) -> int:
 
 
 # ------------------------------------------------------------------------------- exact resume, in-process
-BUCKETING_UNWIRED = pytest.mark.xfail(strict=True, reason="m6rec/data/datamodules/behaviour_log.py (branch pipeline) "
-                                      "still wraps the bucketing sampler in a plain DataLoader")  # fmt: skip
-
-
-@pytest.mark.parametrize("order", [[], pytest.param(["data.length_bucketing=true"], marks=BUCKETING_UNWIRED)],
+@pytest.mark.parametrize("order", [[], ["data.length_bucketing=true"]],
                          ids=["shuffled", "length_bucketing"])  # fmt: skip
 def test_a_run_resumed_mid_epoch_from_ckpt_path_last_matches_the_uninterrupted_run(order: list[str], tmp_path: Path,
                                                                                    ml100k_dir: Path):  # fmt: skip

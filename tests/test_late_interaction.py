@@ -42,7 +42,7 @@ def fixture_data(ml100k_dir, tmp_path_factory):
     dm = BehaviourLogDataModule(data_dir=str(tmp_path_factory.mktemp("data")), root=str(ml100k_dir), max_length=128)
     samples = dm.samples()
     histories = recent_training_history(samples, (samples["split"] == TRAIN).to_numpy(), 10)
-    parts = dm._parts(samples, histories)
+    parts = dm.sample_parts(samples, histories)
     encoder = SegmentEncoder(dm.tokenizer, dm.templates, 128)
     return tokenize_late(parts, encoder, 128), samples["label"].to_numpy(np.float32), samples, parts, dm.tokenizer
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from m6rec.data.protocol.history import recent_training_history
-from m6rec.data.text.batch_prompts import RaggedHistory, encode_batch, recent_training_rows
+from m6rec.data.protocol.history import RaggedHistory, recent_training_history, recent_training_rows
+from m6rec.data.text.batch_prompts import encode_batch, encode_parts
 from m6rec.data.text.encode import SegmentEncoder
 from m6rec.data.text.render import (
     Templates,
@@ -20,6 +20,7 @@ from m6rec.data.text.render import (
     render_user_text,
 )
 from m6rec.data.text.tokenizer import train_bpe_tokenizer
+from tests.oracle import encode_one, training_history_by_loop
 
 T = Templates()
 USER = {"user_id": 1, "age": 24, "gender": "M", "occupation": "technician"}
@@ -116,7 +117,7 @@ def test_encoder_matches_tokenizing_the_text_and_keeps_newest_history(tokenizer)
     history = [f"Movie {i} ({i % 5 + 1}/5)" for i in range(20)]
     enc = SegmentEncoder(tokenizer, T, max_length=90)
     user, cand = "A 24-year-old male technician", "Heat (1995), Action"
-    ids = enc.encode(user, "he", history, cand)
+    (ids,) = encode_parts(enc, [(user, "he", history, cand)])
     assert len(ids) <= 90
     text = tokenizer.decode(ids)
     assert text.endswith("Will he enjoy Heat (1995), Action?")  # the candidate is never cut
@@ -130,7 +131,7 @@ def test_encoder_matches_tokenizing_the_text_and_keeps_newest_history(tokenizer)
 
 def test_encoder_refuses_a_budget_too_small_for_the_candidate(tokenizer):
     with pytest.raises(ValueError, match="data.max_length=8 is too small"):
-        SegmentEncoder(tokenizer, T, max_length=8).encode("A user", "he", ["Movie 1 (1/5)"], "Heat (1995), Action")
+        encode_parts(SegmentEncoder(tokenizer, T, max_length=8), [("A user", "he", ["Movie 1 (1/5)"], "Heat, Action")])
 
 
 # ------------------------------------------------------------------ vectorised encoding (batch_prompts)
@@ -146,8 +147,8 @@ ODD_TEMPLATES = [
 @pytest.mark.parametrize("templates", ODD_TEMPLATES)
 @pytest.mark.parametrize("max_length", [30, 64, 400])
 def test_encode_batch_equals_encoding_each_prompt(tokenizer, templates: Templates, max_length: int):
-    """Same ids as SegmentEncoder.encode for every sample, including texts the fast path hands back to it (empty,
-    or ending in a space) and budgets that drop some, all or none of the history."""
+    """Same ids as the one-prompt oracle for every sample, including texts the assembly hands to the exact rule
+    (empty, or ending in a space) and budgets that drop some, all or none of the history."""
     rng = np.random.default_rng(0)
     users = [("A 24-year-old male technician", "he"), ("A user", "they"), ("", "they"), ("Someone ", "she")]
     candidates = ["Heat (1995), Action", "Toy Story", "Café", "", "Fargo "]
@@ -163,7 +164,7 @@ def test_encode_batch_equals_encoding_each_prompt(tokenizer, templates: Template
 
     def one(j: int) -> np.ndarray:
         h = [pieces[c] for c in piece_code[history.offsets[j] : history.offsets[j + 1]]]
-        return reference.encode(*users[user_code[j]], h, candidates[candidate_code[j]])
+        return encode_one(reference, *users[user_code[j]], h, candidates[candidate_code[j]])
 
     expected, errors = [], []
     for j in range(n):
@@ -193,4 +194,5 @@ def test_ragged_history_equals_recent_training_history(max_len: int):
     ragged = recent_training_rows(inter, is_train, max_len)
     as_lists = ragged.as_lists(inter["item_id"].to_numpy(), inter["rating"].to_numpy())
     assert as_lists == recent_training_history(inter, is_train, max_len)
+    assert as_lists == training_history_by_loop(inter, is_train, max_len)
     assert (sum(map(len, as_lists)) == 0) == (max_len == 0)  # not trivially empty

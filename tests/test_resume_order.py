@@ -129,8 +129,6 @@ def test_lightning_resumes_length_bucketing_mid_epoch_and_at_the_epoch_end(tmp_p
         assert resumed.batches == whole.batches[step:], f"resumed from step {step}"
 
 
-@pytest.mark.xfail(strict=True, reason="m6rec/data/datamodules/behaviour_log.py (rewritten on branch pipeline) still "
-                   "wraps the bucketing sampler in a plain DataLoader: pass it to resumable_train_loader")  # fmt: skip
 def test_ctr_length_bucketing_loader_resumes_mid_epoch(ml100k_dir: Path, tmp_path: Path):
     dm = BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir), batch_size=16, max_length=128,
                                 length_bucketing=True)  # fmt: skip

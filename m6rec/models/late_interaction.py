@@ -51,7 +51,7 @@ def late_segments(
 def tokenize_late(
     parts: Sequence[tuple[str, str, list[str], str]], encoder: SegmentEncoder, max_length: int
 ) -> list[list[Segment]]:
-    """Token ids of each sample's late segments (`parts` as BehaviourLogDataModule._parts gives them); the oldest
+    """Token ids of each sample's late segments (`parts` as BehaviourLogDataModule.sample_parts gives them); the oldest
     history items are dropped until the sample fits `max_length` tokens (user and candidate never cut)."""
     texts = [late_segments(*part, encoder.templates) for part in parts]
     encoder.prefetch(text for sample in texts for _, text in sample)

@@ -36,9 +36,9 @@ def candidate_token_lengths(datamodule) -> tuple[torch.Tensor, torch.Tensor]:
     candidate, tail = torch.zeros(size, dtype=torch.long), torch.zeros(size, dtype=torch.long)
     for row in items:
         segments = prompt_segments("\x01", "\x02", ["\x03"], render_item_text(row, t), t)
-        candidate[row["item_id"]] = len(encoder._ids(segments[-from_end]))
+        candidate[row["item_id"]] = len(encoder.ids(segments[-from_end]))
         closing = segments[len(segments) - from_end + 1 :]
-        tail[row["item_id"]] = sum(len(encoder._ids(s)) for s in closing) + len(encoder.suffix)
+        tail[row["item_id"]] = sum(len(encoder.ids(s)) for s in closing) + len(encoder.suffix)
     return candidate, tail
 
 

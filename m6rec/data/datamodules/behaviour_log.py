@@ -20,14 +20,15 @@ from m6rec.data.datamodules.ctr_dataset import CTRDataset, UnpaddedDistributedSa
 from m6rec.data.datamodules.eval_history import ALL_SPLITS, earlier_split_rows, with_rows_replaced
 from m6rec.data.datamodules.resumable import resumable_train_loader
 from m6rec.data.datamodules.sample_cache import CACHE_VERSION, cache_dir, load_or_build
+from m6rec.data.protocol.history import RaggedHistory, recent_training_rows
 from m6rec.data.protocol.sampling import k_core, sample_negatives
 from m6rec.data.protocol.splits import SPLIT_NAMES, TRAIN, split_interactions
+from m6rec.data.ragged import Ragged
 from m6rec.data.sources import registry
 from m6rec.data.sources.movielens import SOURCES
 from m6rec.data.sources.tables import InteractionTables
-from m6rec.data.text.batch_prompts import RaggedHistory, recent_training_rows
 from m6rec.data.text.id_tokens import add_id_tokens, with_id_columns, without_id_columns
-from m6rec.data.text.render import Templates, render_history_item, render_item_text, render_prompt, render_user_text
+from m6rec.data.text.render import Templates, render_history_items, render_item_text, render_prompt, render_user_text
 from m6rec.data.text.sample_prompts import encode_prompts, prompt_parts
 from m6rec.data.text.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
 from m6rec.utils.files import file_digest
@@ -141,14 +142,14 @@ class BehaviourLogDataModule(L.LightningDataModule):
         Metadata holds no interactions, so nothing from validation/test can reach the vocabulary. With `id_tokens`,
         the BPE trains on the texts without them and the user / item tokens are added after it.
         """
-        tok = self.hparams.tokenizer and load_pretrained_tokenizer(self.hparams.tokenizer)
-        if not tok:
+        if self.hparams.tokenizer:
+            tok = load_pretrained_tokenizer(self.hparams.tokenizer)
+        else:
             t, tables = self.templates, self.tables
             items = without_id_columns(tables.items.to_dict("records"))
-            users = without_id_columns(tables.users.to_dict("records"))
             texts = [render_item_text(row, t) for row in items]
-            texts += [render_history_item(row, r, t) for row in items for r in range(1, 6)]
-            texts += [render_user_text(row, t) for row in users]
+            texts += [text for row in items for text in render_history_items(row, range(1, 6), t)]
+            texts += [render_user_text(row, t) for row in without_id_columns(tables.users.to_dict("records"))]
             texts += [render_prompt("", p, [], "", t) for p in ("he", "she", "they")]
             tok = train_bpe_tokenizer(texts, self.hparams.vocab_size, Path(self.hparams.data_dir) / "tokenizers")
         return add_id_tokens(tok, self.tables) if self.hparams.id_tokens else tok
@@ -165,20 +166,21 @@ class BehaviourLogDataModule(L.LightningDataModule):
             log.info("Samples %s %s", "read from" if hit else "cached in", path)
         else:
             columns = self.sample_columns()
-            self.stats = self._statistics(columns["label"], columns["split"])
-        input_ids, labels, split = columns["input_ids"], columns["label"], columns["split"]
+            self.stats = self.split_statistics(columns["label"], columns["split"])
+        input_ids, labels, split = Ragged.from_rows(columns["input_ids"]), columns["label"], columns["split"]
         users, items, ratings = columns["user_id"], columns["item_id"], columns["rating"]
-        extra = {k: v for k, v in columns.items() if k not in SAMPLE_COLUMNS}
-        for code, name in SPLIT_NAMES.items():
+        extra = {k: Ragged.from_rows(v) if isinstance(v, list) else v for k, v in columns.items()
+                 if k not in SAMPLE_COLUMNS}  # fmt: skip
+        for code, name in SPLIT_NAMES.items():  # each split a view of the same arrays (no per-sample objects)
             rows = np.flatnonzero(split == code)
-            extra_rows = {k: [v[r] for r in rows] for k, v in extra.items()}
-            self.datasets[name] = CTRDataset([input_ids[r] for r in rows], labels[rows], users[rows], items[rows],
+            extra_rows = {k: v.take(rows) if isinstance(v, Ragged) else v[rows] for k, v in extra.items()}
+            self.datasets[name] = CTRDataset(input_ids.take(rows), labels[rows], users[rows], items[rows],
                                              ratings[rows], extra_rows)  # fmt: skip
         log.info("Data %s: %s", self.fingerprint, self.stats)
 
     def _columns_and_stats(self) -> tuple[dict[str, Any], dict[str, Any]]:
         columns = self.sample_columns()
-        return columns, {"stats": self._statistics(columns["label"], columns["split"])}
+        return columns, {"stats": self.split_statistics(columns["label"], columns["split"])}
 
     def sample_columns(self) -> dict[str, Any]:
         """Every sample as columns: `encode_columns`' (input_ids, …), label, split, user_id, item_id, rating."""
@@ -228,27 +230,25 @@ class BehaviourLogDataModule(L.LightningDataModule):
 
     def render_texts(self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]]) -> list[str]:
         """The prompt of every sample with its full history (no token budget applied)."""
-        parts = self._parts(samples, histories)
+        parts = self.sample_parts(samples, histories)
         return [render_prompt(u, p, h, c, self.templates) for u, p, h, c in parts]
 
-    def _parts(
+    def sample_parts(
         self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]]
     ) -> list[tuple[str, str, list[str], str]]:
-        """(user text, pronoun, history pieces, candidate text) of every sample (see `prompt_parts`)."""
+        """(user text, pronoun, history pieces, candidate text) of every sample (see `prompt_parts`): the texts that
+        `render_texts` and the list-based encoders (late segments, next-item queries, explanations) start from; a
+        DataModule overrides it to say a part differently (e.g. the candidate with its rating)."""
         return prompt_parts(self.tables, self.templates, samples, histories)
 
     def encode_columns(
         self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]] | RaggedHistory
-    ) -> dict[str, list[np.ndarray]]:
-        """What the model reads of each sample: its prompt's token ids (`input_ids`); a subclass may add columns."""
-        return {"input_ids": self._encode(samples, histories)}
-
-    def _encode(
-        self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]] | RaggedHistory
-    ) -> list[np.ndarray]:
-        """Token ids of every prompt, oldest history items dropped to fit `max_length` (as SegmentEncoder.encode,
-        vectorised by `encode_batch`); `histories` as lists of (item, rating) or as rows of `samples`."""
-        return encode_prompts(self.tables, self.templates, self.tokenizer, self.hparams.max_length, samples, histories)
+    ) -> dict[str, Ragged | list[np.ndarray]]:
+        """What the model reads of each sample: its prompt's token ids (`input_ids`, oldest history items dropped to
+        fit `max_length`); `histories` as (item, rating) lists or as rows of `samples`. A subclass may add columns."""
+        hp = self.hparams
+        return {"input_ids": encode_prompts(self.tables, self.templates, self.tokenizer, hp.max_length, samples,
+                                            histories)}  # fmt: skip
 
     def request_rows(self, user_id: int, item_ids: Sequence[int], before: int = ALL_SPLITS) -> list[dict[str, Any]]:
         """Dataset-style rows (label 0) of `request_columns`, ready for `collate_fn()`: what the recommender scores."""
@@ -258,7 +258,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
 
     def request_columns(
         self, user_id: int, item_ids: Sequence[int], before: int = ALL_SPLITS
-    ) -> dict[str, list[np.ndarray]]:
+    ) -> dict[str, Ragged | list[np.ndarray]]:
         """`encode_columns` of the (user, item) events that follow all of the user's interactions in the splits before
         `before` (default: every split; `before=TEST` gives a `loo` test event's prompt): "<user> rated <history>.
         Will <pronoun> enjoy <item>?" with the user's most recent of those interactions."""
@@ -273,7 +273,9 @@ class BehaviourLogDataModule(L.LightningDataModule):
                                      self.hparams.history_len)  # fmt: skip
         return self.encode_columns(query, earlier.as_lists(frame["item_id"].to_numpy(), frame["rating"].to_numpy()))
 
-    def _statistics(self, labels: np.ndarray, split: np.ndarray) -> dict[str, Any]:
+    def split_statistics(self, labels: np.ndarray, split: np.ndarray) -> dict[str, Any]:
+        """`stats`: the log's users, items, interactions, density and fingerprint; each split's size and positive
+        rate (`labels`, `split`: one per sample)."""
         inter = self.interactions
         n_users, n_items = inter["user_id"].nunique(), inter["item_id"].nunique()
         stats: dict[str, Any] = {
@@ -293,16 +295,17 @@ class BehaviourLogDataModule(L.LightningDataModule):
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         if not train and world > 1:
             sampler = UnpaddedDistributedSampler(dataset, world, rank)
-        if train and self.hparams.length_bucketing:  # `data.length_bucketing`: batches of similar lengths
-            lengths = np.fromiter(map(len, dataset.input_ids), np.int64, count=len(dataset))
-            sampler = LengthGroupedSampler(lengths, self.hparams.batch_size, world, rank, torch.initial_seed() % 2**32)
-        elif train:  # shuffled by (seed, epoch) with its position in the checkpoint: a resumed run is the same run
+        if train:  # shuffled by (seed, epoch) with its position in the checkpoint: a resumed run is the same run
+            if self.hparams.length_bucketing:  # `data.length_bucketing`: batches of similar lengths
+                lengths = Ragged.from_rows(dataset.input_ids).lengths
+                sampler = LengthGroupedSampler(lengths, self.hparams.batch_size, world, rank,
+                                               torch.initial_seed() % 2**32)  # fmt: skip
             return resumable_train_loader(dataset, self.hparams.batch_size, world, rank, self.hparams.num_workers,
-                                          self.collate_fn())  # fmt: skip
+                                          self.collate_fn(), sampler)  # fmt: skip
         return DataLoader(
             dataset,
-            batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size,
-            shuffle=train and sampler is None,
+            batch_size=self.hparams.eval_batch_size,
+            shuffle=False,
             sampler=sampler,
             num_workers=self.hparams.num_workers,
             collate_fn=self.collate_fn(),

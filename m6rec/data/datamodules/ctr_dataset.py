@@ -13,9 +13,10 @@ from torch.utils.data import Dataset, DistributedSampler
 
 class CTRDataset(Dataset):
     """Tokenized (user, candidate) events with a binary label and the raw rating (0 for sampled negatives); `extra`
-    holds further per-sample columns a subclass's encoding adds (e.g. late-interaction segment lengths)."""
+    holds further per-sample columns a subclass's encoding adds (e.g. late-interaction segment lengths). `input_ids`
+    is any sequence of int arrays: a `Ragged` view of one flat token array, or a list."""
 
-    def __init__(self, input_ids: list[np.ndarray], labels: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray,
+    def __init__(self, input_ids: Sequence[np.ndarray], labels: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray,
                  ratings: np.ndarray | None = None, extra: dict[str, Sequence[Any]] | None = None):  # fmt: skip
         self.input_ids, self.labels, self.user_ids, self.item_ids = input_ids, labels, user_ids, item_ids
         self.ratings = np.full(len(labels), np.nan, np.float32) if ratings is None else ratings

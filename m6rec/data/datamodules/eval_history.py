@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from m6rec.data.protocol.history import RaggedHistory
 from m6rec.data.protocol.splits import SPLIT_NAMES
-from m6rec.data.text.batch_prompts import RaggedHistory, ragged_ranges
+from m6rec.data.ragged import ragged_ranges
 
 ALL_SPLITS = len(SPLIT_NAMES)  # the split code of a request that follows every known interaction
 

@@ -26,15 +26,15 @@ from m6rec.data.datamodules.eval_history import earlier_split_rows
 from m6rec.data.datamodules.resumable import resumable_train_loader
 from m6rec.data.protocol.history import recent_training_history
 from m6rec.data.protocol.splits import SPLIT_NAMES, TRAIN
+from m6rec.data.ragged import Ragged
+from m6rec.data.text.batch_prompts import encode_parts
 from m6rec.data.text.encode import SegmentEncoder
 from m6rec.data.text.render import (
-    prompt_segments,
     render_history_item,
     render_item_text,
     render_prompt,
     render_user_text,
 )
-from m6rec.data.text.sample_prompts import covering_parts
 from m6rec.data.text.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class ExplanationDataModule(BehaviourLogDataModule):
                 histories[row] = history
         keep = np.flatnonzero(samples["target"].to_numpy() != "")
         events, histories = samples.iloc[keep], [histories[r] for r in keep]
-        prompts = self._encode(events, histories)
+        prompts = self._prompt_ids(events, histories)
         targets, references = self._targets(events["target"].tolist())
         split = split[keep]
         users, items = events["user_id"].to_numpy(np.int64), events["item_id"].to_numpy(np.int64)
@@ -174,25 +174,24 @@ class ExplanationDataModule(BehaviourLogDataModule):
             self.datasets[name] = ExplanationDataset([prompts[r] for r in rows], [targets[r] for r in rows],
                                                      [references[r] for r in rows], users[rows], items[rows],
                                                      ratings[rows])  # fmt: skip
-        self.stats = {k: v for k, v in self._statistics(np.ones(len(split), np.float32), split).items()
+        self.stats = {k: v for k, v in self.split_statistics(np.ones(len(split), np.float32), split).items()
                       if not k.endswith("_positive_rate")}  # fmt: skip
         self.stats["mean_target_tokens"] = float(np.mean([len(t) - 1 for t in targets])) if targets else 0.0
         log.info("Data %s: %s", self.fingerprint, self.stats)
 
-    def _encode(self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]]) -> list[np.ndarray]:
+    def _prompt_ids(self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]]) -> list[np.ndarray]:
         """Prompt ids, oldest history items dropped to fit `max_length` (SegmentEncoder), without the tokenizer's
         closing special tokens (e.g. [SEP]), which would end the text before the explanation."""
-        parts = self._parts(samples, histories)
+        parts = self.sample_parts(samples, histories)
         encoder = SegmentEncoder(self.tokenizer, self.templates, self.hparams.max_length)
-        encoder.prefetch(s for part in covering_parts(parts) for s in prompt_segments(*part, self.templates))
-        cut = len(encoder.suffix)
-        return [ids[: len(ids) - cut] if cut else ids for ids in (encoder.encode(*part) for part in parts)]
+        prompts = encode_parts(encoder, parts)
+        return list(Ragged(prompts.flat, prompts.starts, prompts.lengths - len(encoder.suffix)))
 
-    def _parts(
+    def sample_parts(
         self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]]
     ) -> list[tuple[str, str, list[str], str]]:
         """The parent's parts, the candidate rendered with the event's rating when `condition_on_rating`."""
-        parts = super()._parts(samples, histories)
+        parts = super().sample_parts(samples, histories)
         if not self.hparams.condition_on_rating:
             return parts
         items = {row["item_id"]: row for row in self.tables.items.to_dict("records")}

@@ -152,7 +152,7 @@ class SequenceDataModule(NextItemDataModule):
         self.datasets["train"] = RowsDataset(train_rows)
         for code in (VALID, TEST):
             self.datasets[SPLIT_NAMES[code]] = RowsDataset(self._queries(per_user, code))
-        self.stats = {**self._statistics(np.ones(len(frame), np.float32), frame["split"].to_numpy()),
+        self.stats = {**self.split_statistics(np.ones(len(frame), np.float32), frame["split"].to_numpy()),
                       "catalogue": self.catalogue.num_items, f"train_{self.train_rows}": len(train_rows)}  # fmt: skip
 
     def _train_sequences(self, items: np.ndarray) -> list[np.ndarray]:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule
 from m6rec.data.datamodules.ctr_dataset import pad_collate
-from m6rec.data.text.batch_prompts import RaggedHistory
+from m6rec.data.protocol.history import RaggedHistory
 from m6rec.data.text.encode import SegmentEncoder
 from m6rec.models.late_interaction import Segment, tokenize_late
 
@@ -52,7 +52,7 @@ class LateSegmentDataModule(BehaviourLogDataModule):
         if encoder.prefix or encoder.suffix:
             raise ValueError("model.tokenizer: adds special tokens around a sequence; LateSegmentDataModule (late "
                              "interaction) expects a decoder's tokenizer (GPT-2 style)")  # fmt: skip
-        samples_segments = tokenize_late(self._parts(samples, histories), encoder, self.hparams.max_length)
+        samples_segments = tokenize_late(self.sample_parts(samples, histories), encoder, self.hparams.max_length)
         columns: dict[str, list[np.ndarray]] = {"input_ids": [], "segment_lengths": [], "segment_roles": []}
         for segments in samples_segments:
             columns["input_ids"].append(np.fromiter((i for _, ids in segments for i in ids), np.int32))

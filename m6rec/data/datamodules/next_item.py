@@ -25,6 +25,7 @@ from m6rec.data.datamodules.eval_history import ALL_SPLITS, earlier_split_rows
 from m6rec.data.datamodules.resumable import resumable_train_loader
 from m6rec.data.protocol.history import recent_training_history
 from m6rec.data.protocol.splits import SPLIT_NAMES, TEST, TRAIN, VALID
+from m6rec.data.text.batch_prompts import encode_parts
 from m6rec.data.text.encode import SegmentEncoder
 from m6rec.data.text.render import render_item_text, render_prompt
 
@@ -134,7 +135,7 @@ class NextItemDataModule(BehaviourLogDataModule):
             histories = self._eval_histories(samples, split, observed, rows)
             self._add(SPLIT_NAMES[code], events, histories, excluded=_excluded_items(seen, events, before=code))
         self.datasets["catalogue"] = NextItemDataset([item_tokens[i] for i in self.catalogue_ids], self.catalogue_ids)
-        self.stats = {**self._statistics(np.ones(positive.sum(), np.float32), split[positive]),
+        self.stats = {**self.split_statistics(np.ones(positive.sum(), np.float32), split[positive]),
                       "catalogue": len(self.catalogue_ids)}  # fmt: skip
 
     def _eval_histories(
@@ -161,9 +162,9 @@ class NextItemDataModule(BehaviourLogDataModule):
         self, events: pd.DataFrame, histories: list[list[tuple[int, float]]]
     ) -> tuple[list[QueryParts], list[np.ndarray]]:
         """Each event's query parts and token ids (`query_templates`, empty candidate, oldest history dropped first)."""
-        parts = [(u, p, h) for u, p, h, _ in self._parts(events, histories)]
+        parts = [(u, p, h) for u, p, h, _ in self.sample_parts(events, histories)]
         encoder = SegmentEncoder(self.tokenizer, self.query_templates, self.hparams.max_length)  # caches segments
-        return parts, [encoder.encode(u, p, h, "") for u, p, h in parts]
+        return parts, list(encode_parts(encoder, [(u, p, h, "") for u, p, h in parts]))
 
     def encode_query(self, user_id: int, before: int = ALL_SPLITS) -> np.ndarray:
         """Token ids of `user_id`'s query over the user's most recent interactions in the splits before `before`
@@ -171,7 +172,7 @@ class NextItemDataModule(BehaviourLogDataModule):
         needed)."""
         inter = self.interactions
         mine = (inter["user_id"] == user_id).to_numpy()
-        placeholder = self.tables.items["item_id"].iloc[0]  # _parts renders a candidate; the query drops it
+        placeholder = self.tables.items["item_id"].iloc[0]  # sample_parts renders a candidate; the query drops it
         event = pd.DataFrame({"user_id": [user_id], "item_id": [placeholder], "rating": [np.nan], "timestamp": [0],
                               "split": [before]})  # fmt: skip
         frame = pd.concat([inter[mine].assign(split=self.split_codes()[mine])[event.columns], event], ignore_index=True)

@@ -1,6 +1,7 @@
-"""On-disk cache of tokenized samples: `<data_dir>/cache/<key>/samples.parquet` + `meta.json`, keyed by the data
-fingerprint and the tokenizer's identity, written atomically (temp dir + rename) under a file lock, so parallel jobs
-preparing the same cache build it once and a failed build leaves nothing behind."""
+"""On-disk cache of tokenized samples: `<data_dir>/cache/<key>/` with one `.npy` per column (a ragged column as
+`<name>.flat.npy` + `<name>.offsets.npy`) and `meta.json`, keyed by the data fingerprint and the tokenizer's identity,
+written atomically (temp dir + rename) under a file lock, so parallel jobs preparing the same cache build it once and
+a failed build leaves nothing behind. Read back memory-mapped: a warm start reads only what the Dataset serves."""
 
 from __future__ import annotations
 
@@ -12,16 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from filelock import FileLock
 
+from m6rec.data.ragged import Ragged
 from m6rec.utils.files import atomic_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "samples-v2"  # bump when rendering or tokenizing changes what the same settings produce
-Columns = dict[str, Any]  # name → 1-D array, or a list of 1-D int arrays (ragged, e.g. input_ids)
+CACHE_FORMAT = "npy-v1"  # the on-disk layout (in the cache key only: the samples, and so the fingerprint, stay)
+Columns = dict[str, Any]  # name → 1-D array, or ragged int rows (`Ragged` or a list of 1-D arrays, e.g. input_ids)
 
 
 def tokenizer_identity(tokenizer: Any) -> str:
@@ -38,42 +39,37 @@ def tokenizer_identity(tokenizer: Any) -> str:
 
 
 def cache_dir(data_dir: str | Path, fingerprint: str, tokenizer: Any) -> Path:
-    """`<data_dir>/cache/<key>`, key = hash(cache version, data fingerprint, tokenizer identity)."""
-    key = hashlib.sha256(f"{CACHE_VERSION}|{fingerprint}|{tokenizer_identity(tokenizer)}".encode()).hexdigest()[:16]
+    """`<data_dir>/cache/<key>`, key = hash(cache version and format, data fingerprint, tokenizer identity)."""
+    key = f"{CACHE_VERSION}|{CACHE_FORMAT}|{fingerprint}|{tokenizer_identity(tokenizer)}"
+    key = hashlib.sha256(key.encode()).hexdigest()[:16]
     return Path(data_dir) / "cache" / key
-
-
-def _arrow(values: Any) -> pa.Array:
-    if isinstance(values, list):  # ragged: one large_list<int32> column
-        lengths = np.fromiter(map(len, values), np.int64, count=len(values))
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        flat = np.concatenate(values).astype(np.int32) if values else np.zeros(0, np.int32)
-        return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat))
-    return pa.array(np.asarray(values))
 
 
 def write_samples(path: str | Path, columns: Columns, meta: dict[str, Any]) -> None:
     """Write `columns` and `meta` into the folder `path`, which appears complete or not at all."""
     with atomic_dir(path) as tmp:
-        pq.write_table(pa.table({name: _arrow(v) for name, v in columns.items()}), tmp / "samples.parquet")
+        for name, values in columns.items():
+            if isinstance(values, (list, Ragged)):  # ragged: flat values + int64 offsets
+                flat, offsets = Ragged.from_rows(values).compact()
+                np.save(tmp / f"{name}.flat.npy", np.ascontiguousarray(flat), allow_pickle=False)
+                np.save(tmp / f"{name}.offsets.npy", offsets, allow_pickle=False)
+            else:
+                np.save(tmp / f"{name}.npy", np.asarray(values), allow_pickle=False)
         write_json_atomic(tmp / "meta.json", {**meta, "columns": list(columns)})
 
 
 def read_samples(path: str | Path) -> tuple[Columns, dict[str, Any]]:
-    """The columns (ragged ones as lists of int32 arrays) and meta written by `write_samples`."""
+    """The columns (ragged ones as `Ragged` over a memory-mapped flat array) and meta written by `write_samples`."""
     path = Path(path)
-    table = pq.read_table(path / "samples.parquet")
+    meta = json.loads((path / "meta.json").read_text())
     columns: Columns = {}
-    for name in table.column_names:
-        column = table.column(name).combine_chunks()
-        if pa.types.is_large_list(column.type):
-            offsets = column.offsets.to_numpy()
-            flat = column.values.to_numpy(zero_copy_only=False)
-            bounds = offsets.tolist()
-            columns[name] = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    for name in meta["columns"]:
+        if (path / f"{name}.npy").is_file():
+            columns[name] = np.load(path / f"{name}.npy", allow_pickle=False)
         else:
-            columns[name] = column.to_numpy(zero_copy_only=False)
-    return columns, json.loads((path / "meta.json").read_text())
+            flat = np.load(path / f"{name}.flat.npy", mmap_mode="r", allow_pickle=False)
+            columns[name] = Ragged.from_offsets(flat, np.load(path / f"{name}.offsets.npy", allow_pickle=False))
+    return columns, meta
 
 
 def load_or_build(path: str | Path, build: Callable[[], tuple[Columns, dict[str, Any]]]) -> tuple[Columns, dict, bool]:

@@ -1,20 +1,20 @@
-"""Token ids for rendered prompts: each distinct segment is tokenized once, prompts are budgeted exactly."""
+"""Segment tokens for prompt encoding: each distinct prompt segment is tokenized once, with the special tokens the
+tokenizer adds around a sequence; `batch_prompts.encode_batch` assembles prompts from them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from m6rec.data.text.render import Templates, prompt_segments
+from m6rec.data.text.render import Templates
 
 
 class SegmentEncoder:
-    """Encode prompts segment by segment with a cache; drop the oldest history items to fit `max_length`.
+    """The tokenizer, templates and token budget of a prompt encoding, with a cache of segment → token ids.
 
-    The special tokens the tokenizer adds around a sequence (e.g. [CLS] … [SEP]) are added once per prompt
-    and counted in the budget. The user and the candidate are never cut.
+    `prefix` / `suffix` are the special tokens the tokenizer adds around a sequence (e.g. [CLS] … [SEP]): added once
+    per prompt and counted in `max_length`. The user and the candidate are never cut; the oldest history items are.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, templates: Templates, max_length: int):
@@ -26,34 +26,19 @@ class SegmentEncoder:
         self.prefix, self.suffix = full[:start], full[start + len(bare) :]
 
     def prefetch(self, segments: Iterable[str]) -> None:
-        """Tokenize all not-yet-cached segments in one batch call."""
+        """Tokenize all not-yet-cached segments in one batch call (the fast tokenizer's own, where there is one)."""
         todo = sorted({s for s in segments if s not in self.cache})
-        if todo:
+        if not todo:
+            return
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:  # without transformers' per-call wrapping
+            ids = [e.ids for e in backend.encode_batch(todo, add_special_tokens=False)]
+        else:
             ids = self.tokenizer(todo, add_special_tokens=False)["input_ids"]
-            self.cache.update(zip(todo, ids, strict=True))
+        self.cache.update(zip(todo, ids, strict=True))
 
-    def _ids(self, segment: str) -> list[int]:
+    def ids(self, segment: str) -> list[int]:
+        """Token ids of one segment (tokenized alone, no special tokens), cached."""
         if segment not in self.cache:
             self.prefetch([segment])
         return self.cache[segment]
-
-    def _join(self, segments: list[str]) -> list[int]:
-        return [i for s in segments for i in self._ids(s)]
-
-    def encode(self, user_text: str, pronoun: str, history: list[str], candidate_text: str) -> np.ndarray:
-        budget = self.max_length - len(self.prefix) - len(self.suffix)
-        ids = self._join(prompt_segments(user_text, pronoun, history, candidate_text, self.templates))
-        first, excess = 0, len(ids) - budget
-        sep = len(self._ids(self.templates.history_sep.rstrip()))
-        while excess > 0 and first < len(history):  # estimate how many of the oldest items must go …
-            excess -= len(self._ids(" " + history[first])) + sep
-            first += 1
-        for start in range(first, len(history) + 1):  # … then verify exactly, dropping more if needed
-            if start:
-                ids = self._join(prompt_segments(user_text, pronoun, history[start:], candidate_text, self.templates))
-            if len(ids) <= budget:
-                return np.asarray(self.prefix + ids + self.suffix, dtype=np.int32)
-        raise ValueError(
-            f"data.max_length={self.max_length} is too small: the prompt for candidate {candidate_text!r} "
-            f"needs {len(ids) + len(self.prefix) + len(self.suffix)} tokens with no history at all"
-        )

@@ -173,6 +173,12 @@ def render_history_item(item: Mapping[str, Any], rating: float, t: Templates) ->
     return render_template(t.history_item, {**_item_fields(item), "rating": rating})
 
 
+def render_history_items(item: Mapping[str, Any], ratings: Iterable[float], t: Templates) -> list[str]:
+    """`render_history_item` of one item at each of `ratings`, the item's fields prepared once."""
+    fields = _item_fields(item)
+    return [render_template(t.history_item, {**fields, "rating": rating}) for rating in ratings]
+
+
 @functools.lru_cache(maxsize=16)
 def prompt_layout(template: str) -> tuple[tuple[str, str | None], ...]:
     """The prompt template as (literal, field) pairs in order; a Jinja prompt is rendered once with placeholders,

@@ -1,15 +1,24 @@
-"""The prompts of a behaviour log's samples: user, history and candidate texts rendered from the tables once per
-distinct value, then every prompt tokenized under the token budget by `encode_batch`."""
+"""The prompts of a behaviour log's samples: each distinct user, candidate item and history piece (item, rating)
+rendered once from the tables, then every prompt tokenized under the token budget by `encode_batch`."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from m6rec.data.protocol.history import RaggedHistory
+from m6rec.data.ragged import Ragged
 from m6rec.data.sources.tables import InteractionTables
-from m6rec.data.text.batch_prompts import RaggedHistory, encode_batch
+from m6rec.data.text.batch_prompts import encode_batch
 from m6rec.data.text.encode import SegmentEncoder
-from m6rec.data.text.render import Templates, pronoun_for, render_history_item, render_item_text, render_user_text
+from m6rec.data.text.render import (
+    Templates,
+    pronoun_for,
+    render_history_item,
+    render_history_items,
+    render_item_text,
+    render_user_text,
+)
 
 
 def prompt_parts(
@@ -33,6 +42,34 @@ def prompt_parts(
     return parts
 
 
+def _history_source(
+    samples: pd.DataFrame, histories: list[list[tuple[int, float]]] | RaggedHistory
+) -> tuple[RaggedHistory, np.ndarray, np.ndarray]:
+    """(history over rows of a source, the source's item ids, its ratings): `samples` itself for a RaggedHistory."""
+    if isinstance(histories, RaggedHistory):
+        return histories, samples["item_id"].to_numpy(), samples["rating"].to_numpy()
+    lengths = np.array([len(h) for h in histories], np.int64)
+    items = np.array([i for h in histories for i, _ in h], np.int64)
+    ratings = np.array([r for h in histories for _, r in h], np.float64)
+    return RaggedHistory(np.concatenate([[0], np.cumsum(lengths)]), np.arange(len(items))), items, ratings
+
+
+def _render_pieces(item_rows: dict, item_keys: np.ndarray, rating_keys: np.ndarray, piece_keys: np.ndarray,
+                   t: Templates) -> list[str]:  # fmt: skip
+    """The text of each piece key (item index × len(rating_keys) + rating index), each item's fields prepared once."""
+    n_ratings = max(len(rating_keys), 1)
+    pieces: list[str] = [""] * len(piece_keys)
+    order = np.argsort(piece_keys, kind="stable")
+    items = piece_keys[order] // n_ratings
+    for group in np.split(order, np.flatnonzero(np.diff(items)) + 1) if len(order) else []:
+        keys = piece_keys[group]
+        ratings = [float(rating_keys[k % n_ratings]) for k in keys.tolist()]
+        texts = render_history_items(item_rows[item_keys[keys[0] // n_ratings]], ratings, t)
+        for j, text in zip(group.tolist(), texts, strict=True):
+            pieces[j] = text
+    return pieces
+
+
 def encode_prompts(
     tables: InteractionTables,
     t: Templates,
@@ -40,41 +77,29 @@ def encode_prompts(
     max_length: int,
     samples: pd.DataFrame,
     histories: list[list[tuple[int, float]]] | RaggedHistory,
-) -> list[np.ndarray]:
-    """Token ids of every sample's prompt, oldest history items dropped to fit `max_length` (as SegmentEncoder.encode,
-    vectorised by `encode_batch`); `histories` as lists of (item, rating) or as rows of `samples`."""
-    if isinstance(histories, RaggedHistory):
-        lengths, rows = histories.lengths(), histories.rows
-        hist_items, hist_ratings = samples["item_id"].to_numpy()[rows], samples["rating"].to_numpy()[rows]
-    else:
-        lengths = np.array([len(h) for h in histories], np.int64)
-        hist_items = np.array([i for h in histories for i, _ in h], np.int64)
-        hist_ratings = np.array([r for h in histories for _, r in h], np.float64)
-    history = RaggedHistory(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), np.arange(lengths.sum()))
+) -> Ragged:
+    """Token ids of every sample's prompt, oldest history items dropped to fit `max_length` (`encode_batch`);
+    `histories` as lists of (item, rating) or as rows of `samples`."""
+    history, source_items, source_ratings = _history_source(samples, histories)
     user_code, user_ids = pd.factorize(samples["user_id"].to_numpy())
-    users = {row["user_id"]: row for row in tables.users.to_dict("records")}
-    user_parts = [(render_user_text(users[u], t), pronoun_for(users[u])) if u in users else
+    users = tables.users.set_index("user_id", drop=False)
+    user_rows = dict(zip(users.index.tolist(), users.to_dict("records"), strict=True))
+    user_parts = [(render_user_text(user_rows[u], t), pronoun_for(user_rows[u])) if u in user_rows else
                   (t.anonymous_user, "they") for u in user_ids.tolist()]  # fmt: skip
-    item_code, item_ids = pd.factorize(samples["item_id"].to_numpy())
     items = tables.items.set_index("item_id", drop=False)
     item_rows = dict(zip(items.index.tolist(), items.to_dict("records"), strict=True))
+    item_code, item_ids = pd.factorize(samples["item_id"].to_numpy())
     candidates = [render_item_text(item_rows[i], t) for i in item_ids.tolist()]
-    item_of, item_keys = pd.factorize(hist_items)  # a history piece = a distinct (item, rating)
-    rating_of, rating_keys = pd.factorize(hist_ratings)
+    # a history piece = a distinct (item, rating) of the source rows some history uses, rendered once
+    used = np.zeros(len(source_items), bool)
+    used[history.rows] = True
+    item_of, item_keys = pd.factorize(source_items[used])
+    rating_of, rating_keys = pd.factorize(source_ratings[used])
     n_ratings = max(len(rating_keys), 1)
-    piece_code, piece_keys = pd.factorize(item_of.astype(np.int64) * n_ratings + rating_of)
-    pieces = [render_history_item(item_rows[item_keys[k // n_ratings]], float(rating_keys[k % n_ratings]), t)
-              for k in piece_keys.tolist()]  # fmt: skip
+    code_of_used, piece_keys = pd.factorize(item_of.astype(np.int64) * n_ratings + rating_of)
+    piece_code = np.zeros(len(source_items), np.int32)
+    piece_code[used] = code_of_used
+    del used, item_of, rating_of, code_of_used
+    pieces = _render_pieces(item_rows, item_keys, rating_keys, piece_keys, t)
     encoder = SegmentEncoder(tokenizer, t, max_length)
     return encode_batch(encoder, user_parts, user_code, candidates, item_code, pieces, history, piece_code)
-
-
-def covering_parts(parts: list[tuple[str, str, list[str], str]]) -> list[tuple[str, str, list[str], str]]:
-    """A few thousand synthetic prompts in which every distinct user, history item and candidate appears, so one
-    batch call tokenizes (almost) every segment the real prompts use; rare misses are tokenized on demand."""
-    users = sorted({(u, p) for u, p, _, _ in parts})
-    pieces = sorted({piece for _, _, history, _ in parts for piece in history}) or [""]
-    candidates = sorted({c for _, _, _, c in parts})
-    n = max(len(users), len(pieces), len(candidates))
-    return [(*users[k % len(users)], pieces[k % len(pieces) : k % len(pieces) + 2], candidates[k % len(candidates)])
-            for k in range(n)]  # fmt: skip
