@@ -79,6 +79,9 @@ MODELS: list[dict] = [
     # P3: the text-only SASRec ranks held-out (cold) items it never trained on
     {"protocol": "P3", "model": "sasrec_text", "lm_based": True, "id_tokens": False,
      "overrides": ["experiment=p3_sasrec_text"], "grid": SASREC_GRID},
+    # P3: zero-training LM content model (MiniLM text encodings, cosine to the history's mean; model=tfidf's twin)
+    {"protocol": "P3", "model": "content_minilm", "lm_based": True, "id_tokens": False,
+     "overrides": ["experiment=p3_content_minilm"]},
 ]  # fmt: skip
 
 
