@@ -71,6 +71,11 @@ MODELS: list[dict] = [
      "overrides": ["experiment=p1_sasrec_hybrid"], "grid": SASREC_GRID},
     {"protocol": "P1", "model": "sasrec_text", "lm_based": True, "id_tokens": False,
      "overrides": ["experiment=p1_sasrec_text"], "grid": SASREC_GRID},
+    # P1, equal 2-trial dropout search on seed 0's validation for SASRec and its hybrid (docs/lm_recipes.md)
+    {"protocol": "P1", "model": "sasrec_dropout_tuned", "lm_based": False, "id_tokens": True,
+     "overrides": ["experiment=p1_sasrec"], "grid": {"model.dropout": [0.2, 0.5]}},
+    {"protocol": "P1", "model": "sasrec_hybrid_dropout_tuned", "lm_based": True, "id_tokens": True,
+     "overrides": ["experiment=p1_sasrec_hybrid"], "grid": {"model.dropout": [0.2, 0.5]}},
     # P2: DeepFM + MiniLM user / item text fields (+ liked / disliked history-text profiles)
     {"protocol": "P2", "model": "deepfm_text", "lm_based": True, "id_tokens": True,
      "overrides": ["experiment=p2_deepfm_text"], "grid": DEEPFM_GRID},
