@@ -130,7 +130,7 @@ def choose(row: dict, log_dir: Path, reuse: bool, tune: bool) -> tuple[list[str]
         return [], "default"
     best = None
     for point in grid_points(row["grid"]):
-        trial = "_".join(p.split(".")[-1].replace("=", "-") for p in point)  # a path Hydra's grammar accepts
+        trial = "_".join(p.split("=")[0].split(".")[-1] + "-" + p.split("=", 1)[1] for p in point)  # dropout-0.5
         metrics = run_once(row, point, trial, 0, log_dir, reuse)
         value = next(v for k, v in metrics.items() if k.startswith("val/"))  # run.py's optimized_metric
         print(f"  tune {row['model']} {point}: val {value:.4f} ({metrics['wall_s']:.0f} s)", flush=True)
