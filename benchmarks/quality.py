@@ -76,6 +76,9 @@ MODELS: list[dict] = [
      "overrides": ["experiment=p1_sasrec"], "grid": {"model.dropout": [0.2, 0.5]}},
     {"protocol": "P1", "model": "sasrec_hybrid_dropout_tuned", "lm_based": True, "id_tokens": True,
      "overrides": ["experiment=p1_sasrec_hybrid"], "grid": {"model.dropout": [0.2, 0.5]}},
+    # P1: the hybrid with dropout 0.5 on the 384-d text encoding (UniSRec-style), the schedule unchanged
+    {"protocol": "P1", "model": "sasrec_hybrid_textdrop", "lm_based": True, "id_tokens": True,
+     "overrides": ["experiment=p1_sasrec_hybrid", "model.item_embedding.dropout=0.5"]},
     # P2: DeepFM + MiniLM user / item text fields (+ liked / disliked history-text profiles)
     {"protocol": "P2", "model": "deepfm_text", "lm_based": True, "id_tokens": True,
      "overrides": ["experiment=p2_deepfm_text"], "grid": DEEPFM_GRID},
