@@ -76,6 +76,9 @@ MODELS: list[dict] = [
      "overrides": ["experiment=p1_sasrec"], "grid": {"model.dropout": [0.2, 0.5]}},
     {"protocol": "P1", "model": "sasrec_hybrid_dropout_tuned", "lm_based": True, "id_tokens": True,
      "overrides": ["experiment=p1_sasrec_hybrid"], "grid": {"model.dropout": [0.2, 0.5]}},
+    # P1: SASRec's third trial (lr 1e-3; its seed-0 validation beat lr 2e-3), against the hybrid's text dropout below
+    {"protocol": "P1", "model": "sasrec_lr1e-3", "lm_based": False, "id_tokens": True,
+     "overrides": ["experiment=p1_sasrec", "task.optimizer.lr=1e-3"]},
     # P1: the hybrid with dropout 0.5 on the 384-d text encoding (UniSRec-style), the schedule unchanged
     {"protocol": "P1", "model": "sasrec_hybrid_textdrop", "lm_based": True, "id_tokens": True,
      "overrides": ["experiment=p1_sasrec_hybrid", "model.item_embedding.dropout=0.5"]},
