@@ -75,6 +75,17 @@ MODELS: list[dict] = [
      "overrides": ["experiment=p1_sasrec_hybrid"], "grid": SASREC_GRID},
     {"protocol": "P1", "model": "sasrec_text", "lm_based": True, "id_tokens": False,
      "overrides": ["experiment=p1_sasrec_text"], "grid": SASREC_GRID},
+    # P1, equal 2-trial dropout search on seed 0's validation for SASRec and its hybrid (docs/lm_recipes.md)
+    {"protocol": "P1", "model": "sasrec_dropout_tuned", "lm_based": False, "id_tokens": True,
+     "overrides": ["experiment=p1_sasrec"], "grid": {"model.dropout": [0.2, 0.5]}},
+    {"protocol": "P1", "model": "sasrec_hybrid_dropout_tuned", "lm_based": True, "id_tokens": True,
+     "overrides": ["experiment=p1_sasrec_hybrid"], "grid": {"model.dropout": [0.2, 0.5]}},
+    # P1: SASRec's third trial (lr 1e-3; its seed-0 validation beat lr 2e-3), against the hybrid's text dropout below
+    {"protocol": "P1", "model": "sasrec_lr1e-3", "lm_based": False, "id_tokens": True,
+     "overrides": ["experiment=p1_sasrec", "task.optimizer.lr=1e-3"]},
+    # P1: the hybrid with dropout 0.5 on the 384-d text encoding (UniSRec-style), the schedule unchanged
+    {"protocol": "P1", "model": "sasrec_hybrid_textdrop", "lm_based": True, "id_tokens": True,
+     "overrides": ["experiment=p1_sasrec_hybrid", "model.item_embedding.dropout=0.5"]},
     # P2: DeepFM + MiniLM user / item text fields (+ liked / disliked history-text profiles)
     {"protocol": "P2", "model": "deepfm_text", "lm_based": True, "id_tokens": True,
      "overrides": ["experiment=p2_deepfm_text"], "grid": DEEPFM_GRID},
@@ -83,6 +94,9 @@ MODELS: list[dict] = [
     # P3: the text-only SASRec ranks held-out (cold) items it never trained on
     {"protocol": "P3", "model": "sasrec_text", "lm_based": True, "id_tokens": False,
      "overrides": ["experiment=p3_sasrec_text"], "grid": SASREC_GRID},
+    # P3: zero-training LM content model (MiniLM text encodings, cosine to the history's mean; model=tfidf's twin)
+    {"protocol": "P3", "model": "content_minilm", "lm_based": True, "id_tokens": False,
+     "overrides": ["experiment=p3_content_minilm"]},
 ]  # fmt: skip
 
 
@@ -126,7 +140,7 @@ def choose(row: dict, log_dir: Path, reuse: bool, tune: bool) -> tuple[list[str]
         return [], "default"
     best = None
     for point in grid_points(row["grid"]):
-        trial = "_".join(p.split(".")[-1].replace("=", "-") for p in point)  # a path Hydra's grammar accepts
+        trial = "_".join(p.split("=")[0].split(".")[-1] + "-" + p.split("=", 1)[1] for p in point)  # dropout-0.5
         metrics = run_once(row, point, trial, 0, log_dir, reuse)
         value = next(v for k, v in metrics.items() if k.startswith("val/"))  # run.py's optimized_metric
         print(f"  tune {row['model']} {point}: val {value:.4f} ({metrics['wall_s']:.0f} s)", flush=True)
