@@ -22,7 +22,7 @@ test: install lint test-fast test-slow
 
 lint: install
 	$(BIN)/ruff check .
-	# TODO(issue 11): once the whole tree is formatted: $(BIN)/ruff format --check .
+	$(BIN)/ruff format --check .
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" --durations=10

@@ -1,7 +1,7 @@
 """Train and test one experiment: seed → instantiate → fit → test → return the metric a sweeper optimises.
 
-    python run.py experiment=ctr_lora
-    python run.py -m experiment=ctr_lora peft=lora,none seed=0,1,2
+python run.py experiment=ctr_lora
+python run.py -m experiment=ctr_lora peft=lora,none seed=0,1,2
 """
 
 from __future__ import annotations

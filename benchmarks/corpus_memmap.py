@@ -50,16 +50,22 @@ def generate_corpus(out_dir: Path, size_mb: float, files: int = 4, seed: int = 0
 
 def peak_rss_mb() -> tuple[float, float]:
     """Peak resident set size (MB) of this process and of its largest finished child (ru_maxrss is KB on Linux)."""
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)  # fmt: skip
+    return (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=float, default=200.0, help="corpus size to generate")
     parser.add_argument("--dir", type=Path, default=None, help="where to write corpus + cache (default: a temp dir)")
-    parser.add_argument("--tokenizer-sample-mb", type=float, default=10.0,
-                        help="train the tokenizer on about this many MB of the training documents")  # fmt: skip
+    parser.add_argument(
+        "--tokenizer-sample-mb",
+        type=float,
+        default=10.0,
+        help="train the tokenizer on about this many MB of the training documents",
+    )
     parser.add_argument("--tokenizer-type", choices=["bpe", "wordpiece"], default="bpe")
     parser.add_argument("--vocab-size", type=int, default=8192)
     parser.add_argument("--block-size", type=int, default=128)
@@ -75,10 +81,17 @@ def main() -> None:
         corpus_mb, documents = generate_corpus(root / "text", args.size_mb)
         generate_s = time.perf_counter() - start
         sample_docs = max(1, int(documents * args.tokenizer_sample_mb / corpus_mb))
-        dm = TextCorpusDataModule(str(root / "cache"), files=[str(root / "text" / "part*")],
-                                  tokenizer_type=args.tokenizer_type, vocab_size=args.vocab_size,
-                                  tokenizer_sample_docs=sample_docs, block_size=args.block_size, valid_fraction=0.01,
-                                  batch_size=args.batch_size, num_workers=args.num_workers)  # fmt: skip
+        dm = TextCorpusDataModule(
+            str(root / "cache"),
+            files=[str(root / "text" / "part*")],
+            tokenizer_type=args.tokenizer_type,
+            vocab_size=args.vocab_size,
+            tokenizer_sample_docs=sample_docs,
+            block_size=args.block_size,
+            valid_fraction=0.01,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+        )
         start = time.perf_counter()
         dm.tokenizer  # noqa: B018  (counting pass + tokenizer training on the sample)
         tokenizer_s = time.perf_counter() - start

@@ -59,8 +59,12 @@ def users_per_s(rank_fn, inputs: tuple[torch.Tensor, ...], batch: int, repeats: 
     walls, cpus, ranks = [], [], torch.empty(0)
     for _ in range(repeats + 1):
         wall, cpu = time.perf_counter(), time.process_time()
-        ranks = torch.cat([rank_fn(queries[i : i + batch], items, targets[i : i + batch], excluded[i : i + batch])
-                           for i in range(0, len(queries), batch)])  # fmt: skip
+        ranks = torch.cat(
+            [
+                rank_fn(queries[i : i + batch], items, targets[i : i + batch], excluded[i : i + batch])
+                for i in range(0, len(queries), batch)
+            ]
+        )
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
     return len(queries) / statistics.median(walls[1:]), len(queries) / statistics.median(cpus[1:]), ranks
@@ -81,21 +85,29 @@ def benchmark(item_counts=ITEM_COUNTS, threads=(1, None), users=2048, batch=256,
             dense, dense_cpu, theirs = users_per_s(dense_ranks, inputs, batch, repeats)
             if not torch.equal(ours, theirs):
                 raise AssertionError(f"{n_items} items: chunked and dense ranks differ")
-            out[label][str(n_items)] = {"chunked": round(chunked), "dense": round(dense),
-                                        "chunked_cpu": round(chunked_cpu), "dense_cpu": round(dense_cpu)}  # fmt: skip
+            out[label][str(n_items)] = {
+                "chunked": round(chunked),
+                "dense": round(dense),
+                "chunked_cpu": round(chunked_cpu),
+                "dense_cpu": round(dense_cpu),
+            }
     torch.set_num_threads(default_threads)
     return out
 
 
 def print_table(results: dict) -> None:
-    print("| threads | items | chunked users/s | dense users/s | ratio | chunked users/CPU-s | dense users/CPU-s "
-          "| ratio |")
+    print(
+        "| threads | items | chunked users/s | dense users/s | ratio | chunked users/CPU-s | dense users/CPU-s "
+        "| ratio |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for label, by_items in results.items():
         for n_items, r in by_items.items():
             wall, cpu = r["chunked"] / r["dense"], r["chunked_cpu"] / r["dense_cpu"]
-            print(f"| {label} | {int(n_items):,} | {r['chunked']:,} | {r['dense']:,} | {wall:.2f} "
-                  f"| {r['chunked_cpu']:,} | {r['dense_cpu']:,} | {cpu:.2f} |")
+            print(
+                f"| {label} | {int(n_items):,} | {r['chunked']:,} | {r['dense']:,} | {wall:.2f} "
+                f"| {r['chunked_cpu']:,} | {r['dense_cpu']:,} | {cpu:.2f} |"
+            )
 
 
 def main() -> None:

@@ -120,9 +120,19 @@ def measure(overrides: list[str], steps: int, warmup: int, random_init: Path | N
     datamodule, system = build_datamodule_and_system(cfg)
     meter = StepMeter(warmup)
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_cfg.update(max_steps=steps + warmup, max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0,
-                       logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[meter],
-                       enable_model_summary=False, val_check_interval=None, check_val_every_n_epoch=None)  # fmt: skip
+    trainer_cfg.update(
+        max_steps=steps + warmup,
+        max_epochs=-1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[meter],
+        enable_model_summary=False,
+        val_check_interval=None,
+        check_val_every_n_epoch=None,
+    )
     trainer: L.Trainer = instantiate(trainer_cfg, _convert_="all")
     datamodule.setup("fit")
     flops = step_flops(system, next(iter(datamodule.train_dataloader())))  # on the CPU, before any wrapping
@@ -137,18 +147,28 @@ def measure(overrides: list[str], steps: int, warmup: int, random_init: Path | N
     n_params = sum(p.numel() for p in system.parameters())
     n_trainable = sum(p.numel() for p in system.parameters() if p.requires_grad)
     return {
-        "overrides": overrides, "random_init": str(random_init) if random_init else None, "device": device,
-        "torch": torch.__version__, "precision": str(cfg.trainer.get("precision")),
-        "strategy": str(cfg.trainer.get("strategy")), "batch_size": int(cfg.data.batch_size),
-        "steps_timed": meter.steps, "seconds": elapsed, "steps_per_s": meter.steps / elapsed,
-        "tokens_per_s": meter.tokens / elapsed, "padded_tokens_per_s": meter.padded / elapsed,
+        "overrides": overrides,
+        "random_init": str(random_init) if random_init else None,
+        "device": device,
+        "torch": torch.__version__,
+        "precision": str(cfg.trainer.get("precision")),
+        "strategy": str(cfg.trainer.get("strategy")),
+        "batch_size": int(cfg.data.batch_size),
+        "steps_timed": meter.steps,
+        "seconds": elapsed,
+        "steps_per_s": meter.steps / elapsed,
+        "tokens_per_s": meter.tokens / elapsed,
+        "padded_tokens_per_s": meter.padded / elapsed,
         "padding_fraction": 1 - meter.tokens / max(meter.padded, 1),
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
-        "params": n_params, "trainable_params": n_trainable, "flops_per_step": flops,
-        "achieved_tflops": achieved / 1e12, "measured_bf16_peak_tflops": peak / 1e12 if peak else None,
+        "params": n_params,
+        "trainable_params": n_trainable,
+        "flops_per_step": flops,
+        "achieved_tflops": achieved / 1e12,
+        "measured_bf16_peak_tflops": peak / 1e12 if peak else None,
         "mfu_vs_measured_peak": achieved / peak if peak else None,
         "mfu_vs_spec_peak": achieved / spec if spec else None,
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -165,8 +185,20 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps([*records, record], indent=2) + "\n")
     print("| measure | value |\n|---|---|")
-    for key in ("name", "device", "precision", "strategy", "batch_size", "steps_per_s", "tokens_per_s",
-                "padding_fraction", "peak_memory_gib", "achieved_tflops", "mfu_vs_measured_peak", "mfu_vs_spec_peak"):
+    for key in (
+        "name",
+        "device",
+        "precision",
+        "strategy",
+        "batch_size",
+        "steps_per_s",
+        "tokens_per_s",
+        "padding_fraction",
+        "peak_memory_gib",
+        "achieved_tflops",
+        "mfu_vs_measured_peak",
+        "mfu_vs_spec_peak",
+    ):
         value = record[key]
         print(f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |")
 

@@ -76,8 +76,11 @@ def timed(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
 
 def mean_user_auc(scores: list[torch.Tensor], labels: list[np.ndarray]) -> float | None:
     """Mean AUC of the requests that have both a positive and a negative (None when none has)."""
-    aucs = [float(binary_auroc(s, torch.from_numpy(y).long())) for s, y in zip(scores, labels, strict=True)
-            if 0 < y.sum() < len(y)]  # fmt: skip
+    aucs = [
+        float(binary_auroc(s, torch.from_numpy(y).long()))
+        for s, y in zip(scores, labels, strict=True)
+        if 0 < y.sum() < len(y)
+    ]
     return float(np.mean(aucs)) if aucs else None
 
 
@@ -95,8 +98,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if not isinstance(late, LateInteractionScorer) or isinstance(full, LateInteractionScorer):
         raise SystemExit("--late-run needs task.layers_online set, --full-run needs task.layers_online=null")
     if late_dm.fingerprint != full_dm.fingerprint:  # same log, split and labels: the same test set for both
-        raise SystemExit(f"--late-run {args.late_run} and --full-run {args.full_run}: different data "
-                         f"(fingerprints {late_dm.fingerprint} vs {full_dm.fingerprint})")  # fmt: skip
+        raise SystemExit(
+            f"--late-run {args.late_run} and --full-run {args.full_run}: different data "
+            f"(fingerprints {late_dm.fingerprint} vs {full_dm.fingerprint})"
+        )
 
     t0 = time.perf_counter()
     requests = ranking_requests(late_dm, args.users, args.candidates, np.random.default_rng(args.seed))
@@ -171,14 +176,20 @@ def print_table(r: dict) -> None:
     def fmt(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.4f}"
 
-    print(f"| model | blocks online | ranking AUC | mean user AUC | test-set AUC (run) | ms / request "
-          f"({r['candidates']} items) |")  # fmt: skip
+    print(
+        f"| model | blocks online | ranking AUC | mean user AUC | test-set AUC (run) | ms / request "
+        f"({r['candidates']} items) |"
+    )
     print("|---|---|---|---|---|---|")
     for name, blocks in (("full", r["layers"]), ("late", r["layers_online"])):
-        print(f"| {name} | {blocks} of {r['layers']} | {r[f'auc_{name}']:.4f} | {fmt(r[f'user_auc_{name}'])} | "
-              f"{fmt(r[f'test_auc_{name}'])} | {r[f'latency_ms_{name}']:.1f} |")  # fmt: skip
-    print(f"speed-up {r['speedup']:.2f}x, ranking AUC kept {100 * r['auc_late'] / r['auc_full']:.1f} %, cache build "
-          f"{r['cache_build_s']:.2f} s for {r['cache_entries']} segments ({r['cache_lookups']} lookups)")  # fmt: skip
+        print(
+            f"| {name} | {blocks} of {r['layers']} | {r[f'auc_{name}']:.4f} | {fmt(r[f'user_auc_{name}'])} | "
+            f"{fmt(r[f'test_auc_{name}'])} | {r[f'latency_ms_{name}']:.1f} |"
+        )
+    print(
+        f"speed-up {r['speedup']:.2f}x, ranking AUC kept {100 * r['auc_late'] / r['auc_full']:.1f} %, cache build "
+        f"{r['cache_build_s']:.2f} s for {r['cache_entries']} segments ({r['cache_lookups']} lookups)"
+    )
 
 
 if __name__ == "__main__":

@@ -31,9 +31,13 @@ RESULTS = ROOT / "benchmarks" / "results" / "perf.json"
 GPU_RESULTS = ROOT / "benchmarks" / "results" / "gpu_h100.json"  # benchmarks/gpu.py on the lent H100
 # (users, items, interactions, layout) of the generated logs (benchmarks/preprocess.write_synthetic): ML-100K / ML-1M
 # shaped in ML-100K's files, then ML-20M-shaped (27K items) in ML-20M's files (ratings.csv, movies.csv)
-PREP_SHAPES = {"100k": (943, 1682, 100_000, "ml-100k"), "1m": (6040, 3700, 1_000_000, "ml-100k"),
-               "1m-ml20m": (13_800, 27_278, 1_000_000, "ml-20m"), "5m": (69_000, 27_278, 5_000_000, "ml-20m"),
-               "20m": (138_493, 27_278, 20_000_000, "ml-20m")}  # fmt: skip
+PREP_SHAPES = {
+    "100k": (943, 1682, 100_000, "ml-100k"),
+    "1m": (6040, 3700, 1_000_000, "ml-100k"),
+    "1m-ml20m": (13_800, 27_278, 1_000_000, "ml-20m"),
+    "5m": (69_000, 27_278, 5_000_000, "ml-20m"),
+    "20m": (138_493, 27_278, 20_000_000, "ml-20m"),
+}
 PARTS = ("overhead", "startup", "prep", "full_rank", "ddp")
 
 
@@ -67,8 +71,16 @@ def _lightning_loop(system, batches: list[dict]) -> float:
     """Seconds for Lightning's fit over the same batches (the Trainer run.py builds, without logging/validation)."""
     import lightning as L
 
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, gradient_clip_val=1.0, logger=False, limit_val_batches=0,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        gradient_clip_val=1.0,
+        logger=False,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     system.configure_optimizers = lambda: torch.optim.AdamW([p for p in system.parameters() if p.requires_grad], 1e-3)
     loader = torch.utils.data.DataLoader(batches, batch_size=None)
     start = time.perf_counter()
@@ -103,9 +115,13 @@ def overhead(steps: int, data_dir: Path) -> dict[str, float]:
     with FlopCounterMode(display=False) as counter:
         system.loss(batches[0]).backward()
     step_flops = counter.get_total_flops()  # one batch's forward + backward
-    return {"framework_overhead_ratio": lightning / bare, "loader_to_model_ratio": (bare / steps) / (loader / n_loaded),
-            "flops_utilisation": step_flops / (bare / steps) / _peak_matmul_flops(),
-            "bare_step_ms": 1000 * bare / steps, "lightning_step_ms": 1000 * lightning / steps}  # fmt: skip
+    return {
+        "framework_overhead_ratio": lightning / bare,
+        "loader_to_model_ratio": (bare / steps) / (loader / n_loaded),
+        "flops_utilisation": step_flops / (bare / steps) / _peak_matmul_flops(),
+        "bare_step_ms": 1000 * bare / steps,
+        "lightning_step_ms": 1000 * lightning / steps,
+    }
 
 
 def prep(sizes: list[str], data_dir: Path) -> dict[str, dict[str, float]]:
@@ -119,9 +135,14 @@ def prep(sizes: list[str], data_dir: Path) -> dict[str, dict[str, float]]:
         with tempfile.TemporaryDirectory() as cache:
             setup = measure_setup(root, Path(cache))
         assert setup["warm_equals_cold"], f"prep {size}: the cached samples differ from the built ones"
-        out[size] = {"cold_s": setup["cold"][0], "warm_s": setup["warm"][0], "peak_rss_mb": setup["peak_rss_mib"],
-                     "cold_cpu_s": setup["cold"][1], "warm_cpu_s": setup["warm"][1],
-                     "warm_peak_rss_mb": setup["warm_peak_rss_mib"]}  # fmt: skip
+        out[size] = {
+            "cold_s": setup["cold"][0],
+            "warm_s": setup["warm"][0],
+            "peak_rss_mb": setup["peak_rss_mib"],
+            "cold_cpu_s": setup["cold"][1],
+            "warm_cpu_s": setup["warm"][1],
+            "warm_peak_rss_mb": setup["warm_peak_rss_mib"],
+        }
     return out
 
 
@@ -131,10 +152,21 @@ def ddp_speedup(steps: int) -> dict[str, float]:
     times = {}
     for name, args in (("1proc", ["data.batch_size=64"]), ("2proc", ["trainer=ddp_cpu", "data.batch_size=32"])):
         with tempfile.TemporaryDirectory() as tmp:
-            cmd = [sys.executable, str(ROOT / "run.py"), "experiment=ctr_lora", "logger=csv", "test=false",
-                   "trainer.max_epochs=1", f"+trainer.limit_train_batches={steps}", "+trainer.limit_val_batches=0",
-                   "~callbacks.model_checkpoint", "~callbacks.early_stopping", "~callbacks.rich_progress_bar",
-                   f"paths.log_dir={tmp}", *args]  # fmt: skip
+            cmd = [
+                sys.executable,
+                str(ROOT / "run.py"),
+                "experiment=ctr_lora",
+                "logger=csv",
+                "test=false",
+                "trainer.max_epochs=1",
+                f"+trainer.limit_train_batches={steps}",
+                "+trainer.limit_val_batches=0",
+                "~callbacks.model_checkpoint",
+                "~callbacks.early_stopping",
+                "~callbacks.rich_progress_bar",
+                f"paths.log_dir={tmp}",
+                *args,
+            ]
             env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
             proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
@@ -161,8 +193,15 @@ def main() -> None:
         "full_rank": lambda: {"full_rank_users_per_s": full_rank(threads=(1, os.cpu_count()), repeats=2)},
         "ddp": lambda: {"ddp_cpu_2proc_speedup": ddp_speedup(args.steps)},
     }
-    result: dict[str, Any] = {"device": "cpu", "threads": os.cpu_count(), "steps": args.steps, "startup_s": None,
-                              "prep": None, "full_rank_users_per_s": None, "ddp_cpu_2proc_speedup": None}  # fmt: skip
+    result: dict[str, Any] = {
+        "device": "cpu",
+        "threads": os.cpu_count(),
+        "steps": args.steps,
+        "startup_s": None,
+        "prep": None,
+        "full_rank_users_per_s": None,
+        "ddp_cpu_2proc_speedup": None,
+    }
     if args.update and RESULTS.is_file():
         result.update(json.loads(RESULTS.read_text()))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -179,36 +218,65 @@ def gpu_summary() -> list[dict[str, Any]] | None:
     """The GPU records benchmarks/gpu.py wrote on a GPU machine (device, tokens/s, peak memory, MFU), else None."""
     if not GPU_RESULTS.is_file():
         return None
-    keys = ("name", "device", "precision", "batch_size", "tokens_per_s", "steps_per_s", "peak_memory_gib",
-            "achieved_tflops", "mfu_vs_spec_peak", "mfu_vs_measured_peak")  # fmt: skip
+    keys = (
+        "name",
+        "device",
+        "precision",
+        "batch_size",
+        "tokens_per_s",
+        "steps_per_s",
+        "peak_memory_gib",
+        "achieved_tflops",
+        "mfu_vs_spec_peak",
+        "mfu_vs_measured_peak",
+    )
     return [{k: r[k] for k in keys} for r in json.loads(GPU_RESULTS.read_text())]
 
 
 def print_table(result: dict[str, Any]) -> None:
     """The headline numbers as a Markdown table."""
-    rows = [(k, f"{result[k]:.3f}") for k in ("framework_overhead_ratio", "loader_to_model_ratio", "flops_utilisation")
-            if k in result]  # fmt: skip
+    rows = [
+        (k, f"{result[k]:.3f}")
+        for k in ("framework_overhead_ratio", "loader_to_model_ratio", "flops_utilisation")
+        if k in result
+    ]
     if result.get("startup_s"):
         s = result["startup_s"]
-        rows += [("startup: run.py --help (wall / CPU s)", f"{s['help']['wall_s']:.2f} / {s['help']['cpu_s']:.2f}"),
-                 ("startup: launch → first step (wall / CPU s)",
-                  f"{s['first_step']['wall_s']:.2f} / {s['first_step']['cpu_s']:.2f}")]  # fmt: skip
+        rows += [
+            ("startup: run.py --help (wall / CPU s)", f"{s['help']['wall_s']:.2f} / {s['help']['cpu_s']:.2f}"),
+            (
+                "startup: launch → first step (wall / CPU s)",
+                f"{s['first_step']['wall_s']:.2f} / {s['first_step']['cpu_s']:.2f}",
+            ),
+        ]
     for size, p in (result.get("prep") or {}).items():
         if p.get("cold_s") is None:  # a run stopped before it finished (see its note)
             rows.append((f"prep {size}", p.get("note", "not measured")))
             continue
         cpu = f" (CPU {p['cold_cpu_s']:.1f} / {p['warm_cpu_s']:.1f})" if "cold_cpu_s" in p else ""
-        rows.append((f"prep {size}: cold s / warm s / peak RSS MB", f"{p['cold_s']:.1f} / {p['warm_s']:.1f} / "
-                     f"{p['peak_rss_mb']:,.0f}{cpu}"))  # fmt: skip
+        rows.append(
+            (
+                f"prep {size}: cold s / warm s / peak RSS MB",
+                f"{p['cold_s']:.1f} / {p['warm_s']:.1f} / {p['peak_rss_mb']:,.0f}{cpu}",
+            )
+        )
     for threads, by_items in (result.get("full_rank_users_per_s") or {}).items():
         for items, r in by_items.items():
-            rows.append((f"full rank users/s, {int(items):,} items, {threads} thread(s): chunked / dense",
-                         f"{r['chunked']:,} / {r['dense']:,} (per CPU-s {r['chunked_cpu']:,} / {r['dense_cpu']:,})"))
+            rows.append(
+                (
+                    f"full rank users/s, {int(items):,} items, {threads} thread(s): chunked / dense",
+                    f"{r['chunked']:,} / {r['dense']:,} (per CPU-s {r['chunked_cpu']:,} / {r['dense_cpu']:,})",
+                )
+            )
     if result.get("ddp_cpu_2proc_speedup"):
         rows.append(("ddp_cpu 2-process speedup", f"{result['ddp_cpu_2proc_speedup']['speedup']:.2f}"))
     for r in result.get("gpu") or []:
-        rows.append((f"gpu {r['name']}: tokens/s / peak GiB / MFU", f"{r['tokens_per_s']:,.0f} / "
-                     f"{r['peak_memory_gib']:.2f} / {r['mfu_vs_spec_peak']:.2%}"))  # fmt: skip
+        rows.append(
+            (
+                f"gpu {r['name']}: tokens/s / peak GiB / MFU",
+                f"{r['tokens_per_s']:,.0f} / {r['peak_memory_gib']:.2f} / {r['mfu_vs_spec_peak']:.2%}",
+            )
+        )
     print("| measure | value |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")

@@ -44,8 +44,9 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 
 
 # --------------------------------------------------------------------------- the generated 1M log
-def write_synthetic(root: Path, n_users: int = 6040, n_items: int = 3700, n_ratings: int = 1_000_000,
-                    layout: str = "ml-100k") -> Path:  # fmt: skip
+def write_synthetic(
+    root: Path, n_users: int = 6040, n_items: int = 3700, n_ratings: int = 1_000_000, layout: str = "ml-100k"
+) -> Path:
     """A seeded log with skewed user activity and item popularity, in ML-100K's layout (u.data, u.item, u.user) or
     ML-20M's (ratings.csv, movies.csv; no user table)."""
     from m6rec.data.sources.movielens import GENRES
@@ -70,22 +71,33 @@ def write_synthetic(root: Path, n_users: int = 6040, n_items: int = 3700, n_rati
     flags = (rng.random((n_items, len(GENRES))) < 0.12).astype(int)
     years = rng.integers(1930, 1999, n_items)
     if layout == "ml-20m":
-        pd.DataFrame({"userId": users + 1, "movieId": items + 1, "rating": ratings.astype(float), "timestamp": times}
-                     ).to_csv(root / "ratings.csv", index=False)  # fmt: skip
+        pd.DataFrame(
+            {"userId": users + 1, "movieId": items + 1, "rating": ratings.astype(float), "timestamp": times}
+        ).to_csv(root / "ratings.csv", index=False)
         genres = ["|".join(g for g, on in zip(GENRES, f, strict=True) if on) or "(no genres listed)" for f in flags]
-        pd.DataFrame({"movieId": np.arange(1, n_items + 1), "title": [f"Synthetic Movie {i + 1} ({y})" for i, y in
-                      enumerate(years)], "genres": genres}).to_csv(root / "movies.csv", index=False)  # fmt: skip
+        pd.DataFrame(
+            {
+                "movieId": np.arange(1, n_items + 1),
+                "title": [f"Synthetic Movie {i + 1} ({y})" for i, y in enumerate(years)],
+                "genres": genres,
+            }
+        ).to_csv(root / "movies.csv", index=False)
         return root
     pd.DataFrame({"u": users + 1, "i": items + 1, "r": ratings, "t": times}).to_csv(
         root / "u.data", sep="\t", header=False, index=False
     )
-    lines = [f"{i + 1}|Synthetic Movie {i + 1} ({y})|01-Jan-{y}||http://example.org/{i + 1}|" + "|".join(map(str, f))
-             for i, (y, f) in enumerate(zip(years, flags, strict=True))]  # fmt: skip
+    lines = [
+        f"{i + 1}|Synthetic Movie {i + 1} ({y})|01-Jan-{y}||http://example.org/{i + 1}|" + "|".join(map(str, f))
+        for i, (y, f) in enumerate(zip(years, flags, strict=True))
+    ]
     (root / "u.item").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
     jobs = ["technician", "writer", "student", "artist", "engineer", "educator", "programmer", "librarian"]
-    (root / "u.user").write_text("".join(
-        f"{u + 1}|{rng.integers(15, 70)}|{'MF'[u % 2]}|{jobs[u % len(jobs)]}|{10000 + u:05d}\n" for u in range(n_users)
-    ))  # fmt: skip
+    (root / "u.user").write_text(
+        "".join(
+            f"{u + 1}|{rng.integers(15, 70)}|{'MF'[u % 2]}|{jobs[u % len(jobs)]}|{10000 + u:05d}\n"
+            for u in range(n_users)
+        )
+    )
     return root
 
 
@@ -139,8 +151,13 @@ def run_setup(root: Path, data_dir: Path) -> dict[str, Any]:
 def measure_setup(root: Path, data_dir: Path) -> dict[str, Any]:
     """Cold `setup()` (empty caches), then warm (a new process reading the caches), each in a fresh process."""
     cold, warm = _subprocess("setup", root, data_dir), _subprocess("setup", root, data_dir)
-    return {"cold": cold["seconds"], "warm": warm["seconds"], "warm_equals_cold": cold["digest"] == warm["digest"],
-            "peak_rss_mib": cold["peak_rss_mib"], "warm_peak_rss_mib": warm["peak_rss_mib"]}  # fmt: skip
+    return {
+        "cold": cold["seconds"],
+        "warm": warm["seconds"],
+        "warm_equals_cold": cold["digest"] == warm["digest"],
+        "peak_rss_mib": cold["peak_rss_mib"],
+        "warm_peak_rss_mib": warm["peak_rss_mib"],
+    }
 
 
 def peak_rss_mib() -> float:
@@ -185,10 +202,19 @@ def main() -> None:
 
     from m6rec.data.sources.movielens import fetch_ml100k
 
-    roots = {"ml-100k": lambda: fetch_ml100k(args.data_dir),
-             "synthetic-1m": lambda: write_synthetic(args.data_dir / "benchmarks" / "synthetic-1m")}  # fmt: skip
-    header = ["dataset", "interactions", *STAGES, "cold setup s (cpu)", "warm setup s (cpu)", "peak RSS MiB",
-              "target (cold)"]  # fmt: skip
+    roots = {
+        "ml-100k": lambda: fetch_ml100k(args.data_dir),
+        "synthetic-1m": lambda: write_synthetic(args.data_dir / "benchmarks" / "synthetic-1m"),
+    }
+    header = [
+        "dataset",
+        "interactions",
+        *STAGES,
+        "cold setup s (cpu)",
+        "warm setup s (cpu)",
+        "peak RSS MiB",
+        "target (cold)",
+    ]
     rows = []
     for name in args.datasets:
         root = roots[name]()

@@ -31,10 +31,17 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "quality_ml100k.json"
 WALL_FILE = "quality_wall_s.txt"  # written beside metrics.json: the run's wall time, start-up included
 GRID_TRIALS = 4  # the same search budget for every model that has hyperparameters
-METRICS = {"NDCG@10": "test/ndcg@10", "HR@10": "test/hr@10", "MRR@10": "test/mrr@10", "NDCG@20": "test/ndcg@20",
-           "Recall@10": "test/recall@10", "AUC": "test/auc", "LogLoss": "test/logloss", "RMSE": "test/rmse",
-           "MAE": "test/mae"}  # fmt: skip
-
+METRICS = {
+    "NDCG@10": "test/ndcg@10",
+    "HR@10": "test/hr@10",
+    "MRR@10": "test/mrr@10",
+    "NDCG@20": "test/ndcg@20",
+    "Recall@10": "test/recall@10",
+    "AUC": "test/auc",
+    "LogLoss": "test/logloss",
+    "RMSE": "test/rmse",
+    "MAE": "test/mae",
+}
 
 
 SASREC_GRID = {"model.dropout": [0.2, 0.5], "task.optimizer.lr": [1e-3, 2e-3]}
@@ -44,60 +51,175 @@ DEEPFM_GRID = {"task.optimizer.lr": [3e-3, 1e-2], "task.optimizer.weight_decay":
 # the run.py overrides, and a grid {override key: values} searched on validation (--tune).
 MODELS: list[dict] = [
     {"protocol": "P1", "model": "pop", "lm_based": False, "id_tokens": True, "overrides": ["experiment=p1_pop"]},
-    {"protocol": "P1", "model": "ease", "lm_based": False, "id_tokens": True, "overrides": ["experiment=p1_ease"],
-     "grid": {"model.l2": [100, 250, 500, 1000]}},
-    {"protocol": "P1", "model": "bpr_mf", "lm_based": False, "id_tokens": True, "overrides": ["experiment=p1_bprmf"],
-     "grid": {"task.optimizer.lr": [1e-3, 2e-3], "task.optimizer.weight_decay": [0.0, 1e-4]}},
-    {"protocol": "P1", "model": "sasrec", "lm_based": False, "id_tokens": True, "overrides": ["experiment=p1_sasrec"],
-     "grid": {"model.dropout": [0.2, 0.5], "task.optimizer.lr": [1e-3, 2e-3]}},
-    {"protocol": "P1", "model": "retrieval_lora", "lm_based": True, "id_tokens": False,
-     "overrides": ["experiment=retrieval_lora"]},
+    {
+        "protocol": "P1",
+        "model": "ease",
+        "lm_based": False,
+        "id_tokens": True,
+        "overrides": ["experiment=p1_ease"],
+        "grid": {"model.l2": [100, 250, 500, 1000]},
+    },
+    {
+        "protocol": "P1",
+        "model": "bpr_mf",
+        "lm_based": False,
+        "id_tokens": True,
+        "overrides": ["experiment=p1_bprmf"],
+        "grid": {"task.optimizer.lr": [1e-3, 2e-3], "task.optimizer.weight_decay": [0.0, 1e-4]},
+    },
+    {
+        "protocol": "P1",
+        "model": "sasrec",
+        "lm_based": False,
+        "id_tokens": True,
+        "overrides": ["experiment=p1_sasrec"],
+        "grid": {"model.dropout": [0.2, 0.5], "task.optimizer.lr": [1e-3, 2e-3]},
+    },
+    {
+        "protocol": "P1",
+        "model": "retrieval_lora",
+        "lm_based": True,
+        "id_tokens": False,
+        "overrides": ["experiment=retrieval_lora"],
+    },
     {"protocol": "P3", "model": "random", "lm_based": False, "id_tokens": False, "overrides": ["experiment=p3_random"]},
-    {"protocol": "P3", "model": "content_tfidf", "lm_based": False, "id_tokens": False,
-     "overrides": ["experiment=p3_content"]},
+    {
+        "protocol": "P3",
+        "model": "content_tfidf",
+        "lm_based": False,
+        "id_tokens": False,
+        "overrides": ["experiment=p3_content"],
+    },
     # P3 LM two-tower: RetrievalSystem ranks the whole catalogue, not only the held-out items (docs/baselines.md).
     # P2 (docs/baselines_ctr.md): feature-id baselines on the CTR rows of ctr_lora / rating_lora, and the LM configs.
-    *({"protocol": "P2", "model": name, "lm_based": False, "id_tokens": True, "overrides": [f"experiment=p2_{name}"],
-       "grid": {"task.optimizer.lr": [3e-3, 1e-2], "task.optimizer.weight_decay": [0.0, 0.1]}}
-      for name in ("lr", "fm", "deepfm")),
-    {"protocol": "P2", "model": "mf", "lm_based": False, "id_tokens": True, "overrides": ["experiment=p2_mf"],
-     "grid": {"task.optimizer.lr": [3e-3, 1e-2], "task.optimizer.weight_decay": [0.0, 0.1]}, "mode": "min"},
+    *(
+        {
+            "protocol": "P2",
+            "model": name,
+            "lm_based": False,
+            "id_tokens": True,
+            "overrides": [f"experiment=p2_{name}"],
+            "grid": {"task.optimizer.lr": [3e-3, 1e-2], "task.optimizer.weight_decay": [0.0, 0.1]},
+        }
+        for name in ("lr", "fm", "deepfm")
+    ),
+    {
+        "protocol": "P2",
+        "model": "mf",
+        "lm_based": False,
+        "id_tokens": True,
+        "overrides": ["experiment=p2_mf"],
+        "grid": {"task.optimizer.lr": [3e-3, 1e-2], "task.optimizer.weight_decay": [0.0, 0.1]},
+        "mode": "min",
+    },
     {"protocol": "P2", "model": "ctr_lora", "lm_based": True, "id_tokens": True, "overrides": ["experiment=ctr_lora"]},
-    {"protocol": "P2", "model": "ctr_lora_text", "lm_based": True, "id_tokens": False,
-     "overrides": ["experiment=ctr_lora_text"]},
-    {"protocol": "P2", "model": "ctr_lora_text_emb", "lm_based": True, "id_tokens": False,
-     "overrides": ["experiment=ctr_lora_text", "peft=lora_emb"]},
-    {"protocol": "P2", "model": "rating_lora", "lm_based": True, "id_tokens": False,
-     "overrides": ["experiment=rating_lora"]},
+    {
+        "protocol": "P2",
+        "model": "ctr_lora_text",
+        "lm_based": True,
+        "id_tokens": False,
+        "overrides": ["experiment=ctr_lora_text"],
+    },
+    {
+        "protocol": "P2",
+        "model": "ctr_lora_text_emb",
+        "lm_based": True,
+        "id_tokens": False,
+        "overrides": ["experiment=ctr_lora_text", "peft=lora_emb"],
+    },
+    {
+        "protocol": "P2",
+        "model": "rating_lora",
+        "lm_based": True,
+        "id_tokens": False,
+        "overrides": ["experiment=rating_lora"],
+    },
     # LM-based recipes (issue 15, docs/lm_recipes.md): the same grid as the classic row each one extends
     # P1: SASRec whose item vectors read the item's text through MiniLM (+ an ID embedding, or text alone)
-    {"protocol": "P1", "model": "sasrec_hybrid", "lm_based": True, "id_tokens": True,
-     "overrides": ["experiment=p1_sasrec_hybrid"], "grid": SASREC_GRID},
-    {"protocol": "P1", "model": "sasrec_text", "lm_based": True, "id_tokens": False,
-     "overrides": ["experiment=p1_sasrec_text"], "grid": SASREC_GRID},
+    {
+        "protocol": "P1",
+        "model": "sasrec_hybrid",
+        "lm_based": True,
+        "id_tokens": True,
+        "overrides": ["experiment=p1_sasrec_hybrid"],
+        "grid": SASREC_GRID,
+    },
+    {
+        "protocol": "P1",
+        "model": "sasrec_text",
+        "lm_based": True,
+        "id_tokens": False,
+        "overrides": ["experiment=p1_sasrec_text"],
+        "grid": SASREC_GRID,
+    },
     # P1, equal 2-trial dropout search on seed 0's validation for SASRec and its hybrid (docs/lm_recipes.md)
-    {"protocol": "P1", "model": "sasrec_dropout_tuned", "lm_based": False, "id_tokens": True,
-     "overrides": ["experiment=p1_sasrec"], "grid": {"model.dropout": [0.2, 0.5]}},
-    {"protocol": "P1", "model": "sasrec_hybrid_dropout_tuned", "lm_based": True, "id_tokens": True,
-     "overrides": ["experiment=p1_sasrec_hybrid"], "grid": {"model.dropout": [0.2, 0.5]}},
+    {
+        "protocol": "P1",
+        "model": "sasrec_dropout_tuned",
+        "lm_based": False,
+        "id_tokens": True,
+        "overrides": ["experiment=p1_sasrec"],
+        "grid": {"model.dropout": [0.2, 0.5]},
+    },
+    {
+        "protocol": "P1",
+        "model": "sasrec_hybrid_dropout_tuned",
+        "lm_based": True,
+        "id_tokens": True,
+        "overrides": ["experiment=p1_sasrec_hybrid"],
+        "grid": {"model.dropout": [0.2, 0.5]},
+    },
     # P1: SASRec's third trial (lr 1e-3; its seed-0 validation beat lr 2e-3), against the hybrid's text dropout below
-    {"protocol": "P1", "model": "sasrec_lr1e-3", "lm_based": False, "id_tokens": True,
-     "overrides": ["experiment=p1_sasrec", "task.optimizer.lr=1e-3"]},
+    {
+        "protocol": "P1",
+        "model": "sasrec_lr1e-3",
+        "lm_based": False,
+        "id_tokens": True,
+        "overrides": ["experiment=p1_sasrec", "task.optimizer.lr=1e-3"],
+    },
     # P1: the hybrid with dropout 0.5 on the 384-d text encoding (UniSRec-style), the schedule unchanged
-    {"protocol": "P1", "model": "sasrec_hybrid_textdrop", "lm_based": True, "id_tokens": True,
-     "overrides": ["experiment=p1_sasrec_hybrid", "model.item_embedding.dropout=0.5"]},
+    {
+        "protocol": "P1",
+        "model": "sasrec_hybrid_textdrop",
+        "lm_based": True,
+        "id_tokens": True,
+        "overrides": ["experiment=p1_sasrec_hybrid", "model.item_embedding.dropout=0.5"],
+    },
     # P2: DeepFM + MiniLM user / item text fields (+ liked / disliked history-text profiles)
-    {"protocol": "P2", "model": "deepfm_text", "lm_based": True, "id_tokens": True,
-     "overrides": ["experiment=p2_deepfm_text"], "grid": DEEPFM_GRID},
-    {"protocol": "P2", "model": "deepfm_text_profile", "lm_based": True, "id_tokens": True,
-     "overrides": ["experiment=p2_deepfm_text_profile"], "grid": DEEPFM_GRID},
+    {
+        "protocol": "P2",
+        "model": "deepfm_text",
+        "lm_based": True,
+        "id_tokens": True,
+        "overrides": ["experiment=p2_deepfm_text"],
+        "grid": DEEPFM_GRID,
+    },
+    {
+        "protocol": "P2",
+        "model": "deepfm_text_profile",
+        "lm_based": True,
+        "id_tokens": True,
+        "overrides": ["experiment=p2_deepfm_text_profile"],
+        "grid": DEEPFM_GRID,
+    },
     # P3: the text-only SASRec ranks held-out (cold) items it never trained on
-    {"protocol": "P3", "model": "sasrec_text", "lm_based": True, "id_tokens": False,
-     "overrides": ["experiment=p3_sasrec_text"], "grid": SASREC_GRID},
+    {
+        "protocol": "P3",
+        "model": "sasrec_text",
+        "lm_based": True,
+        "id_tokens": False,
+        "overrides": ["experiment=p3_sasrec_text"],
+        "grid": SASREC_GRID,
+    },
     # P3: zero-training LM content model (MiniLM text encodings, cosine to the history's mean; model=tfidf's twin)
-    {"protocol": "P3", "model": "content_minilm", "lm_based": True, "id_tokens": False,
-     "overrides": ["experiment=p3_content_minilm"]},
-]  # fmt: skip
+    {
+        "protocol": "P3",
+        "model": "content_minilm",
+        "lm_based": True,
+        "id_tokens": False,
+        "overrides": ["experiment=p3_content_minilm"],
+    },
+]
 
 
 def run_dir(log_dir: Path, row: dict, trial: str, seed: int) -> Path:
@@ -116,8 +238,9 @@ def run_once(row: dict, extra: list[str], trial: str, seed: int, log_dir: Path, 
         return {**metrics, "wall_s": wall_s, "command": command}
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     start = time.time()
-    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     wall = time.time() - start
     if proc.returncode != 0 or not (out / "metrics.json").is_file():
         raise RuntimeError(f"{command} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -151,10 +274,16 @@ def choose(row: dict, log_dir: Path, reuse: bool, tune: bool) -> tuple[list[str]
 
 
 def record(row: dict, seed: int, metrics: dict) -> dict:
-    return {"protocol": row["protocol"], "model": row["model"], "lm_based": row["lm_based"],
-            "id_tokens": row["id_tokens"], "seed": seed,
-            "metrics": {name: float(metrics[key]) for name, key in METRICS.items() if key in metrics},
-            "wall_s": float(metrics["wall_s"]), "command": metrics["command"]}  # fmt: skip
+    return {
+        "protocol": row["protocol"],
+        "model": row["model"],
+        "lm_based": row["lm_based"],
+        "id_tokens": row["id_tokens"],
+        "seed": seed,
+        "metrics": {name: float(metrics[key]) for name, key in METRICS.items() if key in metrics},
+        "wall_s": float(metrics["wall_s"]),
+        "command": metrics["command"],
+    }
 
 
 def table(records: list[dict]) -> str:
@@ -194,8 +323,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for seed in args.seeds:
             metrics = run_once(row, point, trial, seed, args.log_dir, args.from_existing)
             records.append(record(row, seed, metrics))
-            print(f"{row['protocol']} {row['model']} seed {seed}: {records[-1]['metrics']} "
-                  f"({records[-1]['wall_s']:.0f} s)", flush=True)  # fmt: skip
+            print(
+                f"{row['protocol']} {row['model']} seed {seed}: {records[-1]['metrics']} "
+                f"({records[-1]['wall_s']:.0f} s)",
+                flush=True,
+            )
             merged = save(args.out, kept, records)
     print(table(merged))
     return merged

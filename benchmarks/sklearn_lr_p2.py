@@ -46,8 +46,10 @@ def main() -> None:
     for c in args.C:
         model = LogisticRegression(C=c, max_iter=2000).fit(x_train, y_train)
         valid, test = model.predict_proba(x_valid)[:, 1], model.predict_proba(x_test)[:, 1]
-        print(f"C={c:g}  val AUC {roc_auc_score(y_valid, valid):.4f}  test AUC {roc_auc_score(y_test, test):.4f}  "
-              f"test LogLoss {log_loss(y_test, test):.4f}")
+        print(
+            f"C={c:g}  val AUC {roc_auc_score(y_valid, valid):.4f}  test AUC {roc_auc_score(y_test, test):.4f}  "
+            f"test LogLoss {log_loss(y_test, test):.4f}"
+        )
 
 
 if __name__ == "__main__":

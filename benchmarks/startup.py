@@ -49,8 +49,14 @@ def _launch(args: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Run `python run.py ARGS` to completion; its wall seconds and its CPU seconds (user + system)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.time()
-    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env={**env, "M6REC_LAUNCH_TIME":
-                          str(start)}, capture_output=True, text=True, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        cwd=ROOT,
+        env={**env, "M6REC_LAUNCH_TIME": str(start)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"run.py {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -64,9 +70,15 @@ def measure(repeats: int = 3, overrides: tuple[str, ...] = ()) -> dict[str, dict
     firsts = []
     with tempfile.TemporaryDirectory() as tmp:
         timer = Path(tmp) / "first_step.json"
-        args = ["logger=csv", "+trainer.fast_dev_run=1", f"paths.log_dir={tmp}/logs", "extras.print_config=false",
-                "+callbacks.first_step._target_=benchmarks.startup.FirstStepTimer",
-                f"+callbacks.first_step.path={timer}", *overrides]  # fmt: skip
+        args = [
+            "logger=csv",
+            "+trainer.fast_dev_run=1",
+            f"paths.log_dir={tmp}/logs",
+            "extras.print_config=false",
+            "+callbacks.first_step._target_=benchmarks.startup.FirstStepTimer",
+            f"+callbacks.first_step.path={timer}",
+            *overrides,
+        ]
         _launch(args, env)  # untimed: fills the dataset / tokenizer caches, as for any run after the first
         for _ in range(repeats):
             _launch(args, env)

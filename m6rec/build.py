@@ -17,8 +17,10 @@ def model_argument(task: DictConfig) -> str:
     (e.g. `backbone: ${model.backbone}`, or pretraining's `model:` = the chosen model with its LM head)."""
     name = next(iter(inspect.signature(get_class(task._target_)).parameters), None)
     if name is None or not isinstance(task.get(name), DictConfig):
-        raise ValueError(f"task.{name}: {task._target_} takes its model part first; the task config must give its "
-                         "recipe there (e.g. `backbone: ${model.backbone}`)")  # fmt: skip
+        raise ValueError(
+            f"task.{name}: {task._target_} takes its model part first; the task config must give its "
+            "recipe there (e.g. `backbone: ${model.backbone}`)"
+        )
     return name
 
 

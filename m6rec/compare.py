@@ -149,8 +149,9 @@ def collect_runs(dirs: Iterable[str | os.PathLike]) -> tuple[pd.DataFrame, list[
 def detect_keys(runs: pd.DataFrame) -> list[str]:
     """Override keys whose value differs across jobs (absent counts as a value), except `seed` and `hydra.*`."""
     keys = dict.fromkeys(k for o in runs["overrides"] for k in o)
-    return [k for k in keys if k != "seed" and not k.startswith("hydra.")
-            and len({o.get(k) for o in runs["overrides"]}) > 1]  # fmt: skip
+    return [
+        k for k in keys if k != "seed" and not k.startswith("hydra.") and len({o.get(k) for o in runs["overrides"]}) > 1
+    ]
 
 
 def lookup(run: pd.Series | dict, key: str) -> str:

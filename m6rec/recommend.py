@@ -52,8 +52,10 @@ def check_targets(cfg: DictConfig, source: Path) -> None:
         if isinstance(node, DictConfig):
             target = node.get("_target_")
             if target is not None and not str(target).startswith(ALLOWED_TARGETS):
-                raise RecommendError(f"{source}: {key}._target_={target} is outside the allow-list "
-                                     f"{list(ALLOWED_TARGETS)}; --trust-run-config if you trust this run")  # fmt: skip
+                raise RecommendError(
+                    f"{source}: {key}._target_={target} is outside the allow-list "
+                    f"{list(ALLOWED_TARGETS)}; --trust-run-config if you trust this run"
+                )
             for k in node:
                 walk(node._get_node(k), f"{key}.{k}")
         elif isinstance(node, ListConfig):
@@ -82,9 +84,11 @@ def load_run(
     path = Path(ckpt) if ckpt else _best_checkpoint(run_dir)
     datamodule, system = build_datamodule_and_system(cfg)
     if not isinstance(system, (*SCORING_SYSTEMS, *EMBEDDING_SYSTEMS)):
-        raise RecommendError(f"--run {run_dir}: a {type(system).__name__} run (task_name={cfg.get('task_name')}); the "
-                             "recommender ranks with runs that score (user, item) prompts (task=ctr or task=rating) "
-                             "or embed users and items (task=retrieval)")  # fmt: skip
+        raise RecommendError(
+            f"--run {run_dir}: a {type(system).__name__} run (task_name={cfg.get('task_name')}); the "
+            "recommender ranks with runs that score (user, item) prompts (task=ctr or task=rating) "
+            "or embed users and items (task=retrieval)"
+        )
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     system.on_load_checkpoint(checkpoint)  # as Lightning does: adapter-only checkpoints are completed here
     system.load_state_dict(checkpoint["state_dict"], strict=getattr(system, "strict_loading", True))
@@ -101,8 +105,14 @@ def _best_checkpoint(run_dir: Path) -> Path:
 
 
 @torch.inference_mode()
-def score_items(datamodule, system: L.LightningModule, user_id: int, item_ids: Sequence[int], batch_size: int = 256,
-                before: int = ALL_SPLITS) -> torch.Tensor:  # fmt: skip
+def score_items(
+    datamodule,
+    system: L.LightningModule,
+    user_id: int,
+    item_ids: Sequence[int],
+    batch_size: int = 256,
+    before: int = ALL_SPLITS,
+) -> torch.Tensor:
     """Each item's score for `user_id`: a CTR / rating system's forward on the (user, item) prompt, batched exactly
     like evaluation batches; a retrieval system's cosine similarity (see `_similarities`). The history holds the
     user's interactions in the splits before `before` (default all; `before=TEST` reproduces a loo test event)."""
@@ -113,8 +123,9 @@ def score_items(datamodule, system: L.LightningModule, user_id: int, item_ids: S
     return torch.cat(scores) if scores else torch.empty(0)
 
 
-def _similarities(datamodule, system: RetrievalSystem, user_id: int, item_ids: Sequence[int], batch_size: int,
-                  before: int) -> torch.Tensor:  # fmt: skip
+def _similarities(
+    datamodule, system: RetrievalSystem, user_id: int, item_ids: Sequence[int], batch_size: int, before: int
+) -> torch.Tensor:
     """Cosine similarity of the user's query embedding (the query evaluation uses) with each item's embedding, items
     embedded `batch_size` at a time (bit-equal to evaluation's `queries @ item_embeddings.T` when batched alike)."""
     collate = datamodule.collate_fn()
@@ -131,8 +142,9 @@ def _similarities(datamodule, system: RetrievalSystem, user_id: int, item_ids: S
     return (query @ torch.cat(items).T)[0].float() if items else torch.empty(0)
 
 
-def recommend(datamodule, system, user_id: int, k: int = 10, candidates: Sequence[int] | None = None,
-              include_seen: bool = False) -> list[tuple[int, str, float]]:  # fmt: skip
+def recommend(
+    datamodule, system, user_id: int, k: int = 10, candidates: Sequence[int] | None = None, include_seen: bool = False
+) -> list[tuple[int, str, float]]:
     """Top-k (item id, title, score) for `user_id`: over `candidates`, else the whole catalogue minus every item
     the user has interacted with in any split (unless `include_seen`)."""
     inter, items = datamodule.interactions, datamodule.tables.items
@@ -172,8 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--candidates", help="file of item ids (one per line) to score instead of the catalogue")
     parser.add_argument("--ckpt", help="checkpoint to load (default: the run's best, else last.ckpt)")
     parser.add_argument("--include-seen", action="store_true", help="rank the items the user has rated too")
-    parser.add_argument("--trust-run-config", action="store_true",
-                        help="instantiate the run's config targets even outside " + ", ".join(ALLOWED_TARGETS))
+    parser.add_argument(
+        "--trust-run-config",
+        action="store_true",
+        help="instantiate the run's config targets even outside " + ", ".join(ALLOWED_TARGETS),
+    )
     args = parser.parse_args(argv)
     try:
         _, datamodule, system = load_run(args.run, args.ckpt, args.trust_run_config)

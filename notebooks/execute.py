@@ -67,8 +67,9 @@ def main(names: list[str]) -> None:
     for name in names or NOTEBOOKS:
         path = HERE / name
         nb = nbformat.read(path, as_version=4)
-        client = NotebookClient(nb, timeout=600, kernel_name="python3", record_timing=False,
-                                resources={"metadata": {"path": str(HERE)}})  # fmt: skip
+        client = NotebookClient(
+            nb, timeout=600, kernel_name="python3", record_timing=False, resources={"metadata": {"path": str(HERE)}}
+        )
         client.execute()
         shrink(nb)
         nbformat.validate(nb)

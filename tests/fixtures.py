@@ -23,12 +23,20 @@ def make_log(n_users: int = 16, n_items: int = 30, per_user: int = 20, seed: int
     rng = np.random.default_rng(seed)
     items = []
     for i in range(n_items):
-        title, year, genres = TITLES[i] if i < len(TITLES) else (f"Movie {i + 1}", str(1980 + i % 20),
-                                                                 [GENRES[1 + i % 18]])  # fmt: skip
+        title, year, genres = (
+            TITLES[i] if i < len(TITLES) else (f"Movie {i + 1}", str(1980 + i % 20), [GENRES[1 + i % 18]])
+        )
         items.append({"item_id": i + 1, "title": title, "year": year, "genres": genres})
-    users = [{"user_id": u + 1, "age": int(18 + (u * 7) % 50), "gender": "MF"[u % 2],
-              "occupation": OCCUPATIONS[u % len(OCCUPATIONS)], "zip": f"{10000 + u:05d}"}  # fmt: skip
-             for u in range(n_users)]
+    users = [
+        {
+            "user_id": u + 1,
+            "age": int(18 + (u * 7) % 50),
+            "gender": "MF"[u % 2],
+            "occupation": OCCUPATIONS[u % len(OCCUPATIONS)],
+            "zip": f"{10000 + u:05d}",
+        }
+        for u in range(n_users)
+    ]
     rows = []
     for u in range(n_users):
         for j, i in enumerate(rng.choice(n_items, size=per_user, replace=False)):
@@ -98,18 +106,24 @@ def amazon_lines(version: str, log: dict) -> tuple[list[str], list[str]]:
 
     reviews = [
         AMAZON_LINES[version, "reviews"].format(
-            rating=r, user=f"A{u:013d}X", item=asin(i), time=t, text=json.dumps(f"Review of {i} by {u}."),
+            rating=r,
+            user=f"A{u:013d}X",
+            item=asin(i),
+            time=t,
+            text=json.dumps(f"Review of {i} by {u}."),
             summary=json.dumps(f"{r} stars"),
         )
         for u, i, r, t in log["ratings"]
-    ]  # fmt: skip
+    ]
     meta = [
         AMAZON_LINES[version, "meta"].format(
-            item=asin(it["item_id"]), title=json.dumps(it["title"]), categories=json.dumps(["Beauty", *it["genres"]]),
+            item=asin(it["item_id"]),
+            title=json.dumps(it["title"]),
+            categories=json.dumps(["Beauty", *it["genres"]]),
             description=json.dumps([f"About {it['title']}."]),
         )
         for it in log["items"]
-    ]  # fmt: skip
+    ]
     return reviews, meta
 
 

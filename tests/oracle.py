@@ -27,8 +27,10 @@ def encode_one(encoder: SegmentEncoder, user_text: str, pronoun: str, history: l
         tokens = ids(history[start:])
         if len(tokens) <= budget:
             return np.asarray(encoder.prefix + tokens + encoder.suffix, dtype=np.int32)
-    raise ValueError(f"data.max_length={encoder.max_length} is too small: the prompt for candidate {candidate!r} "
-                     f"needs {len(tokens) + len(encoder.prefix) + len(encoder.suffix)} tokens with no history at all")
+    raise ValueError(
+        f"data.max_length={encoder.max_length} is too small: the prompt for candidate {candidate!r} "
+        f"needs {len(tokens) + len(encoder.prefix) + len(encoder.suffix)} tokens with no history at all"
+    )
 
 
 def training_history_by_loop(interactions: pd.DataFrame, is_train: np.ndarray, max_len: int) -> list[list]:

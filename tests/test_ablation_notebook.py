@@ -131,11 +131,23 @@ def test_the_wandb_section_queries_the_sweeps_group(sweep: Path, monkeypatch, tm
     (tmp_path / "stub").mkdir()
     (tmp_path / "stub" / "wandb.py").write_text(FAKE_WANDB)
     jobs = _jobs(sweep)
-    fake = [{"name": f"peft={j['peft']},seed={j['seed']}", "config": {"seed": j["seed"], "task_name": "ctr_lora"},
-             "summary": {"test/auc": j["test/auc"]}} for j in jobs]  # fmt: skip
+    fake = [
+        {
+            "name": f"peft={j['peft']},seed={j['seed']}",
+            "config": {"seed": j["seed"], "task_name": "ctr_lora"},
+            "summary": {"test/auc": j["test/auc"]},
+        }
+        for j in jobs
+    ]
     stub_path = os.pathsep.join(filter(None, [str(tmp_path / "stub"), os.environ.get("PYTHONPATH")]))
-    printed, shown = _execute(monkeypatch, sweep, PYTHONPATH=stub_path, FAKE_WANDB_RUNS=json.dumps(fake),
-                              WANDB_API_KEY="not-a-real-key", WANDB_ENTITY="my-team")  # fmt: skip
+    printed, shown = _execute(
+        monkeypatch,
+        sweep,
+        PYTHONPATH=stub_path,
+        FAKE_WANDB_RUNS=json.dumps(fake),
+        WANDB_API_KEY="not-a-real-key",
+        WANDB_ENTITY="my-team",
+    )
 
     group = f"ctr_lora-{sweep.name}"
     assert f'FAKE_WANDB path=my-team/m6rec filters={{"group": "{group}"}}' in printed

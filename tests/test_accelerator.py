@@ -35,8 +35,9 @@ def test_every_trainer_config_composes(trainer: str, tmp_path: Path):
 
 def test_multi_node_recipes_compose(tmp_path: Path):
     """The docs' SLURM and torchrun recipes (docs/performance.md): 2 nodes × 4 GPUs."""
-    slurm = compose_config(["trainer=ddp", "trainer.num_nodes=2", "trainer.devices=4", "hydra/launcher=slurm"],
-                           tmp_path)  # fmt: skip
+    slurm = compose_config(
+        ["trainer=ddp", "trainer.num_nodes=2", "trainer.devices=4", "hydra/launcher=slurm"], tmp_path
+    )
     assert (slurm.trainer.num_nodes, slurm.trainer.devices, slurm.trainer.strategy) == (2, 4, "ddp")
     fsdp = compose_config(["trainer=fsdp", "trainer.num_nodes=2", "trainer.accumulate_grad_batches=4"], tmp_path)
     assert fsdp.trainer.strategy._target_ == "lightning.pytorch.strategies.FSDPStrategy"
@@ -44,9 +45,16 @@ def test_multi_node_recipes_compose(tmp_path: Path):
 
 
 def test_cpu_trainer_runs_with_accumulation_clipping_checkpointing_and_merged_test(tmp_path: Path, ml100k_dir: Path):
-    cfg = _cfg(tmp_path, ml100k_dir, "+trainer.fast_dev_run=2", "trainer.accumulate_grad_batches=2",
-               "trainer.gradient_clip_algorithm=value", "trainer.gradient_clip_val=0.5",
-               "model.gradient_checkpointing=true", "+callbacks.merge_lora._target_=m6rec.peft.merge.MergeLoraForTest")
+    cfg = _cfg(
+        tmp_path,
+        ml100k_dir,
+        "+trainer.fast_dev_run=2",
+        "trainer.accumulate_grad_batches=2",
+        "trainer.gradient_clip_algorithm=value",
+        "trainer.gradient_clip_val=0.5",
+        "model.gradient_checkpointing=true",
+        "+callbacks.merge_lora._target_=m6rec.peft.merge.MergeLoraForTest",
+    )
     metrics = run.train(cfg)
     assert 0.0 < metrics["test/auc"] < 1.0 and metrics["test/logloss"] > 0
 
@@ -114,8 +122,16 @@ def test_lora_merged_copy_gives_the_same_outputs(tmp_path: Path, ml100k_dir: Pat
 def test_training_without_validation_finishes(tmp_path: Path, ml100k_dir: Path):
     """limit_val_batches=0 without our checkpoint callback (as benchmarks/perf.py times training): Lightning's default
     checkpoint has a path but no score, which run.py must not report."""
-    cfg = _cfg(tmp_path, ml100k_dir, "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "test=false",
-               "+trainer.limit_val_batches=0", "~callbacks.early_stopping", "~callbacks.model_checkpoint")  # fmt: skip
+    cfg = _cfg(
+        tmp_path,
+        ml100k_dir,
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",
+        "test=false",
+        "+trainer.limit_val_batches=0",
+        "~callbacks.early_stopping",
+        "~callbacks.model_checkpoint",
+    )
     metrics = run.train(cfg)
     assert "val/auc" not in metrics  # nothing validated: no best score is reported
     assert "best_checkpoint" not in metrics or Path(metrics["best_checkpoint"]).is_file()
@@ -153,8 +169,12 @@ def test_gpu_benchmark_counts_real_tokens_and_flops(tmp_path: Path, ml100k_dir: 
     sys.path.insert(0, str(ROOT))
     from benchmarks.gpu import measure
 
-    record = measure([f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}", "experiment=ctr_lora",
-                      "data.batch_size=8"], steps=3, warmup=1, random_init=None)  # fmt: skip
+    record = measure(
+        [f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}", "experiment=ctr_lora", "data.batch_size=8"],
+        steps=3,
+        warmup=1,
+        random_init=None,
+    )
     assert record["steps_timed"] == 3 and record["device"] == "cpu"
     assert 0 < record["padding_fraction"] < 1 and record["tokens_per_s"] < record["padded_tokens_per_s"]
     assert record["flops_per_step"] > 6 * record["trainable_params"] * 8  # at least the trainable part's 6·N per token

@@ -67,9 +67,17 @@ def test_2018_gzipped_json_lines_parse_to_exact_tables(tmp_path: Path):
     assert t.interactions.dtypes.astype(str).tolist()[:4] == ["int64", "int64", "float32", "int64"]
     assert _records(t.items) == [
         [1, "Ice Blue Shave Gel", "", "All Beauty", "All Beauty", "Cool mint.", "Gillette", "B0000530HU"],
-        [2, "Loud N Clear Amplifier", "", "All Beauty|Skin Care|Face", "Face", "Loud and clear.", "idea village",
-         "6546546450"],
-    ]  # fmt: skip
+        [
+            2,
+            "Loud N Clear Amplifier",
+            "",
+            "All Beauty|Skin Care|Face",
+            "Face",
+            "Loud and clear.",
+            "idea village",
+            "6546546450",
+        ],
+    ]
     assert _records(t.users) == [[1, 0, "", "", "A3CIUOJXQ5VDQ2"], [2, 0, "", "", "A2H85LXJJDDC6O"]]
 
 
@@ -110,8 +118,15 @@ def test_fixture_log_round_trips(tmp_path: Path, version: str):
     write_amazon(tmp_path, version, log)
     t = amazon.load_amazon(tmp_path, version, "All_Beauty")
     raw_items = t.items.set_index("item_id")["raw_id"]
-    got = sorted(zip(t.users.set_index("user_id")["raw_id"][t.interactions["user_id"]], raw_items[
-        t.interactions["item_id"]], t.interactions["rating"], t.interactions["timestamp"], strict=True))  # fmt: skip
+    got = sorted(
+        zip(
+            t.users.set_index("user_id")["raw_id"][t.interactions["user_id"]],
+            raw_items[t.interactions["item_id"]],
+            t.interactions["rating"],
+            t.interactions["timestamp"],
+            strict=True,
+        )
+    )
     assert got == sorted((f"A{u:013d}X", f"B{i:09d}", float(r), t) for u, i, r, t in log["ratings"])
     assert t.items.set_index("raw_id").loc["B000000002", ["title", "category"]].tolist() == ["Heat", "Thriller"]
 
@@ -137,8 +152,9 @@ def test_datamodule_renders_anonymous_reviewers_and_title_category(tmp_path: Pat
     from hydra.utils import instantiate
 
     root = write_amazon(tmp_path / "amazon", "2018", make_log())
-    cfg = compose_config(["data=amazon2018", f"data.root={root}", f"paths.data_dir={tmp_path}", "data.k_core=0"],
-                         tmp_path)  # fmt: skip
+    cfg = compose_config(
+        ["data=amazon2018", f"data.root={root}", f"paths.data_dir={tmp_path}", "data.k_core=0"], tmp_path
+    )
     dm = instantiate(cfg.data)
     dm.setup()
     assert dm.stats["interactions"] == 320 and dm.stats["users"] == 16

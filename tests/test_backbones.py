@@ -23,8 +23,14 @@ from tests.helpers import ROOT, compose_config
 # The language-model configs (a `backbone:` node); the ID / feature baselines (sasrec, deepfm, …) are other models.
 MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml") if "\nbackbone:" in p.read_text())
 FROM_CONFIG = ["bert_tiny", "gpt2_tiny"]
-BERT = {"model_type": "bert", "num_hidden_layers": 1, "hidden_size": 16, "num_attention_heads": 2,
-        "intermediate_size": 32, "max_position_embeddings": 32}  # fmt: skip
+BERT = {
+    "model_type": "bert",
+    "num_hidden_layers": 1,
+    "hidden_size": 16,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+    "max_position_embeddings": 32,
+}
 
 
 def needs_package(module: str, requirement: str) -> None:
@@ -48,10 +54,13 @@ def test_every_model_config_serves_pretraining_and_fine_tuning(name: str, tmp_pa
     assert {"gpt2_tiny", "bert_tiny", "minilm", "smollm2_135m", "hf"} <= set(MODELS)
 
 
-@pytest.mark.parametrize(("name", "body", "lm", "objective"), [
-    ("gpt2_tiny", "GPT2Model", "GPT2LMHeadModel", "clm"),
-    ("bert_tiny", "BertModel", "BertForMaskedLM", "mlm"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "body", "lm", "objective"),
+    [
+        ("gpt2_tiny", "GPT2Model", "GPT2LMHeadModel", "clm"),
+        ("bert_tiny", "BertModel", "BertForMaskedLM", "mlm"),
+    ],
+)
 def test_models_from_config_build_body_lm_and_take_lora(name, body, lm, objective, tmp_path: Path):
     cfg = model_config(name, tmp_path)
     backbone = instantiate(cfg.backbone, vocab_size=100)
@@ -60,8 +69,9 @@ def test_models_from_config_build_body_lm_and_take_lora(name, body, lm, objectiv
     task = "pretrain_clm" if objective == "clm" else "pretrain_mlm"
     recipe = compose_config([f"model={name}", f"task={task}", f"paths.data_dir={tmp_path}"], tmp_path).task.model
     assert type(instantiate(recipe, vocab_size=100)).__name__ == lm  # the task's LM of this model
-    wrapped = get_peft_model(backbone, LoraConfig(r=4, target_modules=list(cfg.lora_targets),
-                                                  fan_in_fan_out=cfg.fan_in_fan_out))  # fmt: skip
+    wrapped = get_peft_model(
+        backbone, LoraConfig(r=4, target_modules=list(cfg.lora_targets), fan_in_fan_out=cfg.fan_in_fan_out)
+    )
     adapted = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in wrapped.named_parameters() if ".lora_A" in n}
     assert adapted == set(cfg.lora_targets)  # every target names a linear map of this architecture
 
@@ -123,8 +133,11 @@ def test_model_hf_takes_any_local_folder(fake_package: dict, tmp_path: Path):
 
 # sentence-transformers' own all-MiniLM-L6-v2 embeddings (mean pooling + L2 norm) of these sentences, computed once
 SENTENCES = ["A man is eating food.", "A man eats a meal.", "The stock market fell sharply."]
-ST_FIRST_DIMS = [[0.03324157, 0.00440609, -0.00627697, 0.04837873], [0.02432892, 0.02131758, -0.00936882, 0.02703225],
-                 [0.06452259, -0.00480886, 0.05741162, 0.08781882]]  # fmt: skip
+ST_FIRST_DIMS = [
+    [0.03324157, 0.00440609, -0.00627697, 0.04837873],
+    [0.02432892, 0.02131758, -0.00936882, 0.02703225],
+    [0.06452259, -0.00480886, 0.05741162, 0.08781882],
+]
 ST_COSINES = [0.9082308, -0.0043828, 0.0045501]  # (0, 1), (0, 2), (1, 2)
 
 
@@ -187,9 +200,17 @@ def test_a_config_with_nested_nodes_builds():
 
     from m6rec.models.backbone import build_backbone
 
-    config = OmegaConf.create({"model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
-                               "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
-                               "head_dim": 16,
-                               "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}})  # fmt: skip
+    config = OmegaConf.create(
+        {
+            "model_type": "llama",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 16,
+            "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"},
+        }
+    )
     model = build_backbone(vocab_size=100, config=config)
     assert model.config.rope_parameters["rope_theta"] == 100000.0 and model.get_input_embeddings().num_embeddings == 100

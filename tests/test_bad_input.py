@@ -92,8 +92,9 @@ def test_json_line_with_latin1_bytes(tmp_path: Path):
     bad = REVIEWS[1].replace("Review of", "Revi\xe9w of").encode("latin-1").decode("latin-1")
     (tmp_path / "Toys.jsonl").write_bytes(b"".join(line.encode("latin-1") + b"\n" for line in [REVIEWS[0], bad]))
     column = bad.index("\xe9") + 1
-    _one_line_error(lambda: amz.load_amazon(tmp_path, "2023", "Toys"), "Toys.jsonl:2:",
-                    f"not valid UTF-8 at column {column}")  # fmt: skip
+    _one_line_error(
+        lambda: amz.load_amazon(tmp_path, "2023", "Toys"), "Toys.jsonl:2:", f"not valid UTF-8 at column {column}"
+    )
 
 
 # ------------------------------------------------------------------------------- missing required columns / keys
@@ -115,8 +116,9 @@ def test_json_line_without_a_required_key(tmp_path: Path):
 
 # ------------------------------------------------------------------------------- nothing left / no rows
 def test_k_core_that_removes_everything_names_the_config_key(tmp_path: Path):
-    dm = BehaviourLogDataModule(data_dir=str(tmp_path), dataset="ml-latest-small", root=str(_ml_csv(tmp_path / "r")),
-                                k_core=3)  # fmt: skip
+    dm = BehaviourLogDataModule(
+        data_dir=str(tmp_path), dataset="ml-latest-small", root=str(_ml_csv(tmp_path / "r")), k_core=3
+    )
     _one_line_error(dm.setup, "data.k_core: no interactions left after filtering (users >= 3, items >= 3)")
     assert not (tmp_path / "cache").exists() or [p.suffix for p in (tmp_path / "cache").iterdir()] == [".lock"]
 
@@ -155,15 +157,22 @@ def test_json_rating_nan_negative_or_text(tmp_path: Path, value: str, shown: str
     line = re.sub(r'^\{"rating": [0-9.]+,', '{"rating": ' + value + ",", REVIEWS[1])
     assert line != REVIEWS[1]
     root = _amazon(tmp_path, [REVIEWS[0], line, *REVIEWS[2:]])
-    _one_line_error(lambda: amz.load_amazon(root, "2023", "Toys"), "Toys.jsonl.gz:2:",
-                    f"key 'rating' must be a number >= 0, got {shown}")  # fmt: skip
+    _one_line_error(
+        lambda: amz.load_amazon(root, "2023", "Toys"),
+        "Toys.jsonl.gz:2:",
+        f"key 'rating' must be a number >= 0, got {shown}",
+    )
 
 
 # ------------------------------------------------------------------------------- config keys and caches
 def test_unknown_dataset_and_source_option_name_the_config_key(tmp_path: Path):
     _one_line_error(BehaviourLogDataModule(data_dir=str(tmp_path), dataset="netflix").setup, "data.dataset: unknown")
-    dm = BehaviourLogDataModule(data_dir=str(tmp_path), dataset="ml-latest-small", root=str(_ml_csv(tmp_path / "r")),
-                                source={"category": "Toys"})  # fmt: skip
+    dm = BehaviourLogDataModule(
+        data_dir=str(tmp_path),
+        dataset="ml-latest-small",
+        root=str(_ml_csv(tmp_path / "r")),
+        source={"category": "Toys"},
+    )
     _one_line_error(dm.setup, "data.source.category: not an option of data.dataset=ml-latest-small")
 
 

@@ -39,9 +39,16 @@ def ctr_job(job: Path, peft: str, seed: int, metrics: dict | str | None, lr: flo
 def metrics_for(peft: str, seed: int) -> dict:
     auc = AUC[peft][seed]
     params = {"trainable": TRAINABLE[peft], "total": 411009, "trainable_pct": 100 * TRAINABLE[peft] / 411009}
-    return {"test/auc": auc, "test/logloss": 1 - auc, "val/auc": auc - 0.01, "wall_time_s": 100.0 + seed,
-            "params": params, "data": {"users": 943, "fingerprint": "e251602084228971"}, "best_checkpoint": "x.ckpt",
-            "converged": True}  # fmt: skip
+    return {
+        "test/auc": auc,
+        "test/logloss": 1 - auc,
+        "val/auc": auc - 0.01,
+        "wall_time_s": 100.0 + seed,
+        "params": params,
+        "data": {"users": 943, "fingerprint": "e251602084228971"},
+        "best_checkpoint": "x.ckpt",
+        "converged": True,
+    }
 
 
 @pytest.fixture
@@ -141,8 +148,11 @@ def test_main_prints_table_and_writes_markdown_and_png(multirun: Path, tmp_path:
 def test_module_cli_in_a_subprocess(multirun: Path):
     proc = subprocess.run(
         [sys.executable, "-m", "m6rec.compare", str(multirun), "--metric", "val/auc", "--by", "peft"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "lora" in proc.stdout and "0.7100 ± 0.0100" in proc.stdout
     assert "| lora | 3 | 0.7100 ± 0.0100 | 0.7200 |" in (multirun / "comparison.md").read_text()

@@ -43,8 +43,9 @@ def test_experiment_instantiates(experiment: str, tmp_path: Path, ml100k_dir: Pa
 def test_peft_choice_changes_what_is_trained(tmp_path: Path, ml100k_dir: Path):
     counts = {}
     for peft in ("lora", "none"):
-        cfg = compose_config(["experiment=ctr_lora", f"peft={peft}", f"data.root={ml100k_dir}",
-                              f"paths.data_dir={tmp_path}"], tmp_path)  # fmt: skip
+        cfg = compose_config(
+            ["experiment=ctr_lora", f"peft={peft}", f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path}"], tmp_path
+        )
         datamodule = instantiate(cfg.data)
         backbone = instantiate(cfg.model.backbone, vocab_size=len(datamodule.tokenizer))
         system = instantiate(cfg.task, backbone=apply_peft(backbone, instantiate(cfg.peft)))
@@ -103,6 +104,7 @@ def test_optuna_direction_follows_optimized_mode(mode: str, direction: str):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["hparams_search=ctr_optuna", f"optimized_mode={mode}"],
-                      return_hydra_config=True)  # fmt: skip
+        cfg = compose(
+            "config", overrides=["hparams_search=ctr_optuna", f"optimized_mode={mode}"], return_hydra_config=True
+        )
     assert cfg.hydra.sweeper.direction == direction

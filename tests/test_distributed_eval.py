@@ -16,8 +16,12 @@ from tests.fixtures import make_log, write_grouplens
 from tests.helpers import compose_config, run_cli
 
 pytestmark = pytest.mark.slow
-METRICS = {"ctr_lora": ("test/auc", "test/gauc"), "retrieval_lora": ("test/ndcg@10", "test/hr@10"),
-           "p1_sasrec": ("test/ndcg@10", "test/hr@10"), "p2_fm": ("test/auc", "test/gauc")}  # and the baselines
+METRICS = {
+    "ctr_lora": ("test/auc", "test/gauc"),
+    "retrieval_lora": ("test/ndcg@10", "test/hr@10"),
+    "p1_sasrec": ("test/ndcg@10", "test/hr@10"),
+    "p2_fm": ("test/auc", "test/gauc"),
+}  # and the baselines
 ROOT_KEY = {"p2_fm": "data.behaviour.root"}  # where the experiment's data config takes the log folder
 EVAL_BATCH = 4
 
@@ -25,19 +29,45 @@ EVAL_BATCH = 4
 @pytest.mark.parametrize("experiment", list(METRICS))
 def test_one_and_two_processes_give_the_same_test_metrics(tmp_path: Path, experiment: str):
     root = write_grouplens(tmp_path / "ml-100k", make_log(n_users=15))  # 15 users: ranks hold 8 and 7 (retrieval)
-    common = [f"experiment={experiment}", f"{ROOT_KEY.get(experiment, 'data.root')}={root}",
-              f"paths.data_dir={tmp_path / 'cache'}",
-              "data.batch_size=16", f"data.eval_batch_size={EVAL_BATCH}"]  # fmt: skip
-    cfg = compose_config([*common, "~logger", "~callbacks.rich_progress_bar", "~callbacks.model_summary",
-                          "trainer.max_epochs=2"], tmp_path / "train")  # fmt: skip
+    common = [
+        f"experiment={experiment}",
+        f"{ROOT_KEY.get(experiment, 'data.root')}={root}",
+        f"paths.data_dir={tmp_path / 'cache'}",
+        "data.batch_size=16",
+        f"data.eval_batch_size={EVAL_BATCH}",
+    ]
+    cfg = compose_config(
+        [*common, "~logger", "~callbacks.rich_progress_bar", "~callbacks.model_summary", "trainer.max_epochs=2"],
+        tmp_path / "train",
+    )
     trained = run.train(cfg)
-    single = run.train(compose_config([*common, "~logger", "~callbacks.rich_progress_bar", "~callbacks.model_summary",
-                                       "train=false", f"ckpt_path={trained['best_checkpoint']}"], tmp_path / "one"))
+    single = run.train(
+        compose_config(
+            [
+                *common,
+                "~logger",
+                "~callbacks.rich_progress_bar",
+                "~callbacks.model_summary",
+                "train=false",
+                f"ckpt_path={trained['best_checkpoint']}",
+            ],
+            tmp_path / "one",
+        )
+    )
     dump = tmp_path / "ranks"
     dump.mkdir()
-    run_cli([*common, "logger=csv", "trainer=ddp_cpu", "train=false", f"ckpt_path={trained['best_checkpoint']}",
-             "+callbacks.dump._target_=tests.helpers.DumpTestMetrics", f"+callbacks.dump.out_dir={dump}"],
-            tmp_path)  # fmt: skip
+    run_cli(
+        [
+            *common,
+            "logger=csv",
+            "trainer=ddp_cpu",
+            "train=false",
+            f"ckpt_path={trained['best_checkpoint']}",
+            "+callbacks.dump._target_=tests.helpers.DumpTestMetrics",
+            f"+callbacks.dump.out_dir={dump}",
+        ],
+        tmp_path,
+    )
     double = json.loads(next(tmp_path.glob("logs/*/runs/*/metrics.json")).read_text())
     ranks = [json.loads((dump / f"rank{r}.json").read_text()) for r in (0, 1)]
 

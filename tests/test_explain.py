@@ -27,8 +27,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op 
 
 CATEGORY = "Toys"
 NAMES = ["Alpha", "Bravo", "Charlie", "Delta", "Echo", "Foxtrot", "Golf", "Hotel", "India", "Juliet"]
-GPT2 = {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 4, "n_positions": 256, "bos_token_id": 1,
-        "eos_token_id": 1, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}  # fmt: skip
+GPT2 = {
+    "model_type": "gpt2",
+    "n_layer": 2,
+    "n_embd": 64,
+    "n_head": 4,
+    "n_positions": 256,
+    "bos_token_id": 1,
+    "eos_token_id": 1,
+    "resid_pdrop": 0.0,
+    "embd_pdrop": 0.0,
+    "attn_pdrop": 0.0,
+}
 SENTENCE = "solid little gadget and it charges fast every single day"
 LONG = "this review goes on and on about the colour the weight the box the price the shipping and the smell"
 
@@ -39,9 +49,14 @@ def write_amazon_2018(root: Path, review_of, n_users: int = 12, per_user: int = 
     rows = []
     for u in range(n_users):
         for j, i in enumerate(rng.choice(len(NAMES), per_user, replace=False)):
-            row = {"overall": float(1 + (u + int(i)) % 5), "verified": True, "reviewerID": f"U{u:02d}",
-                   "asin": f"B{int(i):03d}", "unixReviewTime": 1_500_000_000 + 86_400 * j + u,
-                   "summary": f"summary {u} {int(i)}"}  # fmt: skip
+            row = {
+                "overall": float(1 + (u + int(i)) % 5),
+                "verified": True,
+                "reviewerID": f"U{u:02d}",
+                "asin": f"B{int(i):03d}",
+                "unixReviewTime": 1_500_000_000 + 86_400 * j + u,
+                "summary": f"summary {u} {int(i)}",
+            }
             text = review_of(u, int(i), j)
             if text is not None:  # some reviews have no reviewText key at all
                 row["reviewText"] = text
@@ -49,8 +64,10 @@ def write_amazon_2018(root: Path, review_of, n_users: int = 12, per_user: int = 
     root.mkdir(parents=True, exist_ok=True)
     with gzip.open(root / f"{CATEGORY}.json.gz", "wt", encoding="utf-8") as f:
         f.write("".join(json.dumps(r) + "\n" for r in rows))
-    meta = [{"asin": f"B{i:03d}", "title": f"Gadget {n}", "category": ["Toys", "Gadgets"], "brand": "Acme"}
-            for i, n in enumerate(NAMES)]  # fmt: skip
+    meta = [
+        {"asin": f"B{i:03d}", "title": f"Gadget {n}", "category": ["Toys", "Gadgets"], "brand": "Acme"}
+        for i, n in enumerate(NAMES)
+    ]
     with gzip.open(root / f"meta_{CATEGORY}.json.gz", "wt", encoding="utf-8") as f:
         f.write("".join(json.dumps(m) + "\n" for m in meta))
     return rows
@@ -64,9 +81,17 @@ def varied_review(u: int, i: int, j: int) -> str | None:
 
 
 def datamodule(root: Path, tmp_path: Path, **kwargs) -> ExplanationDataModule:
-    settings = {"data_dir": str(tmp_path / "cache"), "dataset": "amazon", "root": str(root),
-                "source": {"version": "2018", "category": CATEGORY}, "max_length": 128, "max_target_length": 8,
-                "batch_size": 16, "eval_batch_size": 64, **kwargs}  # fmt: skip
+    settings = {
+        "data_dir": str(tmp_path / "cache"),
+        "dataset": "amazon",
+        "root": str(root),
+        "source": {"version": "2018", "category": CATEGORY},
+        "max_length": 128,
+        "max_target_length": 8,
+        "batch_size": 16,
+        "eval_batch_size": 64,
+        **kwargs,
+    }
     dm = ExplanationDataModule(**settings)
     dm.setup()
     return dm
@@ -171,8 +196,15 @@ def _fit(system: ExplainSystem, dm: ExplanationDataModule, steps: int) -> list[f
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             losses.append(float(outputs["loss"]))
 
-    trainer = L.Trainer(max_steps=steps, limit_val_batches=0, callbacks=[Record()], logger=False,
-                        enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)  # fmt: skip
+    trainer = L.Trainer(
+        max_steps=steps,
+        limit_val_batches=0,
+        callbacks=[Record()],
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
     trainer.fit(system, datamodule=dm)
     return losses
 
@@ -206,8 +238,10 @@ def test_memorising_a_repeated_review_reproduces_it(memorised):
     L.seed_everything(1)
     noisy = ExplainSystem(lm=build_lm(len(dm.tokenizer), "clm", {**GPT2, "initializer_range": 0.5}), max_new_tokens=8)
     alone = [torch.from_numpy(p.astype(np.int64))[None] for p in dm.datasets["valid"].prompts]  # val fits one batch
-    one_by_one = [noisy.explain({"prompt_input_ids": p, "prompt_attention_mask": torch.ones_like(p)}, dm.tokenizer)[0]
-                  for p in alone]  # fmt: skip
+    one_by_one = [
+        noisy.explain({"prompt_input_ids": p, "prompt_attention_mask": torch.ones_like(p)}, dm.tokenizer)[0]
+        for p in alone
+    ]
     assert noisy.explain(batch, dm.tokenizer) == one_by_one and len(set(one_by_one)) > 1
 
 
@@ -243,8 +277,11 @@ def test_lora_on_the_lm_trains_only_the_adapters_and_learns(memorised):
     assert trainable and all("lora_" in n for n in trainable)
     losses = _fit(system, dm, steps=30)
     assert np.mean(losses[-5:]) < 0.1 * losses[0], losses
-    after = {k.replace(".base_layer", ""): v for k, v in system.model.get_base_model().state_dict().items()
-             if "lora_" not in k}  # fmt: skip
+    after = {
+        k.replace(".base_layer", ""): v
+        for k, v in system.model.get_base_model().state_dict().items()
+        if "lora_" not in k
+    }
     assert after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())
     metrics = L.Trainer(logger=False, enable_progress_bar=False).validate(system, datamodule=dm, verbose=False)[0]
     assert metrics["val/bleu"] > 0.99  # generation goes through the adapted LM
@@ -266,10 +303,21 @@ def test_a_dataset_without_reviews_is_a_clear_error(ml100k_dir: Path, varied, tm
 
 @pytest.mark.parametrize("method", ["none", "lora"])
 def test_explain_experiment_fast_dev_runs_through_run_py(method: str, varied, tmp_path: Path):
-    cfg = compose_config(["experiment=explain_amazon", f"data.root={varied[0]}", f"data.source.category={CATEGORY}",
-                          f"paths.data_dir={tmp_path / 'cache'}", "data.k_core=0", f"peft={method}", "~logger",
-                          "~callbacks.rich_progress_bar", "~callbacks.model_summary", "++trainer.fast_dev_run=true"],
-                         tmp_path)  # fmt: skip
+    cfg = compose_config(
+        [
+            "experiment=explain_amazon",
+            f"data.root={varied[0]}",
+            f"data.source.category={CATEGORY}",
+            f"paths.data_dir={tmp_path / 'cache'}",
+            "data.k_core=0",
+            f"peft={method}",
+            "~logger",
+            "~callbacks.rich_progress_bar",
+            "~callbacks.model_summary",
+            "++trainer.fast_dev_run=true",
+        ],
+        tmp_path,
+    )
     assert (cfg.optimized_metric, cfg.optimized_mode, cfg.task.max_new_tokens) == ("val/loss", "min", 32)
     metrics = run.train(cfg)
     assert {k for k in metrics if k.startswith("test/")} == {"test/loss", "test/perplexity", "test/bleu", "test/rougeL"}

@@ -17,14 +17,18 @@ from m6rec.utils.errors import ConfigError, exit_code, one_line, run_main, user_
 from tests.helpers import compose_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-FAST = ["experiment=ctr_lora", "logger=csv", "data.batch_size=32", "~callbacks.rich_progress_bar",
-        "~callbacks.model_summary"]  # fmt: skip
+FAST = [
+    "experiment=ctr_lora",
+    "logger=csv",
+    "data.batch_size=32",
+    "~callbacks.rich_progress_bar",
+    "~callbacks.model_summary",
+]
 
 
 def _cfg(tmp_path: Path, ml100k_dir: Path, *overrides: str):
     data = [f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}", "~logger"]
     return compose_config([*FAST, *data, *overrides], tmp_path / "run")
-
 
 
 # ------------------------------------------------------------------------------- config values, before any data work
@@ -59,16 +63,20 @@ CONFIG_CASES = [
     ("task.scheduler.num_warmup_steps=abc", "task.scheduler.num_warmup_steps: expected int, got 'abc' (str)"),
     ("task.scheduler.num_warmup_steps=1.5", "task.scheduler.num_warmup_steps: expected int, got 1.5 (float)"),
     ("+task.scheduler.foo=1", "task.scheduler.foo: not a parameter of get_linear_schedule_with_warmup; parameters: "),
-    ("task.scheduler._target_=transformers.get_cosine_schedule_with_warmup +task.scheduler.num_cycles=many",
-     "task.scheduler.num_cycles: expected float, got 'many' (str)"),
+    (
+        "task.scheduler._target_=transformers.get_cosine_schedule_with_warmup +task.scheduler.num_cycles=many",
+        "task.scheduler.num_cycles: expected float, got 'many' (str)",
+    ),
     ("callbacks.early_stopping.patience=abc", "callbacks.early_stopping.patience: expected int, got 'abc' (str)"),
     ("callbacks.model_checkpoint.save_top_k=one", "callbacks.model_checkpoint.save_top_k: expected int, got 'one'"),
-    ("callbacks.step_checkpoint.every_n_train_steps=often",
-     "callbacks.step_checkpoint.every_n_train_steps: expected Optional[int], got 'often' (str)"),
+    (
+        "callbacks.step_checkpoint.every_n_train_steps=often",
+        "callbacks.step_checkpoint.every_n_train_steps: expected Optional[int], got 'often' (str)",
+    ),
     ("model.backbone.path=/nonexistent", "model.backbone.path: folder not found: /nonexistent"),
     ("model.backbone.path=./no/such/folder", "model.backbone.path: folder not found: ./no/such/folder"),
     ("model=hf model.source=/nonexistent", "model.source: folder not found: /nonexistent"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("override", "message"), CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
@@ -84,8 +92,9 @@ def test_a_bad_config_value_is_one_line_naming_the_key_before_any_data_work(
 
 
 # ------------------------------------------------------------------------------- the ML-100K loader, strict
-def _ml100k(tmp_path: Path, source: Path, file: str = "u.data", line: int = 5, text: bytes | None = None,
-            append: bytes = b"") -> Path:  # fmt: skip
+def _ml100k(
+    tmp_path: Path, source: Path, file: str = "u.data", line: int = 5, text: bytes | None = None, append: bytes = b""
+) -> Path:
     """A copy of the fixture with line `line` of `file` replaced by `text` (None: kept) and `append` added."""
     root = tmp_path / "ml"
     shutil.copytree(source, root)
@@ -124,14 +133,18 @@ DATA_CASES = [
     ("u.data", b"1\t2\t4\t88\xe9\n", "u.data: not valid UTF-8 at byte "),
     ("u.user", b"1|24|M|t\xe9chnician|85711\n", "u.user: not valid UTF-8 at byte "),
     ("u.user", b"1|old|M|technician|85711\n", "u.user:5: column 'age' has invalid value 'old'"),
-    ("u.item", b"x|Heat (1995)|01-Jan-1995||http://x|0|1|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0\n",
-     "u.item:5: column 'item_id' has invalid value 'x'"),
-]  # fmt: skip
+    (
+        "u.item",
+        b"x|Heat (1995)|01-Jan-1995||http://x|0|1|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0\n",
+        "u.item:5: column 'item_id' has invalid value 'x'",
+    ),
+]
 
 
 @pytest.mark.parametrize(("file", "text", "message"), DATA_CASES, ids=[f"{c[0]}:{c[1]!r}" for c in DATA_CASES])
-def test_a_damaged_ml100k_file_is_one_line_naming_file_and_line(file: str, text: bytes, message: str, tmp_path: Path,
-                                                                ml100k_dir: Path):  # fmt: skip
+def test_a_damaged_ml100k_file_is_one_line_naming_file_and_line(
+    file: str, text: bytes, message: str, tmp_path: Path, ml100k_dir: Path
+):
     assert message in _setup_error(_ml100k(tmp_path, ml100k_dir, file, 5, text), tmp_path)
 
 
@@ -152,10 +165,12 @@ def test_duplicate_interactions_are_an_error_naming_both_lines(tmp_path: Path, m
 
 
 @pytest.mark.parametrize(("policy", "kept"), [("warn", 370), ("drop", 320)])
-def test_duplicate_interactions_kept_with_a_warning_or_dropped(policy: str, kept: int, tmp_path: Path,
-                                                               ml100k_dir: Path, caplog):  # fmt: skip
-    dm = BehaviourLogDataModule(data_dir=str(tmp_path / "data"), root=str(_duplicated(tmp_path, ml100k_dir)),
-                                duplicates=policy)  # fmt: skip
+def test_duplicate_interactions_kept_with_a_warning_or_dropped(
+    policy: str, kept: int, tmp_path: Path, ml100k_dir: Path, caplog
+):
+    dm = BehaviourLogDataModule(
+        data_dir=str(tmp_path / "data"), root=str(_duplicated(tmp_path, ml100k_dir)), duplicates=policy
+    )
     with caplog.at_level("INFO", logger="m6rec.data.sources.validate"):
         assert len(dm.tables.interactions) == kept
     assert "u.data:321: duplicate interaction" in caplog.text and f"data.duplicates={policy}" in caplog.text
@@ -198,8 +213,10 @@ def _instantiation_error(cause: Exception) -> Exception:
 def _hydra_errors() -> list[Exception]:
     from hydra.errors import ConfigCompositionException, MissingConfigException
 
-    return [ConfigCompositionException("Could not override 'data.nope'.\nKey 'nope' is not in struct"),
-            MissingConfigException("In 'config': Could not find 'experiment/nope'", "experiment/nope")]  # fmt: skip
+    return [
+        ConfigCompositionException("Could not override 'data.nope'.\nKey 'nope' is not in struct"),
+        MissingConfigException("In 'config': Could not find 'experiment/nope'", "experiment/nope"),
+    ]
 
 
 CLASSIFY_CASES = [
@@ -215,7 +232,7 @@ CLASSIFY_CASES = [
     (RuntimeError("CUDA error: device-side assert triggered"), False),
     (_instantiation_error(TypeError("__init__() got an unexpected keyword argument 'x'")), False),
     *((err, True) for err in _hydra_errors()),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("err", "is_user_error"), CLASSIFY_CASES, ids=[repr(c[0])[:60] for c in CLASSIFY_CASES])
@@ -256,8 +273,15 @@ def test_full_error_or_debug_shows_the_traceback_of_a_user_error(env: dict, argv
 
 
 # ------------------------------------------------------------------------------- loading a downloaded run dir
-@pytest.mark.parametrize(("key", "target"), [("data", "os.system"), ("model.backbone", "builtins.eval"),
-                                             ("task.optimizer", "subprocess.Popen"), ("peft", "shutil.rmtree")])
+@pytest.mark.parametrize(
+    ("key", "target"),
+    [
+        ("data", "os.system"),
+        ("model.backbone", "builtins.eval"),
+        ("task.optimizer", "subprocess.Popen"),
+        ("peft", "shutil.rmtree"),
+    ],
+)
 def test_a_run_config_with_a_target_outside_the_allow_list_is_refused(key: str, target: str, tmp_path: Path):
     from omegaconf import OmegaConf
 
@@ -325,8 +349,14 @@ def test_a_checkpoint_that_would_run_code_when_unpickled_is_refused(tmp_path: Pa
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("template", ["{{ ''.__class__.__mro__ }}", "{{ cycler.__init__.__globals__ }}",
-                                      "{{ title.__class__.__base__.__subclasses__() }}"])  # fmt: skip
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ ''.__class__.__mro__ }}",
+        "{{ cycler.__init__.__globals__ }}",
+        "{{ title.__class__.__base__.__subclasses__() }}",
+    ],
+)
 def test_jinja_templates_render_in_a_sandbox(template: str):
     import jinja2.sandbox
 

@@ -22,8 +22,13 @@ from m6rec.utils.errors import exit_code, one_line, user_error
 from tests.helpers import ROOT, compose_config, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-FAST = ["experiment=ctr_lora", "logger=csv", "data.batch_size=32", "~callbacks.rich_progress_bar",
-        "~callbacks.model_summary"]  # fmt: skip
+FAST = [
+    "experiment=ctr_lora",
+    "logger=csv",
+    "data.batch_size=32",
+    "~callbacks.rich_progress_bar",
+    "~callbacks.model_summary",
+]
 
 
 def _cfg(tmp_path: Path, ml100k_dir: Path, *overrides: str):
@@ -31,15 +36,20 @@ def _cfg(tmp_path: Path, ml100k_dir: Path, *overrides: str):
     return compose_config([*FAST, *data, *overrides], tmp_path / "run")
 
 
-
 # ------------------------------------------------------------------------------- NaN / inf guard
 def test_a_diverging_run_stops_at_the_bad_step_and_keeps_the_last_good_checkpoint(tmp_path: Path, ml100k_dir: Path):
-    cfg = _cfg(tmp_path, ml100k_dir, "trainer.max_epochs=3", "+callbacks.poison._target_=tests.helpers.PoisonWeights",
-               "+callbacks.poison.step=11")  # fmt: skip
+    cfg = _cfg(
+        tmp_path,
+        ml100k_dir,
+        "trainer.max_epochs=3",
+        "+callbacks.poison._target_=tests.helpers.PoisonWeights",
+        "+callbacks.poison.step=11",
+    )
     with pytest.raises(NonFiniteError) as info:
         run.train(cfg)
-    assert one_line(info.value) == ("NonFiniteError: training loss is nan at step 11 (epoch 1); lower "
-                                    "task.optimizer.lr or check the data")  # fmt: skip
+    assert one_line(info.value) == (
+        "NonFiniteError: training loss is nan at step 11 (epoch 1); lower task.optimizer.lr or check the data"
+    )
     assert exit_code(info.value) == 1 and user_error(info.value) is info.value
     out = tmp_path / "run"
     assert not (out / "metrics.json").exists()
@@ -57,8 +67,13 @@ def test_a_huge_learning_rate_is_caught_as_a_non_finite_gradient(tmp_path: Path,
 
 # ------------------------------------------------------------------------------- preemption (real signals)
 def _start(args: list[str], tmp_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT), "M6REC_ROOT": str(ROOT),
-           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "PYTHONPATH": str(ROOT),
+        "M6REC_ROOT": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+    }
     cmd = [sys.executable, str(ROOT / "run.py"), *args, f"paths.log_dir={tmp_path / 'logs'}"]
     return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -77,9 +92,18 @@ def test_a_signal_saves_a_checkpoint_and_exits_non_zero(signum: int, tmp_path: P
     from m6rec.compare import collect_runs
 
     marker = tmp_path / "paused"
-    proc = _start([*FAST, f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}", "trainer.max_epochs=3",
-                   "+callbacks.pause._target_=tests.helpers.PauseAt", "+callbacks.pause.step=11",
-                   f"+callbacks.pause.marker={marker}"], tmp_path)  # fmt: skip
+    proc = _start(
+        [
+            *FAST,
+            f"data.root={ml100k_dir}",
+            f"paths.data_dir={tmp_path / 'cache'}",
+            "trainer.max_epochs=3",
+            "+callbacks.pause._target_=tests.helpers.PauseAt",
+            "+callbacks.pause.step=11",
+            f"+callbacks.pause.marker={marker}",
+        ],
+        tmp_path,
+    )
     _wait_for(marker, proc)
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=120)
@@ -94,11 +118,21 @@ def test_a_signal_saves_a_checkpoint_and_exits_non_zero(signum: int, tmp_path: P
 
 # ------------------------------------------------------------------------------- W&B: one finished run per job
 @pytest.mark.slow  # a two-job CLI multirun with W&B offline (~40 s)
-def test_a_crashed_job_finishes_its_wandb_run_as_failed_and_the_next_job_gets_its_own(tmp_path: Path,
-                                                                                       ml100k_dir: Path):  # fmt: skip
-    proc = run_cli(["-m", "experiment=ctr_lora", "logger=wandb", f"data.root={ml100k_dir}",
-                    f"paths.data_dir={tmp_path / 'cache'}", "data.max_length=5,64", "++trainer.fast_dev_run=true"],
-                   tmp_path, env={"WANDB_MODE": "offline"}, check=False)  # fmt: skip
+def test_a_crashed_job_finishes_its_wandb_run_as_failed_and_the_next_job_gets_its_own(tmp_path: Path, ml100k_dir: Path):
+    proc = run_cli(
+        [
+            "-m",
+            "experiment=ctr_lora",
+            "logger=wandb",
+            f"data.root={ml100k_dir}",
+            f"paths.data_dir={tmp_path / 'cache'}",
+            "data.max_length=5,64",
+            "++trainer.fast_dev_run=true",
+        ],
+        tmp_path,
+        env={"WANDB_MODE": "offline"},
+        check=False,
+    )
     assert proc.returncode == 1 and "data.max_length=5 is too small" in proc.stderr
     jobs = sorted(p for p in tmp_path.glob("logs/ctr_lora/multiruns/*/*") if p.is_dir())
     assert [j.name for j in jobs] == ["0", "1"]
@@ -113,13 +147,20 @@ def test_a_crashed_job_finishes_its_wandb_run_as_failed_and_the_next_job_gets_it
 
 
 @pytest.mark.slow  # in-process, but W&B starts its service process (~20 s)
-def test_secrets_in_the_environment_are_never_written_to_the_run_folder(tmp_path: Path, ml100k_dir: Path,
-                                                                        monkeypatch):  # fmt: skip
+def test_secrets_in_the_environment_are_never_written_to_the_run_folder(tmp_path: Path, ml100k_dir: Path, monkeypatch):
     secret = "s3cr3t" + "x" * 34
     for name, value in (("WANDB_API_KEY", secret), ("HF_TOKEN", f"hf_{secret}"), ("WANDB_MODE", "offline")):
         monkeypatch.setenv(name, value)
-    cfg = compose_config([*FAST, "logger=wandb", f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}",
-                          "++trainer.fast_dev_run=true"], tmp_path / "run")  # fmt: skip
+    cfg = compose_config(
+        [
+            *FAST,
+            "logger=wandb",
+            f"data.root={ml100k_dir}",
+            f"paths.data_dir={tmp_path / 'cache'}",
+            "++trainer.fast_dev_run=true",
+        ],
+        tmp_path / "run",
+    )
     run.train(cfg)
     files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
     assert {"config_resolved.yaml", "environment.json", "metrics.json", "debug.log"} <= {p.name for p in files}
@@ -129,10 +170,23 @@ def test_secrets_in_the_environment_are_never_written_to_the_run_folder(tmp_path
 
 @pytest.mark.slow  # W&B online against a closed local port: falls back to offline (~60 s)
 def test_wandb_online_with_an_unreachable_server_falls_back_to_offline(tmp_path: Path, ml100k_dir: Path):
-    env = {"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "0" * 40,
-           "WANDB_INIT_TIMEOUT": "5"}  # fmt: skip
-    proc = run_cli(["experiment=ctr_lora", "logger=wandb", f"data.root={ml100k_dir}",
-                    f"paths.data_dir={tmp_path / 'cache'}", "++trainer.fast_dev_run=true"], tmp_path, env=env)
+    env = {
+        "WANDB_MODE": "online",
+        "WANDB_BASE_URL": "http://127.0.0.1:9",
+        "WANDB_API_KEY": "0" * 40,
+        "WANDB_INIT_TIMEOUT": "5",
+    }
+    proc = run_cli(
+        [
+            "experiment=ctr_lora",
+            "logger=wandb",
+            f"data.root={ml100k_dir}",
+            f"paths.data_dir={tmp_path / 'cache'}",
+            "++trainer.fast_dev_run=true",
+        ],
+        tmp_path,
+        env=env,
+    )
     run_dir = next(tmp_path.glob("logs/ctr_lora/runs/*"))
     assert (run_dir / "metrics.json").exists() and len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
     assert "W&B server unreachable" in proc.stdout + proc.stderr
@@ -146,8 +200,15 @@ def _test_metrics(run_dir: Path) -> dict[str, float]:
 
 @pytest.mark.slow  # five real run.py processes, three of them killed with SIGKILL (~3 min)
 def test_killed_three_times_then_resumed_ends_where_the_uninterrupted_run_ends(tmp_path: Path, ml100k_dir: Path):
-    args = [*FAST, f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}", "trainer.max_epochs=3",
-            "callbacks.step_checkpoint.every_n_train_steps=2", "peft.lora_dropout=0.1", "seed=5"]  # fmt: skip
+    args = [
+        *FAST,
+        f"data.root={ml100k_dir}",
+        f"paths.data_dir={tmp_path / 'cache'}",
+        "trainer.max_epochs=3",
+        "callbacks.step_checkpoint.every_n_train_steps=2",
+        "peft.lora_dropout=0.1",
+        "seed=5",
+    ]
     (tmp_path / "whole").mkdir()
     run_cli(args, tmp_path / "whole")  # the uninterrupted run, logs under whole/logs
     expected = _test_metrics(next((tmp_path / "whole" / "logs").glob("ctr_lora/runs/*")))
@@ -157,8 +218,15 @@ def test_killed_three_times_then_resumed_ends_where_the_uninterrupted_run_ends(t
     kills = sorted(rng.sample(range(2, 24), 3))  # 24 steps in all (8 an epoch)
     for kill_at in kills:
         steps.unlink(missing_ok=True)
-        proc = _start([*args, "ckpt_path=last", "+callbacks.steps._target_=tests.helpers.StepFile",
-                       f"+callbacks.steps.path={steps}"], tmp_path)  # fmt: skip
+        proc = _start(
+            [
+                *args,
+                "ckpt_path=last",
+                "+callbacks.steps._target_=tests.helpers.StepFile",
+                f"+callbacks.steps.path={steps}",
+            ],
+            tmp_path,
+        )
         deadline = time.time() + 300
         while _step(steps) < kill_at:
             assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
@@ -183,16 +251,27 @@ def _step(path: Path) -> int:
 
 
 # ------------------------------------------------------------------------------- exact resume, in-process
-@pytest.mark.parametrize("order", [[], ["data.length_bucketing=true"]],
-                         ids=["shuffled", "length_bucketing"])  # fmt: skip
-def test_a_run_resumed_mid_epoch_from_ckpt_path_last_matches_the_uninterrupted_run(order: list[str], tmp_path: Path,
-                                                                                   ml100k_dir: Path):  # fmt: skip
+@pytest.mark.parametrize("order", [[], ["data.length_bucketing=true"]], ids=["shuffled", "length_bucketing"])
+def test_a_run_resumed_mid_epoch_from_ckpt_path_last_matches_the_uninterrupted_run(
+    order: list[str], tmp_path: Path, ml100k_dir: Path
+):
     runs = tmp_path / "logs" / "runs"
 
     def cfg(out: Path, *overrides: str):
-        return compose_config([*FAST, f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}", "~logger",
-                               "trainer.max_epochs=2", "callbacks.step_checkpoint.every_n_train_steps=3",
-                               "peft.lora_dropout=0.1", *order, *overrides], out)  # fmt: skip
+        return compose_config(
+            [
+                *FAST,
+                f"data.root={ml100k_dir}",
+                f"paths.data_dir={tmp_path / 'cache'}",
+                "~logger",
+                "trainer.max_epochs=2",
+                "callbacks.step_checkpoint.every_n_train_steps=3",
+                "peft.lora_dropout=0.1",
+                *order,
+                *overrides,
+            ],
+            out,
+        )
 
     whole = run.train(cfg(tmp_path / "whole"))
     with pytest.raises(RuntimeError, match="crash at step 7"):  # mid-epoch 0 (8 steps an epoch), after step_6
@@ -232,8 +311,9 @@ def test_a_resumed_run_in_a_new_folder_keeps_the_best_score_so_far(tmp_path: Pat
     before.best_model_score, before.best_model_path = torch.tensor(0.71), str(tmp_path / "a" / "epoch_000.ckpt")
     before.best_k_models, before.kth_value = {before.best_model_path: torch.tensor(0.71)}, torch.tensor(0.71)
     state = before.state_dict()
-    plain, resumed = (cls(tmp_path / "b", monitor="val/auc", mode="max")
-                      for cls in (ModelCheckpoint, ResumableModelCheckpoint))  # fmt: skip
+    plain, resumed = (
+        cls(tmp_path / "b", monitor="val/auc", mode="max") for cls in (ModelCheckpoint, ResumableModelCheckpoint)
+    )
     plain.load_state_dict(state)
     resumed.load_state_dict(state)
     assert plain.best_model_score is None  # Lightning forgets it when dirpath changes: the next epoch would be "best"
@@ -242,11 +322,14 @@ def test_a_resumed_run_in_a_new_folder_keeps_the_best_score_so_far(tmp_path: Pat
 
 
 @pytest.mark.slow  # three real run.py processes (~45 s)
-@pytest.mark.parametrize(("override", "line"), [
-    ("data.batch_size=abc", "Error: ConfigError: data.batch_size: expected int, got 'abc' (str)"),
-    ("experiment=nope", "Error: MissingConfigException: In 'config': Could not find 'experiment/nope'"),
-    ("hydra.run.dir={tmp}/a_file/run", "Error: NotADirectoryError: [Errno 20] Not a directory: '{tmp}/a_file/run'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("data.batch_size=abc", "Error: ConfigError: data.batch_size: expected int, got 'abc' (str)"),
+        ("experiment=nope", "Error: MissingConfigException: In 'config': Could not find 'experiment/nope'"),
+        ("hydra.run.dir={tmp}/a_file/run", "Error: NotADirectoryError: [Errno 20] Not a directory: '{tmp}/a_file/run'"),
+    ],
+)
 def test_the_command_line_prints_one_line_and_exits_2(override: str, line: str, tmp_path: Path, ml100k_dir: Path):
     (tmp_path / "a_file").touch()  # an output folder that cannot be made (as root, a read-only one still can)
     override, line = override.format(tmp=tmp_path), line.format(tmp=tmp_path)

@@ -57,8 +57,17 @@ def test_feature_ids_of_one_row_by_hand(ml100k_dir: Path, tmp_path: Path):
     assert [user, item, age, gender, occupation, genres, year] == list(dm.offsets.values())
     assert genres + sizes["genres"] == year and year + sizes["year"] == dm.num_features
     genre = {g: 1 + k for k, g in enumerate(dm.vocabularies["genres"])}
-    assert row == [user + 1, item + 1, age + 1, gender + 2, occupation + 4,  # "18-24"; M after F; technician 4th
-                   genres + genre["Animation"], genres + genre["Children's"], genres + genre["Comedy"], year + 2]
+    assert row == [
+        user + 1,
+        item + 1,
+        age + 1,
+        gender + 2,
+        occupation + 4,  # "18-24"; M after F; technician 4th
+        genres + genre["Animation"],
+        genres + genre["Children's"],
+        genres + genre["Comedy"],
+        year + 2,
+    ]
     assert dm.encode(np.array([99]), np.array([2]))[0, :5].tolist() == [user, item + 2, age, gender, occupation]
 
 
@@ -93,14 +102,23 @@ def fit(system: L.LightningModule, datamodule: FeatureDataModule, epochs: int) -
     train = datamodule.datasets["train"].columns
     with torch.no_grad():
         before = float(system.loss(train))
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu")  # fmt: skip
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(system, datamodule=datamodule)
     system.eval()
     with torch.no_grad():
         after = float(system.loss(train))
-    return {"before": before, "after": after, **{k: float(v) for k, v in trainer.validate(system, datamodule,
-                                                                                          verbose=False)[0].items()}}
+    return {
+        "before": before,
+        "after": after,
+        **{k: float(v) for k, v in trainer.validate(system, datamodule, verbose=False)[0].items()},
+    }
 
 
 @pytest.mark.parametrize("model", [LogisticRegression, FactorizationMachine, DeepFM])

@@ -20,26 +20,29 @@ def test_random_split_ratios_and_determinism():
 
 
 def test_history_is_earlier_training_events_only_newest_last():
-    inter = pd.DataFrame({
-        "user_id":   [1, 1, 1, 1, 1, 2],
-        "item_id":   [10, 11, 12, 13, 14, 10],
-        "rating":    [5.0, 4.0, 3.0, 2.0, 1.0, 5.0],
-        "timestamp": [100, 200, 200, 300, 400, 50],
-    })  # fmt: skip
+    inter = pd.DataFrame(
+        {
+            "user_id": [1, 1, 1, 1, 1, 2],
+            "item_id": [10, 11, 12, 13, 14, 10],
+            "rating": [5.0, 4.0, 3.0, 2.0, 1.0, 5.0],
+            "timestamp": [100, 200, 200, 300, 400, 50],
+        }
+    )
     is_train = np.array([True, True, True, False, True, True])
     h = recent_training_history(inter, is_train, max_len=2)
-    assert h[0] == []                           # nothing before t=100
-    assert h[1] == [(10, 5.0)]                  # the tie at t=200 (item 12) is not "earlier"
+    assert h[0] == []  # nothing before t=100
+    assert h[1] == [(10, 5.0)]  # the tie at t=200 (item 12) is not "earlier"
     assert h[2] == [(10, 5.0)]
-    assert h[3] == [(11, 4.0), (12, 3.0)]       # test event sees the two newest earlier training items
-    assert h[4] == [(11, 4.0), (12, 3.0)]       # item 13 is test: never in a history
-    assert h[5] == []                           # user 2's own log
+    assert h[3] == [(11, 4.0), (12, 3.0)]  # test event sees the two newest earlier training items
+    assert h[4] == [(11, 4.0), (12, 3.0)]  # item 13 is test: never in a history
+    assert h[5] == []  # user 2's own log
 
 
 @pytest.mark.parametrize("method", ["random", "loo", "temporal", "cold_items"])
 def test_no_valid_or_test_interaction_reaches_any_rendered_text(ml100k_dir: Path, tmp_path: Path, method: str):
-    dm = BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir), split=method, history_len=50,
-                                max_length=512)  # fmt: skip
+    dm = BehaviourLogDataModule(
+        data_dir=str(tmp_path), root=str(ml100k_dir), split=method, history_len=50, max_length=512
+    )
     inter = dm.tables.interactions
     split = dm.split_codes()
     assert {int(c) for c in np.unique(split)} == {TRAIN, VALID, TEST}
@@ -52,7 +55,7 @@ def test_no_valid_or_test_interaction_reaches_any_rendered_text(ml100k_dir: Path
     texts = dm.render_texts(inter, histories)
     titles = dm.tables.items.set_index("item_id")["title"]
     rows = pd.DataFrame({"u": inter["user_id"], "text": texts})
-    for (u, i) in held_out:
+    for u, i in held_out:
         for text in rows.loc[rows["u"] == u, "text"]:
             assert f" {titles[i]} (" not in text.split(". Will")[0]
     dm.setup()
@@ -63,8 +66,13 @@ def test_no_valid_or_test_interaction_reaches_any_rendered_text(ml100k_dir: Path
 
 
 def test_implicit_mode_samples_negatives_per_split_and_k_core_filters(ml100k_dir: Path, tmp_path: Path):
-    dm = BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir), implicit=True,
-                                negatives={"ratio": 2, "strategy": "popularity"}, max_length=256)  # fmt: skip
+    dm = BehaviourLogDataModule(
+        data_dir=str(tmp_path),
+        root=str(ml100k_dir),
+        implicit=True,
+        negatives={"ratio": 2, "strategy": "popularity"},
+        max_length=256,
+    )
     samples = dm.samples()
     positives = samples[samples["observed"]]
     assert len(positives) == 320 and (positives["label"] == 1).all()

@@ -54,8 +54,12 @@ def evaluate(system: ItemRankingSystem, dm: SequenceDataModule, stage: str) -> d
 def test_windows_cover_every_next_item_once():
     assert [w.tolist() for w in windows(np.arange(1, 8), 3)] == [[1, 2, 3], [3, 4, 5], [5, 6, 7]]
     assert windows(np.array([4]), 3) == []
-    batch = sequence_collate([{"user": 0, "sequence": np.array([5, 6]), "targets": np.array([1, 2])},
-                              {"user": 1, "sequence": np.array([7]), "targets": np.array([3])}])  # fmt: skip
+    batch = sequence_collate(
+        [
+            {"user": 0, "sequence": np.array([5, 6]), "targets": np.array([1, 2])},
+            {"user": 1, "sequence": np.array([7]), "targets": np.array([3])},
+        ]
+    )
     assert batch["sequence"].tolist() == [[5, 6], [0, 7]] and batch["targets"].tolist() == [[1, 2], [3, -1]]
 
 
@@ -164,8 +168,7 @@ def test_content_scores_are_cosine_to_the_mean_history_vector(tmp_path: Path):
     history = torch.tensor([[0, 1, 3]])  # items 1 and 3
     mean = (vectors[0] + vectors[2]) / 2
     expected = vectors @ mean / mean.norm()
-    np.testing.assert_allclose((model.query_vectors({"history": history}).double() @ vectors.T)[0], expected,
-                               rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose((model.query_vectors({"history": history}).double() @ vectors.T)[0], expected, rtol=1e-5)
 
 
 def test_cold_items_rank_only_held_out_items_with_all_relevant(ml100k_dir: Path, tmp_path: Path):

@@ -18,14 +18,17 @@ from m6rec.peft import count_parameters
 from tests.helpers import compose_config
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing")]
-ID_TEMPLATES = {"user": "{user_token} A {age}-year-old {gender} {occupation}",
-                "history_item": "{item_token} {title} ({rating:.0f}/5)",
-                "candidate": "{item_token} {title} ({year}), {genres}"}  # fmt: skip
+ID_TEMPLATES = {
+    "user": "{user_token} A {age}-year-old {gender} {occupation}",
+    "history_item": "{item_token} {title} ({rating:.0f}/5)",
+    "candidate": "{item_token} {title} ({year}), {genres}",
+}
 
 
 def id_datamodule(ml100k_dir: Path, tmp_path: Path, **kwargs) -> BehaviourLogDataModule:
-    return BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir), id_tokens=True,
-                                  templates=ID_TEMPLATES, max_length=512, **kwargs)  # fmt: skip
+    return BehaviourLogDataModule(
+        data_dir=str(tmp_path), root=str(ml100k_dir), id_tokens=True, templates=ID_TEMPLATES, max_length=512, **kwargs
+    )
 
 
 def test_one_token_per_user_and_item_after_the_text_vocabulary(ml100k_dir: Path, tmp_path: Path):
@@ -39,12 +42,14 @@ def test_one_token_per_user_and_item_after_the_text_vocabulary(ml100k_dir: Path,
     assert text_part == text_only.get_vocab()  # the BPE part is the text-only tokenizer's, unchanged by the ID columns
     ids = id_token_ids(tok)
     assert ids == list(range(len(text_only), len(tok)))
+
     def encode(text: str) -> list[int]:
         return tok(text, add_special_tokens=False)["input_ids"]
 
     # one id, which takes the space before it; the text around it tokenizes as without it
-    assert encode(f" rated {item_token(7)} Heat") == encode(" rated") + [tok.convert_tokens_to_ids(item_token(7))] + \
-        encode(" Heat")  # fmt: skip
+    assert encode(f" rated {item_token(7)} Heat") == encode(" rated") + [
+        tok.convert_tokens_to_ids(item_token(7))
+    ] + encode(" Heat")
     assert tok.convert_ids_to_tokens(ids[0]) == user_token(1) and tok.convert_ids_to_tokens(ids[-1]) == item_token(30)
 
 
@@ -72,8 +77,9 @@ def test_prompts_carry_the_user_the_candidate_and_only_earlier_training_items(ml
 
 
 def test_embedding_rows_train_beside_lora_while_the_backbone_stays_frozen(ml100k_dir: Path, tmp_path: Path):
-    cfg = compose_config(["experiment=ctr_lora", f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}"],
-                         tmp_path)  # the default run: data=ml100k_id_tokens, peft=lora_emb
+    cfg = compose_config(
+        ["experiment=ctr_lora", f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}"], tmp_path
+    )  # the default run: data=ml100k_id_tokens, peft=lora_emb
     dm, system = build_datamodule_and_system(cfg)
     dm.setup()
     lora = 2 * 16 * ((64 + 192) + (64 + 64) + (256 + 64) + (64 + 256)) + 65  # as in test_configs, plus the head

@@ -32,8 +32,17 @@ from tests.helpers import auc_by_hand, compose_config, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread (conftest)
 
-GPT2 = {"model_type": "gpt2", "n_layer": 2, "n_embd": 32, "n_head": 2, "n_positions": 128,
-        "activation_function": "gelu", "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}  # fmt: skip
+GPT2 = {
+    "model_type": "gpt2",
+    "n_layer": 2,
+    "n_embd": 32,
+    "n_head": 2,
+    "n_positions": 128,
+    "activation_function": "gelu",
+    "resid_pdrop": 0.0,
+    "embd_pdrop": 0.0,
+    "attn_pdrop": 0.0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +62,23 @@ def make_model(vocab_size: int, layers_online: int, seed: int = 0) -> LateIntera
 
 
 def test_late_segments_split_items_from_context():
-    segments = late_segments("A 49-year-old male writer", "he", ["Toy Story (5/5)", "Heat (3/5)"], "Kolya (1996)",
-                             Templates())  # fmt: skip
-    assert segments == [(CONTEXT, "A 49-year-old male writer rated"), (HISTORY, " Toy Story (5/5)"),
-                        (HISTORY, " Heat (3/5)"), (CONTEXT, ". Will he enjoy"), (CANDIDATE, " Kolya (1996)"),
-                        (CONTEXT, "?")]  # fmt: skip
+    segments = late_segments(
+        "A 49-year-old male writer", "he", ["Toy Story (5/5)", "Heat (3/5)"], "Kolya (1996)", Templates()
+    )
+    assert segments == [
+        (CONTEXT, "A 49-year-old male writer rated"),
+        (HISTORY, " Toy Story (5/5)"),
+        (HISTORY, " Heat (3/5)"),
+        (CONTEXT, ". Will he enjoy"),
+        (CANDIDATE, " Kolya (1996)"),
+        (CONTEXT, "?"),
+    ]
     empty = late_segments("A user", "they", [], "Heat (1995)", Templates())
-    assert empty == [(CONTEXT, "A user rated nothing yet. Will they enjoy"), (CANDIDATE, " Heat (1995)"),
-                     (CONTEXT, "?")]  # fmt: skip
+    assert empty == [
+        (CONTEXT, "A user rated nothing yet. Will they enjoy"),
+        (CANDIDATE, " Heat (1995)"),
+        (CONTEXT, "?"),
+    ]
 
 
 def test_tokenize_late_drops_oldest_history_to_fit(fixture_data):
@@ -155,9 +173,21 @@ def test_layers_online_out_of_range_is_rejected():
 def late_and_full_runs(ml100k_dir, tmp_path_factory) -> tuple[Path, Path]:
     """experiment=ctr_late trained twice through the CLI (one multirun): layers_online=1, and the same model full."""
     tmp = tmp_path_factory.mktemp("late_runs")
-    run_cli(["-m", "experiment=ctr_late", "task.layers_online=1,null", "logger=csv", f"data.root={ml100k_dir}",
-             f"paths.data_dir={tmp / 'data'}", "model.backbone.config.n_layer=2", "model.backbone.config.n_embd=32",
-             "trainer.max_epochs=1", "data.batch_size=32"], tmp)  # fmt: skip
+    run_cli(
+        [
+            "-m",
+            "experiment=ctr_late",
+            "task.layers_online=1,null",
+            "logger=csv",
+            f"data.root={ml100k_dir}",
+            f"paths.data_dir={tmp / 'data'}",
+            "model.backbone.config.n_layer=2",
+            "model.backbone.config.n_embd=32",
+            "trainer.max_epochs=1",
+            "data.batch_size=32",
+        ],
+        tmp,
+    )
     late, full = sorted((tmp / "logs" / "ctr_late" / "multiruns").glob("*/[01]"))
     return late, full
 
@@ -193,8 +223,17 @@ def test_late_run_batches_carry_segments_whose_tokens_are_the_prompt(late_and_fu
 
 
 def test_late_interaction_needs_segment_batches_and_an_in_place_peft(ml100k_dir, tmp_path):
-    cfg = compose_config(["experiment=ctr_lora", "task.layers_online=1", "~logger", f"data.root={ml100k_dir}",
-                          f"paths.data_dir={tmp_path / 'data'}", "++trainer.fast_dev_run=true"], tmp_path)  # fmt: skip
+    cfg = compose_config(
+        [
+            "experiment=ctr_lora",
+            "task.layers_online=1",
+            "~logger",
+            f"data.root={ml100k_dir}",
+            f"paths.data_dir={tmp_path / 'data'}",
+            "++trainer.fast_dev_run=true",
+        ],
+        tmp_path,
+    )
     with pytest.raises(ValueError, match="task.layers_online is set but batches have no `segments`"):
         run.train(cfg)
     from m6rec.peft import apply_peft
@@ -211,8 +250,22 @@ def test_benchmark_runs_end_to_end_on_the_fixture(late_and_full_runs, tmp_path):
 
     late_dir, full_dir = late_and_full_runs
     out = tmp_path / "late.json"
-    result = main(["--late-run", str(late_dir), "--full-run", str(full_dir), "--users", "3", "--candidates", "10",
-                   "--warmup-requests", "1", "--out", str(out)])  # fmt: skip
+    result = main(
+        [
+            "--late-run",
+            str(late_dir),
+            "--full-run",
+            str(full_dir),
+            "--users",
+            "3",
+            "--candidates",
+            "10",
+            "--warmup-requests",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text()) == result
     assert (result["layers"], result["layers_online"], result["users"], result["candidates"]) == (2, 1, 3, 10)
     assert result["cache_vs_uncached_max_abs_diff"] <= 1e-6

@@ -20,8 +20,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _build(experiment: str, encoder_key: str, encoder: Path, ml100k_dir: Path, tmp_path: Path, *extra: str):
     root = "data.behaviour.root" if experiment.startswith("p2") else "data.root"
-    overrides = [f"experiment={experiment}", f"{root}={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}",
-                 f"{encoder_key}={encoder}", *extra]  # fmt: skip
+    overrides = [
+        f"experiment={experiment}",
+        f"{root}={ml100k_dir}",
+        f"paths.data_dir={tmp_path / 'cache'}",
+        f"{encoder_key}={encoder}",
+        *extra,
+    ]
     datamodule, system = build_datamodule_and_system(compose_config(overrides, tmp_path))
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -42,12 +47,26 @@ def _train(system, loader, steps: int, lr: float) -> list[float]:
     return losses
 
 
-@pytest.mark.parametrize(("experiment", "module"), [("p1_sasrec_hybrid", HybridItemEmbedding),
-                                                    ("p1_sasrec_text", TextItemEmbedding),
-                                                    ("p3_sasrec_text", TextItemEmbedding)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("experiment", "module"),
+    [
+        ("p1_sasrec_hybrid", HybridItemEmbedding),
+        ("p1_sasrec_text", TextItemEmbedding),
+        ("p3_sasrec_text", TextItemEmbedding),
+    ],
+)
 def test_sasrec_with_text_item_embeddings_learns(experiment, module, tiny_encoder, ml100k_dir, tmp_path):  # noqa: F811
-    datamodule, system = _build(experiment, "model.item_embedding.encoder", tiny_encoder, ml100k_dir, tmp_path,
-                                "data.max_seq_len=8", "model.hidden=16", "model.ffn=32", "model.dropout=0")  # fmt: skip
+    datamodule, system = _build(
+        experiment,
+        "model.item_embedding.encoder",
+        tiny_encoder,
+        ml100k_dir,
+        tmp_path,
+        "data.max_seq_len=8",
+        "model.hidden=16",
+        "model.ffn=32",
+        "model.dropout=0",
+    )
     assert isinstance(system.model.items, module)
     assert system.model.items.all_items().shape == (datamodule.catalogue.num_items, 16)
     losses = _train(system, datamodule.train_dataloader(), steps=60, lr=1e-2)
@@ -57,8 +76,9 @@ def test_sasrec_with_text_item_embeddings_learns(experiment, module, tiny_encode
 
 
 def test_deepfm_with_text_profiles_learns(tiny_encoder, ml100k_dir, tmp_path):  # noqa: F811
-    datamodule, system = _build("p2_deepfm_text_profile", "model.features.encoder", tiny_encoder, ml100k_dir,
-                                tmp_path, "data.batch_size=64")  # fmt: skip
+    datamodule, system = _build(
+        "p2_deepfm_text_profile", "model.features.encoder", tiny_encoder, ml100k_dir, tmp_path, "data.batch_size=64"
+    )
     assert isinstance(system.model, TextDeepFM) and system.model.profiled
     losses = _train(system, datamodule.train_dataloader(), steps=30, lr=1e-2)
     assert sum(losses[-3:]) < 0.8 * sum(losses[:3])

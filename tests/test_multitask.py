@@ -22,8 +22,16 @@ def _overrides(ml100k_dir: Path, tmp_path: Path) -> list[str]:
 
 
 def test_fast_dev_run_logs_every_task_metric(tmp_path: Path, ml100k_dir: Path):
-    cfg = compose_config([*_overrides(ml100k_dir, tmp_path), "~logger", "~callbacks.rich_progress_bar",
-                          "~callbacks.model_summary", "++trainer.fast_dev_run=true"], tmp_path)  # fmt: skip
+    cfg = compose_config(
+        [
+            *_overrides(ml100k_dir, tmp_path),
+            "~logger",
+            "~callbacks.rich_progress_bar",
+            "~callbacks.model_summary",
+            "++trainer.fast_dev_run=true",
+        ],
+        tmp_path,
+    )
     metrics = run.train(cfg)
     for key in ("test/ctr/auc", "test/ctr/gauc", "test/rating/rmse", "test/retrieval/ndcg@10", "test/retrieval/hr@20"):
         assert torch.isfinite(torch.tensor(metrics[key])), key
@@ -35,8 +43,9 @@ def test_loss_is_the_weighted_sum_of_the_task_losses(tmp_path: Path, ml100k_dir:
     datamodule, system = build_datamodule_and_system(cfg)
     datamodule.setup("fit")
     batch = {name: next(iter(dm.train_dataloader())) for name, dm in datamodule.datamodules.items()}
-    by_hand = sum(w * system.parts[name].loss(batch[name]) for name, w in (("ctr", 1.0), ("rating", 0.25),
-                                                                          ("retrieval", 0.5)))  # fmt: skip
+    by_hand = sum(
+        w * system.parts[name].loss(batch[name]) for name, w in (("ctr", 1.0), ("rating", 0.25), ("retrieval", 0.5))
+    )
     assert system.training_step(batch, 0).item() == pytest.approx(by_hand.item(), rel=1e-6)
     # the three heads share one backbone: its parameters are counted once
     backbone = {id(p) for p in system.parts["ctr"].model.backbone.parameters()}
@@ -60,8 +69,17 @@ def test_a_task_without_a_batch_gets_zero_gradients_not_none(tmp_path: Path, ml1
 @pytest.mark.slow  # two DDP processes through the CLI: the slow tier, still run by CI
 def test_ddp_with_a_task_that_runs_out_of_batches(tmp_path: Path, ml100k_dir: Path):
     """2 CPU ranks, max_size mode, the rating task exhausted after one step: DDP must not stall or raise."""
-    run_cli([*_overrides(ml100k_dir, tmp_path), "trainer=ddp_cpu", "logger=csv", "data.mode=max_size",
-             "data.datamodules.rating.batch_size=256", "trainer.max_epochs=1"], tmp_path)  # fmt: skip
+    run_cli(
+        [
+            *_overrides(ml100k_dir, tmp_path),
+            "trainer=ddp_cpu",
+            "logger=csv",
+            "data.mode=max_size",
+            "data.datamodules.rating.batch_size=256",
+            "trainer.max_epochs=1",
+        ],
+        tmp_path,
+    )
     (out,) = tmp_path.glob("logs/multitask/runs/*/metrics.json")
     metrics = json.loads(out.read_text())
     assert {"test/ctr/auc", "test/rating/rmse", "test/retrieval/mrr@10"} <= set(metrics)

@@ -56,11 +56,29 @@ BERT_KEYS = {
 
 
 def tiny(kind: str, vocab: int = 100) -> torch.nn.Module:
-    config = {"n_layer": LAYERS, "n_embd": D, "n_head": 4, "n_positions": 64, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
-              "attn_pdrop": 0.0, "bos_token_id": 1, "eos_token_id": 1} if kind == "gpt2" else {
-              "num_hidden_layers": LAYERS, "hidden_size": D, "num_attention_heads": 4, "intermediate_size": FFN,
-              "max_position_embeddings": 64, "hidden_dropout_prob": 0.0,
-              "attention_probs_dropout_prob": 0.0}  # fmt: skip
+    config = (
+        {
+            "n_layer": LAYERS,
+            "n_embd": D,
+            "n_head": 4,
+            "n_positions": 64,
+            "resid_pdrop": 0.0,
+            "embd_pdrop": 0.0,
+            "attn_pdrop": 0.0,
+            "bos_token_id": 1,
+            "eos_token_id": 1,
+        }
+        if kind == "gpt2"
+        else {
+            "num_hidden_layers": LAYERS,
+            "hidden_size": D,
+            "num_attention_heads": 4,
+            "intermediate_size": FFN,
+            "max_position_embeddings": 64,
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
+        }
+    )
     return build_backbone(vocab, {"model_type": kind, **config}).eval()
 
 
@@ -75,8 +93,12 @@ def right_padded(vocab: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
 
 def peft_and_backbone(model: str, peft: str) -> tuple[object, torch.nn.Module]:
     """conf/peft/<peft>.yaml resolved against conf/model/<model>.yaml (as Hydra composes them), and that backbone."""
-    cfg = OmegaConf.create({"model": OmegaConf.load(CONF / "model" / f"{model}.yaml"),
-                            "peft": OmegaConf.load(CONF / "peft" / f"{peft}.yaml")})  # fmt: skip
+    cfg = OmegaConf.create(
+        {
+            "model": OmegaConf.load(CONF / "model" / f"{model}.yaml"),
+            "peft": OmegaConf.load(CONF / "peft" / f"{peft}.yaml"),
+        }
+    )
     for key, value in BERT_KEYS.items() if model == "bert_tiny" else ():
         if key not in cfg.model:  # until conf/model/bert_tiny.yaml names them
             cfg.model[key] = value
@@ -100,9 +122,11 @@ def test_each_method_trains_what_it_should_on_gpt2_and_bert(peft: str, model: st
 
 @pytest.mark.parametrize("method, offset", [("prompt", N_VIRTUAL), ("prefix", 0), ("option", N_VIRTUAL)])
 def test_the_pooled_state_is_the_last_real_token_after_virtual_tokens(method: str, offset: int):
-    config = {"prompt": PromptTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=N_VIRTUAL),
-              "prefix": PrefixTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=N_VIRTUAL),
-              "option": OptionTuning(n_prompt=N_VIRTUAL)}[method]  # fmt: skip
+    config = {
+        "prompt": PromptTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=N_VIRTUAL),
+        "prefix": PrefixTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=N_VIRTUAL),
+        "option": OptionTuning(n_prompt=N_VIRTUAL),
+    }[method]
     torch.manual_seed(0)
     scorer = TextScorer(apply_peft(tiny("gpt2"), config), D).eval()
     seen = {}
@@ -123,9 +147,11 @@ def test_the_pooled_state_is_the_last_real_token_after_virtual_tokens(method: st
 @pytest.mark.parametrize("method", ["prompt", "prefix", "option"])
 def test_virtual_tokens_extend_the_attention_mask_of_an_encoder(method: str):
     """BERT attends both ways: a [CLS] score independent of the padding shows the mask was extended correctly."""
-    config = {"prompt": PromptTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=4),
-              "prefix": PrefixTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=4),
-              "option": OptionTuning(n_prompt=4)}[method]  # fmt: skip
+    config = {
+        "prompt": PromptTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=4),
+        "prefix": PrefixTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=4),
+        "option": OptionTuning(n_prompt=4),
+    }[method]
     torch.manual_seed(0)
     scorer = TextScorer(apply_peft(tiny("bert"), config), D, pooling="first").eval()
     ids, mask = right_padded()
@@ -138,8 +164,9 @@ def test_virtual_tokens_extend_the_attention_mask_of_an_encoder(method: str):
     assert torch.allclose(other_pads, scores, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind, after", [("gpt2", ["attn.c_proj", "mlp.c_proj"]),
-                                         ("bert", ["attention.output.dense", "output.dense"])])  # fmt: skip
+@pytest.mark.parametrize(
+    "kind, after", [("gpt2", ["attn.c_proj", "mlp.c_proj"]), ("bert", ["attention.output.dense", "output.dense"])]
+)
 def test_fresh_adapters_leave_the_backbone_bit_exact_and_count_by_hand(kind: str, after: list[str]):
     torch.manual_seed(0)
     reference = tiny(kind)
@@ -159,9 +186,11 @@ def test_fresh_adapters_leave_the_backbone_bit_exact_and_count_by_hand(kind: str
 def test_top_k_layers_trains_exactly_the_top_blocks():
     gpt2, bert = TopKLayers(k=1).apply(tiny("gpt2")), TopKLayers(k=1).apply(tiny("bert"))
     assert {n for n, p in gpt2.named_parameters() if p.requires_grad} == {
-        n for n, _ in gpt2.named_parameters() if n.startswith("h.1.")}  # fmt: skip
+        n for n, _ in gpt2.named_parameters() if n.startswith("h.1.")
+    }
     assert {n for n, p in bert.named_parameters() if p.requires_grad} == {
-        n for n, _ in bert.named_parameters() if n.startswith("encoder.layer.1.")}  # fmt: skip
+        n for n, _ in bert.named_parameters() if n.startswith("encoder.layer.1.")
+    }
     with pytest.raises(ValueError, match=r"peft\.k: expected 0\.\.2"):
         TopKLayers(k=3).apply(tiny("gpt2"))
 
@@ -205,10 +234,20 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 def data_config(tmp_path: Path, ml100k_dir: Path, cache_dir: Path, *overrides: str):
-    return compose_config(["experiment=ctr_lora", "data.batch_size=32", f"data.root={ml100k_dir}",
-                           f"paths.data_dir={cache_dir}", "~logger", "~callbacks.rich_progress_bar",
-                           "~callbacks.model_summary", "++trainer.enable_progress_bar=false", *overrides],
-                          tmp_path)  # fmt: skip
+    return compose_config(
+        [
+            "experiment=ctr_lora",
+            "data.batch_size=32",
+            f"data.root={ml100k_dir}",
+            f"paths.data_dir={cache_dir}",
+            "~logger",
+            "~callbacks.rich_progress_bar",
+            "~callbacks.model_summary",
+            "++trainer.enable_progress_bar=false",
+            *overrides,
+        ],
+        tmp_path,
+    )
 
 
 @pytest.mark.parametrize("peft", ["none", *sorted(TRAINABLE)])
@@ -230,8 +269,9 @@ def test_fast_dev_run_in_process_for_each_method(peft: str, tmp_path: Path, ml10
 
 
 def _quiet_trainer(**kwargs) -> L.Trainer:
-    return L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                     **kwargs)  # fmt: skip
+    return L.Trainer(
+        logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, **kwargs
+    )
 
 
 @pytest.fixture(scope="module")

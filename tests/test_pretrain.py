@@ -31,11 +31,29 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op 
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4
 N_WORDS = 40
-GPT2 = {"model_type": "gpt2", "n_layer": 2, "n_embd": 32, "n_head": 4, "n_positions": 64, "resid_pdrop": 0.0,
-        "embd_pdrop": 0.0, "attn_pdrop": 0.0, "bos_token_id": 3, "eos_token_id": 3}  # fmt: skip
-BERT = {"model_type": "bert", "num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4,
-        "intermediate_size": 64, "max_position_embeddings": 64, "hidden_dropout_prob": 0.0,
-        "attention_probs_dropout_prob": 0.0, "pad_token_id": 0}  # fmt: skip
+GPT2 = {
+    "model_type": "gpt2",
+    "n_layer": 2,
+    "n_embd": 32,
+    "n_head": 4,
+    "n_positions": 64,
+    "resid_pdrop": 0.0,
+    "embd_pdrop": 0.0,
+    "attn_pdrop": 0.0,
+    "bos_token_id": 3,
+    "eos_token_id": 3,
+}
+BERT = {
+    "model_type": "bert",
+    "num_hidden_layers": 2,
+    "hidden_size": 32,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+    "pad_token_id": 0,
+}
 
 
 def word_tokenizer() -> PreTrainedTokenizerFast:
@@ -43,8 +61,15 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
     vocab = {t: i for i, t in enumerate([*SPECIALS, *(f"w{i}" for i in range(N_WORDS))])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]", eos_token="[SEP]")  # fmt: skip
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        eos_token="[SEP]",
+    )
 
 
 def cyclic_corpus(rows: int = 32, length: int = 16, cycle: int = 10) -> torch.Tensor:
@@ -73,8 +98,15 @@ def adamw(lr: float = 1e-2):
 
 
 def trainer(**kwargs) -> L.Trainer:
-    defaults = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
-                "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0}  # fmt: skip
+    defaults = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+    }
     return L.Trainer(**{**defaults, **kwargs})
 
 
@@ -148,8 +180,9 @@ def test_bert_mask_selects_exactly_15_percent_of_the_maskable_tokens():
 
 def test_bert_mask_replaces_80_10_10():
     ids = torch.randint(5, 45, (200, 100), generator=torch.Generator().manual_seed(0))
-    inputs, labels = bert_mask(ids, torch.ones_like(ids, dtype=torch.bool), 4, 45, 0.15,
-                               torch.Generator().manual_seed(0))  # fmt: skip
+    inputs, labels = bert_mask(
+        ids, torch.ones_like(ids, dtype=torch.bool), 4, 45, 0.15, torch.Generator().manual_seed(0)
+    )
     selected = labels != IGNORE
     assert selected.sum().item() == 200 * 15
     as_mask = (inputs[selected] == 4).float().mean().item()
@@ -215,8 +248,14 @@ def clm_run(tmp_path_factory) -> dict:
     checkpoint = ModelCheckpoint(dirpath=out / "ckpt", monitor="val/loss", mode="max", save_top_k=1)
     trainer(max_epochs=3, enable_checkpointing=True, callbacks=[checkpoint]).fit(system, datamodule=data)
     best = torch.load(checkpoint.best_model_path, weights_only=True)["state_dict"]
-    return {"hf": out / "hf", "best": {k.removeprefix("model."): v for k, v in best.items()}, "system": system,
-            "tokenizer": tok, "data": data, "epoch": checkpoint.best_model_path}  # fmt: skip
+    return {
+        "hf": out / "hf",
+        "best": {k.removeprefix("model."): v for k, v in best.items()},
+        "system": system,
+        "tokenizer": tok,
+        "data": data,
+        "epoch": checkpoint.best_model_path,
+    }
 
 
 def test_hf_folder_holds_the_best_checkpoint_bit_exactly(clm_run: dict):
@@ -274,10 +313,13 @@ def test_build_lm_names_the_objective_a_model_cannot_train():
         CausalLMSystem(torch.nn.Linear(1, 1), objective="mlm")
 
 
-@pytest.mark.parametrize(("task", "model", "system_class", "lm_class"), [
-    ("pretrain_clm", "gpt2_tiny", CausalLMSystem, "GPT2LMHeadModel"),
-    ("pretrain_mlm", "bert_tiny", MaskedLMSystem, "BertForMaskedLM"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("task", "model", "system_class", "lm_class"),
+    [
+        ("pretrain_clm", "gpt2_tiny", CausalLMSystem, "GPT2LMHeadModel"),
+        ("pretrain_mlm", "bert_tiny", MaskedLMSystem, "BertForMaskedLM"),
+    ],
+)
 def test_task_config_builds_the_model_lm_and_system(task, model, system_class, lm_class, tmp_path: Path):
     """The pretraining task's model part (`task.model`: the chosen model with the LM head of `task.objective`)."""
     cfg = compose_config([f"task={task}", f"model={model}", "peft=none"], tmp_path)

@@ -28,8 +28,17 @@ def test_real_ml100k_statistics_and_text():
 
 def test_ctr_lora_learns_on_real_data(tmp_path: Path):
     """A short run (a quarter epoch) must already rank clearly better than chance."""
-    run_cli(["experiment=ctr_lora", "logger=csv", f"paths.data_dir={DATA_DIR}", "trainer.max_epochs=1",
-             "+trainer.limit_train_batches=300", "+trainer.limit_val_batches=10"], tmp_path)  # fmt: skip
+    run_cli(
+        [
+            "experiment=ctr_lora",
+            "logger=csv",
+            f"paths.data_dir={DATA_DIR}",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=300",
+            "+trainer.limit_val_batches=10",
+        ],
+        tmp_path,
+    )
     out = sorted(tmp_path.glob("logs/ctr_lora/runs/*"))[0]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["data"]["test_size"] == 10_000
@@ -42,9 +51,20 @@ def test_every_split_runs_on_real_data(split: str, tmp_path: Path):
     import run
     from tests.helpers import compose_config
 
-    cfg = compose_config(["experiment=ctr_lora", f"data.split={split}", f"paths.data_dir={DATA_DIR}", "~logger",
-                          "~callbacks.rich_progress_bar", "~callbacks.model_summary", "trainer.max_epochs=1",
-                          "+trainer.limit_train_batches=20", "+trainer.limit_val_batches=2"], tmp_path)  # fmt: skip
+    cfg = compose_config(
+        [
+            "experiment=ctr_lora",
+            f"data.split={split}",
+            f"paths.data_dir={DATA_DIR}",
+            "~logger",
+            "~callbacks.rich_progress_bar",
+            "~callbacks.model_summary",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=20",
+            "+trainer.limit_val_batches=2",
+        ],
+        tmp_path,
+    )
     metrics = run.train(cfg)
     data = metrics["data"]
     assert data["train_size"] + data["valid_size"] + data["test_size"] == 100_000

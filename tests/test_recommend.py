@@ -16,8 +16,18 @@ from tests.helpers import run_cli
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, ml100k_dir: Path) -> Path:
     tmp = tmp_path_factory.mktemp("rec")
-    run_cli(["experiment=ctr_lora", "logger=csv", f"data.root={ml100k_dir}", f"paths.data_dir={tmp / 'cache'}",
-             "data.split=loo", "trainer.max_epochs=1", "data.batch_size=32"], tmp)  # fmt: skip
+    run_cli(
+        [
+            "experiment=ctr_lora",
+            "logger=csv",
+            f"data.root={ml100k_dir}",
+            f"paths.data_dir={tmp / 'cache'}",
+            "data.split=loo",
+            "trainer.max_epochs=1",
+            "data.batch_size=32",
+        ],
+        tmp,
+    )
     (run_dir,) = tmp.glob("logs/ctr_lora/runs/*")
     return run_dir
 
@@ -25,8 +35,17 @@ def trained_run(tmp_path_factory, ml100k_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def retrieval_run(tmp_path_factory, ml100k_dir: Path) -> Path:
     tmp = tmp_path_factory.mktemp("rec_retrieval")
-    run_cli(["experiment=retrieval_lora", "logger=csv", f"data.root={ml100k_dir}", f"paths.data_dir={tmp / 'cache'}",
-             "trainer.max_epochs=1", "data.batch_size=32"], tmp)  # fmt: skip
+    run_cli(
+        [
+            "experiment=retrieval_lora",
+            "logger=csv",
+            f"data.root={ml100k_dir}",
+            f"paths.data_dir={tmp / 'cache'}",
+            "trainer.max_epochs=1",
+            "data.batch_size=32",
+        ],
+        tmp,
+    )
     (run_dir,) = tmp.glob("logs/retrieval_lora/runs/*")
     return run_dir
 
@@ -93,8 +112,9 @@ def test_a_run_that_neither_scores_prompts_nor_embeds_is_a_clear_error(tmp_path:
 
     from tests.helpers import compose_config
 
-    cfg = compose_config(["experiment=zero_shot", f"data.root={ml100k_dir}",
-                          f"paths.data_dir={tmp_path / 'cache'}"], tmp_path)  # fmt: skip
+    cfg = compose_config(
+        ["experiment=zero_shot", f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}"], tmp_path
+    )
     (tmp_path / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")

@@ -46,12 +46,14 @@ def test_segments_join_to_the_text_and_carry_their_leading_space():
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [({"prompt": "{user} likes {history}"}, r"data.templates.prompt: must contain \{candidate\}"),
-     ({"prompt": "{user} {salary} {candidate}"}, r"data.templates.prompt: unknown field\(s\) \['salary'\]"),
-     ({"candidate": "{title"}, "data.templates.candidate: "),
-     ({"user": "jinja:A\n{{ age }"}, r"^data.templates.user: Jinja syntax error at line 2: unexpected '}'$"),
-     ({"prompt": "{{ user | upper }} {{ candidate }}"}, r"data.templates.prompt: a Jinja prompt must insert")],
-)  # fmt: skip
+    [
+        ({"prompt": "{user} likes {history}"}, r"data.templates.prompt: must contain \{candidate\}"),
+        ({"prompt": "{user} {salary} {candidate}"}, r"data.templates.prompt: unknown field\(s\) \['salary'\]"),
+        ({"candidate": "{title"}, "data.templates.candidate: "),
+        ({"user": "jinja:A\n{{ age }"}, r"^data.templates.user: Jinja syntax error at line 2: unexpected '}'$"),
+        ({"prompt": "{{ user | upper }} {{ candidate }}"}, r"data.templates.prompt: a Jinja prompt must insert"),
+    ],
+)
 def test_bad_templates_name_the_config_key(override, message):
     with pytest.raises(ValueError, match=message):
         Templates(**override)
@@ -187,9 +189,14 @@ def test_encode_batch_equals_encoding_each_prompt(tokenizer, templates: Template
 def test_ragged_history_equals_recent_training_history(max_len: int):
     rng = np.random.default_rng(1)
     n = 400
-    inter = pd.DataFrame({"user_id": rng.integers(1, 9, n) * 1000, "item_id": rng.integers(1, 30, n),
-                          "rating": rng.integers(1, 6, n).astype(np.float32),
-                          "timestamp": rng.integers(0, 40, n) * 10**9})  # fmt: skip
+    inter = pd.DataFrame(
+        {
+            "user_id": rng.integers(1, 9, n) * 1000,
+            "item_id": rng.integers(1, 30, n),
+            "rating": rng.integers(1, 6, n).astype(np.float32),
+            "timestamp": rng.integers(0, 40, n) * 10**9,
+        }
+    )
     is_train = rng.random(n) < 0.7
     ragged = recent_training_rows(inter, is_train, max_len)
     as_lists = ragged.as_lists(inter["item_id"].to_numpy(), inter["rating"].to_numpy())

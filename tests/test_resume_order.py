@@ -66,10 +66,12 @@ def _bucketed(n: int, batch_size: int, world: int = 1, rank: int = 0, workers: i
     return resumable_train_loader(np.arange(n), batch_size, world, rank, workers, None, sampler)
 
 
-@pytest.mark.parametrize(("stop_epoch", "stop_batch", "workers"), [(0, 5, 0), (0, 5, 1), (1, 0, 0), (1, 12, 0),
-                                                                   (0, 13, 0)])  # fmt: skip
-def test_length_bucketing_resumed_mid_epoch_yields_the_uninterrupted_batches(stop_epoch: int, stop_batch: int,
-                                                                             workers: int):  # fmt: skip
+@pytest.mark.parametrize(
+    ("stop_epoch", "stop_batch", "workers"), [(0, 5, 0), (0, 5, 1), (1, 0, 0), (1, 12, 0), (0, 13, 0)]
+)
+def test_length_bucketing_resumed_mid_epoch_yields_the_uninterrupted_batches(
+    stop_epoch: int, stop_batch: int, workers: int
+):
     whole = _whole(_bucketed(203, 16, workers=workers))
     assert len(whole) == 2 * 13 and [len(b) for b in whole[:13]] == [16] * 12 + [11]  # short batch last
     assert sorted(x for b in whole[:13] for x in b) == list(range(203)) and whole[:13] != whole[13:]
@@ -115,8 +117,14 @@ class _RecordBatches(L.LightningModule):
 def test_lightning_resumes_length_bucketing_mid_epoch_and_at_the_epoch_end(tmp_path: Path):
     """Checkpoints after step 3 (mid-epoch 0) and step 13 (its end), each resumed by Lightning in a fresh process
     state: the resumed run trains on exactly the batches the uninterrupted run trained on after that step."""
-    trainer_kwargs = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False,
-                      "enable_model_summary": False, "max_epochs": EPOCHS}  # fmt: skip
+    trainer_kwargs = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "max_epochs": EPOCHS,
+    }
     whole = _RecordBatches()
     L.Trainer(enable_checkpointing=False, **trainer_kwargs).fit(whole, _bucketed(203, 16))
     assert whole.batches == _whole(_bucketed(203, 16))  # Lightning sets the epoch: 26 batches, two orders
@@ -130,8 +138,9 @@ def test_lightning_resumes_length_bucketing_mid_epoch_and_at_the_epoch_end(tmp_p
 
 
 def test_ctr_length_bucketing_loader_resumes_mid_epoch(ml100k_dir: Path, tmp_path: Path):
-    dm = BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir), batch_size=16, max_length=128,
-                                length_bucketing=True)  # fmt: skip
+    dm = BehaviourLogDataModule(
+        data_dir=str(tmp_path), root=str(ml100k_dir), batch_size=16, max_length=128, length_bucketing=True
+    )
     dm.setup()
 
     def make() -> ResumableDataLoader:
@@ -172,8 +181,9 @@ def test_baseline_training_order_is_seeded_and_resumes_mid_epoch(build, ml100k_d
 
 
 @pytest.mark.parametrize("build", [_sequences, _features], ids=["SequenceDataModule", "FeatureDataModule"])
-def test_baseline_ddp_ranks_train_on_disjoint_shards_and_evaluate_each_row_once(build, ml100k_dir: Path,
-                                                                                tmp_path: Path):  # fmt: skip
+def test_baseline_ddp_ranks_train_on_disjoint_shards_and_evaluate_each_row_once(
+    build, ml100k_dir: Path, tmp_path: Path
+):
     dm = build(ml100k_dir, tmp_path)
     train, valid = [], []
     for rank in (0, 1):

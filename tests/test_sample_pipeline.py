@@ -44,8 +44,9 @@ def _prompts_and_oracle(dm: BehaviourLogDataModule) -> tuple[Ragged, list[np.nda
 
 
 @pytest.mark.parametrize("max_length", [32, 64])
-def test_prompt_ids_equal_the_oracle_and_chunking_changes_nothing(ml100k_dir: Path, tmp_path: Path, monkeypatch,
-                                                                  max_length: int):  # fmt: skip
+def test_prompt_ids_equal_the_oracle_and_chunking_changes_nothing(
+    ml100k_dir: Path, tmp_path: Path, monkeypatch, max_length: int
+):
     dm = BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir), max_length=max_length)
     got, expected = _prompts_and_oracle(dm)
     assert got.flat.dtype == np.uint16  # a 4096-token vocabulary
@@ -66,8 +67,10 @@ def test_cache_serves_what_an_uncached_setup_serves(ml100k_dir: Path, tmp_path: 
     warm = BehaviourLogDataModule(data_dir=str(tmp_path / "b"), root=str(ml100k_dir))
     warm.setup()
     (entry,) = [p for p in (tmp_path / "b" / "cache").iterdir() if p.is_dir()]
-    assert sorted(p.name for p in entry.iterdir() if "input_ids" in p.name) == ["input_ids.flat.npy",
-                                                                                 "input_ids.offsets.npy"]
+    assert sorted(p.name for p in entry.iterdir() if "input_ids" in p.name) == [
+        "input_ids.flat.npy",
+        "input_ids.offsets.npy",
+    ]
     assert isinstance(warm.datasets["train"].input_ids.flat, np.memmap)  # read lazily
     collate = plain.collate_fn()
     for name, a in plain.datasets.items():
@@ -82,9 +85,12 @@ def test_cache_serves_what_an_uncached_setup_serves(ml100k_dir: Path, tmp_path: 
 
 
 def test_written_columns_read_back_bit_exactly(tmp_path: Path):
-    columns = {"input_ids": Ragged.from_rows([np.array([3, 65535]), np.array([1])], np.uint16),
-               "segment_lengths": [np.array([2, 1], np.int32), np.array([], np.int32)],
-               "label": np.array([1.0, 0.0], np.float32), "split": np.array([0, 2], np.int8)}  # fmt: skip
+    columns = {
+        "input_ids": Ragged.from_rows([np.array([3, 65535]), np.array([1])], np.uint16),
+        "segment_lengths": [np.array([2, 1], np.int32), np.array([], np.int32)],
+        "label": np.array([1.0, 0.0], np.float32),
+        "split": np.array([0, 2], np.int8),
+    }
     write_samples(tmp_path / "entry", columns, {"stats": {"n": 2}})
     back, meta = read_samples(tmp_path / "entry")
     assert meta["stats"] == {"n": 2} and list(back) == list(columns)

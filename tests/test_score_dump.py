@@ -23,14 +23,28 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op 
 
 def _dump(experiment: str, tmp_path: Path, ml100k_dir: Path, *overrides: str):
     """Test an untrained `experiment` on the fixture with a ScoreDump; (datamodule, logged metrics, dumped table)."""
-    cfg = compose_config([f"experiment={experiment}", f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'c'}",
-                          "data.eval_batch_size=7", *overrides], tmp_path)  # fmt: skip
+    cfg = compose_config(
+        [
+            f"experiment={experiment}",
+            f"data.root={ml100k_dir}",
+            f"paths.data_dir={tmp_path / 'c'}",
+            "data.eval_batch_size=7",
+            *overrides,
+        ],
+        tmp_path,
+    )
     L.seed_everything(0)
     datamodule = instantiate(cfg.data)
     backbone = instantiate(cfg.model.backbone, vocab_size=len(datamodule.tokenizer))
     system = instantiate(cfg.task, backbone=apply_peft(backbone, instantiate(cfg.peft)))
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[ScoreDump(tmp_path / "run")])  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ScoreDump(tmp_path / "run")],
+    )
     trainer.test(system, datamodule=datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     return datamodule, metrics, pq.read_table(tmp_path / "run" / "scores_test.parquet").to_pydict()

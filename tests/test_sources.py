@@ -65,8 +65,11 @@ def test_ml1m_parses_exact_values(ml1m_dir: Path):
     t = src.load_ml1m(ml1m_dir)
     _canonical_dtypes(t, age="str")  # ML-1M ages are the README's brackets
     assert _records(t.interactions) == [
-        [1, 1193, 5.0, 978300760], [1, 661, 3.0, 978302109], [2, 1193, 4.0, 978298413], [2, 3, 2.0, 978299000],
-    ]  # fmt: skip
+        [1, 1193, 5.0, 978300760],
+        [1, 661, 3.0, 978302109],
+        [2, 1193, 4.0, 978298413],
+        [2, 3, 2.0, 978299000],
+    ]
     assert _records(t.items) == [
         [1193, "One Flew Over the Cuckoo's Nest", "1975", "Drama"],
         [661, "James and the Giant Peach", "1996", "Animation|Children's|Musical"],
@@ -152,8 +155,11 @@ def test_ml_csv_parses_exact_values(mlcsv_dir: Path):
     t = src.load_ml_csv(mlcsv_dir)
     _canonical_dtypes(t)
     assert _records(t.interactions) == [
-        [1, 1, 4.0, 964982703], [1, 3, 4.5, 964981247], [2, 11, 0.5, 964982224], [2, 4, 5.0, 964983815],
-    ]  # fmt: skip
+        [1, 1, 4.0, 964982703],
+        [1, 3, 4.5, 964981247],
+        [2, 11, 0.5, 964982224],
+        [2, 4, 5.0, 964983815],
+    ]
     assert _records(t.items) == [
         [1, "Toy Story", "1995", "Adventure|Animation|Children|Comedy|Fantasy"],
         [3, "Grumpier Old Men", "1995", "Comedy|Romance"],
@@ -243,8 +249,9 @@ def test_atomic_parses_exact_values(tmp_path: Path):
     _canonical_dtypes(t)
     assert _records(t.interactions) == [[196, 242, 3.0, 881250949], [186, 302, 3.0, 891717742]]
     assert _records(t.items) == [
-        [242, "Kolya", "1996", "Comedy"], [302, "L.A. Confidential", "1997", "Crime|Film-Noir|Mystery|Thriller"],
-    ]  # fmt: skip
+        [242, "Kolya", "1996", "Comedy"],
+        [302, "L.A. Confidential", "1997", "Crime|Film-Noir|Mystery|Thriller"],
+    ]
     assert _records(t.users) == [[196, 49, "M", "writer", "55105"], [186, 39, "F", "executive", "00000"]]
     assert list(t.users.columns) == [*USER_COLUMNS, "zip_code"]  # unmapped columns kept as text for templates
 
@@ -314,10 +321,13 @@ def test_load_table_implicit_parquet_with_item_and_user_tables(tmp_path: Path):
     )
     pd.DataFrame({"user": ["y", "x"], "years": [30, 41]}).to_parquet(tmp_path / "users.parquet")
     t = src.load_table(
-        tmp_path / "inter.parquet", {"user": "u", "item": "i"},
-        item_path=tmp_path / "items.tsv", item_columns={"item": "id", "title": "name", "genres": "cats", "year": "yr"},
-        user_path=tmp_path / "users.parquet", user_columns={"user": "user", "age": "years"},
-    )  # fmt: skip
+        tmp_path / "inter.parquet",
+        {"user": "u", "item": "i"},
+        item_path=tmp_path / "items.tsv",
+        item_columns={"item": "id", "title": "name", "genres": "cats", "year": "yr"},
+        user_path=tmp_path / "users.parquet",
+        user_columns={"user": "user", "age": "years"},
+    )
     _canonical_dtypes(t)
     assert _records(t.interactions) == [[1, 10, 1.0, 0], [2, 20, 1.0, 1], [1, 20, 1.0, 2]]
     assert _records(t.items) == [
@@ -457,8 +467,9 @@ def test_datamodule_selects_the_dataset_and_renders_anonymous_users(ml1m_dir: Pa
     assert ml1m.stats["interactions"] == len(src.load_ml1m(ml1m_dir).interactions) > 0
     texts = {ml1m.tokenizer.decode(ids).split(" rated ")[0] for d in ml1m.datasets.values() for ids in d.input_ids}
     assert texts == {"A under 18-year-old female K-12 student", "A 56+-year-old male self-employed"}  # like ML-100K
-    latest = BehaviourLogDataModule(data_dir=str(tmp_path), dataset="ml-latest-small", root=str(mlcsv_dir),
-                                    max_length=256)  # fmt: skip
+    latest = BehaviourLogDataModule(
+        data_dir=str(tmp_path), dataset="ml-latest-small", root=str(mlcsv_dir), max_length=256
+    )
     latest.setup()
     texts = [latest.tokenizer.decode(ids) for d in latest.datasets.values() for ids in d.input_ids]
     assert texts and all(t.startswith("A user rated ") and " Will they enjoy " in t for t in texts)
@@ -495,11 +506,18 @@ def test_atomic_config_reads_a_recbole_folder(tmp_path: Path):
 def test_table_config_maps_columns_and_templates_name_extra_columns(mlcsv_dir: Path, tmp_path: Path):
     _write(mlcsv_dir / "users.tsv", "uid\tjob\n1\tbaker\n2\tpilot\n")
     dm = _instantiate(
-        ["data=table", f"data.root={mlcsv_dir}", "data.max_length=256", "data.source.users=users.tsv",
-         "data.source.user_columns={user:uid,job:job}", "data.templates.user='A {job}'",
-         "+data.source.item_columns.tagline=title", "data.templates.candidate='jinja:{{ tagline | upper }}'"],
+        [
+            "data=table",
+            f"data.root={mlcsv_dir}",
+            "data.max_length=256",
+            "data.source.users=users.tsv",
+            "data.source.user_columns={user:uid,job:job}",
+            "data.templates.user='A {job}'",
+            "+data.source.item_columns.tagline=title",
+            "data.templates.candidate='jinja:{{ tagline | upper }}'",
+        ],
         tmp_path,
-    )  # fmt: skip
+    )
     dm.setup()
     texts = [dm.tokenizer.decode(ids) for d in dm.datasets.values() for ids in d.input_ids]
     assert len(texts) == 4 and all(t.startswith(("A baker rated ", "A pilot rated ")) for t in texts)
@@ -572,8 +590,11 @@ def test_failed_build_leaves_no_cache_and_waiters_read_the_winner(ml100k_dir: Pa
         waiter.start()
         waiter.join(timeout=0.5)
         assert waiter.is_alive()
-        write_samples(path, {"input_ids": [np.array([1, 2], np.int32), np.array([3], np.int32)], "label": np.ones(2)},
-                      {"stats": {"n": 2}})  # fmt: skip
+        write_samples(
+            path,
+            {"input_ids": [np.array([1, 2], np.int32), np.array([3], np.int32)], "label": np.ones(2)},
+            {"stats": {"n": 2}},
+        )
     waiter.join(timeout=10)
     columns, meta, hit = result["out"]
     assert hit and meta["stats"] == {"n": 2} and [x.tolist() for x in columns["input_ids"]] == [[1, 2], [3]]
@@ -622,8 +643,9 @@ def test_datamodule_length_bucketing_shrinks_padding(ml100k_dir: Path, tmp_path:
 
     pads = {}
     for bucketing in (False, True):
-        dm = BehaviourLogDataModule(data_dir=str(tmp_path), root=str(ml100k_dir), batch_size=16, max_length=128,
-                                    length_bucketing=bucketing)  # fmt: skip
+        dm = BehaviourLogDataModule(
+            data_dir=str(tmp_path), root=str(ml100k_dir), batch_size=16, max_length=128, length_bucketing=bucketing
+        )
         dm.setup()
         loader = dm.train_dataloader()
         assert isinstance(loader.sampler, LengthGroupedSampler) == bucketing

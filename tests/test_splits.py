@@ -23,12 +23,14 @@ RATIO_ERROR = r"^data\.split_ratios: need three non-negative numbers summing to 
 
 def frame(user: list[int], item: list[int], ts: list[int]) -> pd.DataFrame:
     """An interactions frame with the real dtypes."""
-    return pd.DataFrame({
-        "user_id": np.asarray(user, dtype=np.int64),
-        "item_id": np.asarray(item, dtype=np.int64),
-        "rating": np.full(len(user), 4.0, dtype=np.float32),
-        "timestamp": np.asarray(ts, dtype=np.int64),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "user_id": np.asarray(user, dtype=np.int64),
+            "item_id": np.asarray(item, dtype=np.int64),
+            "rating": np.full(len(user), 4.0, dtype=np.float32),
+            "timestamp": np.asarray(ts, dtype=np.int64),
+        }
+    )
 
 
 def random_frame(n: int, n_users: int, n_items: int, n_times: int, seed: int = 0) -> pd.DataFrame:
@@ -41,10 +43,10 @@ def random_frame(n: int, n_users: int, n_items: int, n_times: int, seed: int = 0
 # ---------------------------------------------------------------- leave one out
 def test_loo_exact_codes_with_time_tie_and_short_users():
     df = frame(
-        user=[1,   3,  1,   2,   1,   3,  1],
-        item=[11,  20, 10,  10,  13,  21, 12],
-        ts=  [300, 50, 100, 999, 300, 40, 200],
-    )  # fmt: skip
+        user=[1, 3, 1, 2, 1, 3, 1],
+        item=[11, 20, 10, 10, 13, 21, 12],
+        ts=[300, 50, 100, 999, 300, 40, 200],
+    )
     # user 1 in order: 10@100, 12@200, 11@300, 13@300 (tie broken by item) -> 13 TEST, 11 VALID
     # user 2 has one interaction -> TRAIN; user 3 has two -> 21@40 TRAIN, 20@50 TEST
     split = leave_one_out_split(df)
@@ -68,9 +70,7 @@ def test_loo_item_rule_ignores_row_order():
     assert (reshuffled.to_numpy() == split).all()  # same index = same (user, item) pair
 
 
-SAME_SECOND = dict(user=[1,  1,   1,  1,   2,  2],
-                   item=[30, 20,  10, 15,  6,  5],
-                   ts=  [100, 100, 50, 100, 10, 10])  # fmt: skip
+SAME_SECOND = dict(user=[1, 1, 1, 1, 2, 2], item=[30, 20, 10, 15, 6, 5], ts=[100, 100, 50, 100, 10, 10])
 
 
 @pytest.mark.parametrize(
@@ -98,7 +98,13 @@ def test_loo_default_rule_is_the_file_order():
     assert (leave_one_out_split(df) == leave_one_out_split(df, "row", seed=5)).all()
     assert (split_interactions(df, "loo") == leave_one_out_split(df, "row")).all()
     assert leave_one_out_split(df.iloc[[1, 0, 2, 3, 5, 4]].reset_index(drop=True)).tolist() == [
-        TRAIN, VALID, TRAIN, TEST, TRAIN, TEST]  # swapped rows swap roles  # fmt: skip
+        TRAIN,
+        VALID,
+        TRAIN,
+        TEST,
+        TRAIN,
+        TEST,
+    ]  # swapped rows swap roles
 
 
 def test_loo_random_rule_is_seeded():

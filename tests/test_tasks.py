@@ -24,8 +24,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op 
 
 def _cfg(tmp_path: Path, ml100k_dir: Path, experiment: str, *overrides: str):
     data = [f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}", "data.batch_size=32"]
-    return compose_config([f"experiment={experiment}", *data, "~logger", "~callbacks.rich_progress_bar",
-                           "~callbacks.model_summary", *overrides], tmp_path)  # fmt: skip
+    return compose_config(
+        [
+            f"experiment={experiment}",
+            *data,
+            "~logger",
+            "~callbacks.rich_progress_bar",
+            "~callbacks.model_summary",
+            *overrides,
+        ],
+        tmp_path,
+    )
 
 
 def _build(cfg):
@@ -66,9 +75,17 @@ def _train_losses(system, datamodule, epochs: int) -> list[float]:
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             losses.append(float(outputs["loss"]))
 
-    trainer = L.Trainer(max_epochs=epochs, overfit_batches=1, limit_val_batches=0, gradient_clip_val=1.0,
-                        callbacks=[Record()], logger=False, enable_progress_bar=False, enable_checkpointing=False,
-                        enable_model_summary=False)  # fmt: skip
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        overfit_batches=1,
+        limit_val_batches=0,
+        gradient_clip_val=1.0,
+        callbacks=[Record()],
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
     trainer.fit(system, datamodule=datamodule)
     return losses
 
@@ -77,8 +94,15 @@ def _train_losses(system, datamodule, epochs: int) -> list[float]:
     ("experiment", "peft", "epochs"), [("rating_lora", "lora", 30), ("retrieval_lora", "none", 20)]
 )
 def test_loss_drops_when_overfitting_a_batch(experiment: str, peft: str, epochs: int, tmp_path: Path, ml100k_dir: Path):
-    cfg = _cfg(tmp_path, ml100k_dir, experiment, f"peft={peft}", "data.batch_size=16", "task.optimizer.lr=3e-3",
-               "task.scheduler.num_warmup_steps=0")  # fmt: skip
+    cfg = _cfg(
+        tmp_path,
+        ml100k_dir,
+        experiment,
+        f"peft={peft}",
+        "data.batch_size=16",
+        "task.optimizer.lr=3e-3",
+        "task.scheduler.num_warmup_steps=0",
+    )
     L.seed_everything(0)
     losses = _train_losses(*reversed(_build(cfg)), epochs=epochs)
     first = {"rating_lora": 1.0, "retrieval_lora": 2.5}[experiment]  # MSE around the 3.5 start; log(~16 items)

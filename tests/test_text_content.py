@@ -45,8 +45,12 @@ def test_bad_encodings_name_the_shape():
 
 
 def test_p3_content_minilm_experiment_fits_on_train_items(tiny_encoder, ml100k_dir, tmp_path):  # noqa: F811
-    overrides = ["experiment=p3_content_minilm", f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}",
-                 f"model.encoder={tiny_encoder}"]  # fmt: skip
+    overrides = [
+        "experiment=p3_content_minilm",
+        f"data.root={ml100k_dir}",
+        f"paths.data_dir={tmp_path / 'cache'}",
+        f"model.encoder={tiny_encoder}",
+    ]
     datamodule, system = build_datamodule_and_system(compose_config(overrides, tmp_path))
     datamodule.prepare_data()
     datamodule.setup("fit")

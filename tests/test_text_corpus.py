@@ -63,16 +63,29 @@ def test_mixed_txt_jsonl_parquet_inputs_in_pattern_order(tmp_path: Path):
     patterns = [str(src / "*.txt"), str(src / "**" / "*.jsonl"), str(src / "d.parquet"), str(src / "a.txt")]
     dm = TextCorpusDataModule(str(tmp_path / "data"), files=patterns, text_field="body")
     assert [p.name for p in dm.files] == ["a.txt", "b.txt", "c.jsonl", "d.parquet"]  # sorted per pattern, no repeats
-    assert list(dm.documents()) == ["first line", "Café 😀 line", "second file", "json one", "json\ntwo", "pq one",
-                                    "pq two"]  # fmt: skip
+    assert list(dm.documents()) == [
+        "first line",
+        "Café 😀 line",
+        "second file",
+        "json one",
+        "json\ntwo",
+        "pq one",
+        "pq two",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------- packing
 def test_packing_by_hand_with_a_word_level_tokenizer(tmp_path: Path):
     (tmp_path / "c.txt").write_text("a b\nc\nb c a d\nd d\n")
     tok = word_level_tokenizer(tmp_path / "tok")
-    dm = TextCorpusDataModule(str(tmp_path / "data"), files=[str(tmp_path / "c.txt")], tokenizer=tok,
-                              block_size=4, valid_fraction=0.0, batch_size=2)  # fmt: skip
+    dm = TextCorpusDataModule(
+        str(tmp_path / "data"),
+        files=[str(tmp_path / "c.txt")],
+        tokenizer=tok,
+        block_size=4,
+        valid_fraction=0.0,
+        batch_size=2,
+    )
     dm.setup()
     # a b <eos> c <eos> b c a d <eos> d d <eos> = 2 3 1 4 1 3 4 2 5 1 5 5 1: three blocks, the last 1 is cut
     assert dm.datasets["train"].memmap.tolist() == [[2, 3, 1, 4], [1, 3, 4, 2], [5, 1, 5, 5]]
@@ -89,15 +102,22 @@ def test_packing_by_hand_with_a_word_level_tokenizer(tmp_path: Path):
 
 def test_blocks_are_the_tokenized_concatenation_of_each_split(tmp_path: Path):
     corpus = random_corpus(tmp_path / "c.txt", 60)
-    dm = TextCorpusDataModule(str(tmp_path / "data"), files=[str(corpus)], vocab_size=300, block_size=16,
-                              valid_fraction=0.25, split_seed=3)  # fmt: skip
+    dm = TextCorpusDataModule(
+        str(tmp_path / "data"), files=[str(corpus)], vocab_size=300, block_size=16, valid_fraction=0.25, split_seed=3
+    )
     dm.setup()
     docs, is_valid, tok = list(dm.documents()), dm.is_valid, dm.tokenizer
-    assert is_valid.sum() == 15 and not np.array_equal(is_valid, TextCorpusDataModule(
-        str(tmp_path / "d2"), files=[str(corpus)], valid_fraction=0.25, split_seed=4).is_valid)  # fmt: skip
+    assert is_valid.sum() == 15 and not np.array_equal(
+        is_valid,
+        TextCorpusDataModule(str(tmp_path / "d2"), files=[str(corpus)], valid_fraction=0.25, split_seed=4).is_valid,
+    )
     for split, flag in (("train", False), ("valid", True)):
-        stream = [t for doc, v in zip(docs, is_valid, strict=True) if v == flag
-                  for t in tok.encode(doc, add_special_tokens=False) + [tok.eos_token_id]]  # fmt: skip
+        stream = [
+            t
+            for doc, v in zip(docs, is_valid, strict=True)
+            if v == flag
+            for t in tok.encode(doc, add_special_tokens=False) + [tok.eos_token_id]
+        ]
         blocks = dm.datasets[split].memmap
         assert dm.stats[f"{split}_tokens"] == len(stream) and blocks.shape == (len(stream) // 16, 16)
         assert blocks.reshape(-1).tolist() == stream[: blocks.size]
@@ -108,8 +128,9 @@ def test_blocks_are_the_tokenized_concatenation_of_each_split(tmp_path: Path):
 def test_bpe_round_trip_and_training_documents_only(tmp_path: Path):
     lines = [f"doc {letters(k)} shared text" for k in range(40)]
     (tmp_path / "c.txt").write_text("\n".join(lines) + "\n")
-    dm = TextCorpusDataModule(str(tmp_path / "data"), files=[str(tmp_path / "c.txt")], vocab_size=400,
-                              valid_fraction=0.2)  # fmt: skip
+    dm = TextCorpusDataModule(
+        str(tmp_path / "data"), files=[str(tmp_path / "c.txt")], vocab_size=400, valid_fraction=0.2
+    )
     tok = dm.tokenizer
     assert isinstance(tok, PreTrainedTokenizerFast)
     assert (tok.pad_token, tok.eos_token, tok.mask_token) == ("<pad>", "<|endoftext|>", "<mask>")
@@ -125,8 +146,14 @@ def test_bpe_round_trip_and_training_documents_only(tmp_path: Path):
 
 def test_wordpiece_special_tokens(tmp_path: Path):
     corpus = random_corpus(tmp_path / "c.txt", 40)
-    dm = TextCorpusDataModule(str(tmp_path / "data"), files=[str(corpus)], tokenizer_type="wordpiece",
-                              vocab_size=200, block_size=16, valid_fraction=0.1)  # fmt: skip
+    dm = TextCorpusDataModule(
+        str(tmp_path / "data"),
+        files=[str(corpus)],
+        tokenizer_type="wordpiece",
+        vocab_size=200,
+        block_size=16,
+        valid_fraction=0.1,
+    )
     tok = dm.tokenizer
     specials = [tok.pad_token, tok.unk_token, tok.cls_token, tok.sep_token, tok.mask_token]
     assert specials == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -170,8 +197,9 @@ def test_sampler_resume_continues_the_epoch_exactly():
 
 def test_loader_state_counts_delivered_batches_not_worker_prefetch(tmp_path: Path):
     corpus = random_corpus(tmp_path / "c.txt", 120)
-    dm = TextCorpusDataModule(str(tmp_path / "data"), files=[str(corpus)], vocab_size=300, block_size=8,
-                              batch_size=4, num_workers=2)  # fmt: skip
+    dm = TextCorpusDataModule(
+        str(tmp_path / "data"), files=[str(corpus)], vocab_size=300, block_size=8, batch_size=4, num_workers=2
+    )
     dm.setup()
     full = [r for b in dm.train_dataloader() for r in b["input_ids"].tolist()]
     loader = dm.train_dataloader()
@@ -203,10 +231,23 @@ class _RecordBlocks(L.LightningModule):
 def test_lightning_resume_neither_repeats_nor_skips(tmp_path: Path):
     """Checkpoints saved after batch 3 (mid-epoch) and after the last batch of epoch 0, resumed by Lightning."""
     corpus = random_corpus(tmp_path / "c.txt", 60)
-    kwargs = {"data_dir": str(tmp_path / "data"), "files": [str(corpus)], "vocab_size": 300, "block_size": 16,
-              "batch_size": 4, "valid_fraction": 0.0}  # fmt: skip
-    trainer_kwargs = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False,
-                      "enable_model_summary": False, "limit_val_batches": 0, "max_epochs": 2}  # fmt: skip
+    kwargs = {
+        "data_dir": str(tmp_path / "data"),
+        "files": [str(corpus)],
+        "vocab_size": 300,
+        "block_size": 16,
+        "batch_size": 4,
+        "valid_fraction": 0.0,
+    }
+    trainer_kwargs = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "limit_val_batches": 0,
+        "max_epochs": 2,
+    }
     no_ckpt = {**trainer_kwargs, "enable_checkpointing": False}
 
     whole = _RecordBlocks()
@@ -217,7 +258,8 @@ def test_lightning_resume_neither_repeats_nor_skips(tmp_path: Path):
     every_step = L.pytorch.callbacks.ModelCheckpoint(tmp_path / "ckpt", "{step}", every_n_train_steps=1, save_top_k=-1)
     first = _RecordBlocks()
     L.Trainer(callbacks=[every_step], **{**trainer_kwargs, "max_steps": steps_per_epoch + 1}).fit(
-        first, TextCorpusDataModule(**kwargs))  # fmt: skip
+        first, TextCorpusDataModule(**kwargs)
+    )
     for step, rows in ((3, 12), (steps_per_epoch, per_epoch)):
         resumed = _RecordBlocks()
         ckpt = tmp_path / "ckpt" / f"step={step}.ckpt"
@@ -227,8 +269,9 @@ def test_lightning_resume_neither_repeats_nor_skips(tmp_path: Path):
 
 # ---------------------------------------------------------------------------------------------------- leakage
 def test_derived_corpus_holds_only_training_interactions(tmp_path: Path, ml100k_dir: Path):
-    dm = TextCorpusDataModule(str(tmp_path / "data"), behaviour={"root": str(ml100k_dir)}, vocab_size=400,
-                              block_size=32)  # fmt: skip
+    dm = TextCorpusDataModule(
+        str(tmp_path / "data"), behaviour={"root": str(ml100k_dir)}, vocab_size=400, block_size=32
+    )
     docs = list(dm.documents())
     log = BehaviourLogDataModule(str(tmp_path / "data"), root=str(ml100k_dir))
     samples = log.samples()
@@ -242,8 +285,9 @@ def test_derived_corpus_holds_only_training_interactions(tmp_path: Path, ml100k_
     # independently of the renderer: a user's held-out item never appears in that user's sentences
     users = {u["user_id"]: u["age"] for u in make_log()["users"]}
     titles = {it["item_id"]: it["title"] for it in make_log()["items"]}
-    for (user, item), split in zip(samples[["user_id", "item_id"]].itertuples(index=False), samples["split"],
-                                   strict=True):  # fmt: skip
+    for (user, item), split in zip(
+        samples[["user_id", "item_id"]].itertuples(index=False), samples["split"], strict=True
+    ):
         if split != TRAIN:
             own = [d for d in docs if d.startswith(f"A {users[user]}-year-old")]
             assert own and not any(f"{titles[item]} (" in d for d in own)
@@ -260,8 +304,9 @@ def test_cold_items_reach_neither_corpus_nor_tokenizer(tmp_path: Path):
     train_items, held_out = set(items[codes == TRAIN]), set(items[codes != TRAIN])
     assert len(held_out) >= 6 and not train_items & held_out
     for kind, prefix in (("bpe", "Ġ"), ("wordpiece", "")):
-        dm = TextCorpusDataModule(str(tmp_path / kind), behaviour=behaviour, tokenizer_type=kind, vocab_size=3000,
-                                  block_size=32)  # fmt: skip
+        dm = TextCorpusDataModule(
+            str(tmp_path / kind), behaviour=behaviour, tokenizer_type=kind, vocab_size=3000, block_size=32
+        )
         text = "\n".join(dm.documents())
         vocab = dm.tokenizer.get_vocab()
         words = {i: letters(i) for i in train_items | held_out}
@@ -301,7 +346,9 @@ def test_cache_is_reused_and_a_failed_build_leaves_no_bin(tmp_path: Path, monkey
     assert failing.fingerprint != built.fingerprint
     corpus_dir = tmp_path / "data" / "corpus"
     assert sorted(p.relative_to(corpus_dir).as_posix() for p in corpus_dir.rglob("*.bin")) == [
-        f"{built.fingerprint}/train.bin", f"{built.fingerprint}/valid.bin"]  # fmt: skip
+        f"{built.fingerprint}/train.bin",
+        f"{built.fingerprint}/valid.bin",
+    ]
     assert not [p for p in corpus_dir.iterdir() if p.name.startswith(".")]  # no temporary folder left
     rebuilt = TextCorpusDataModule(**kwargs)
     rebuilt.setup()
@@ -349,16 +396,32 @@ def test_bad_settings(tmp_path: Path):
 
 # ---------------------------------------------------------------------------------------------------- configs
 def test_corpus_configs_instantiate(tmp_path: Path, ml100k_dir: Path):
-    cfg = compose_config(["data=corpus_ml100k", f"data.behaviour.root={ml100k_dir}", f"paths.data_dir={tmp_path}",
-                          "data.vocab_size=500", "data.block_size=32"], tmp_path)  # fmt: skip
+    cfg = compose_config(
+        [
+            "data=corpus_ml100k",
+            f"data.behaviour.root={ml100k_dir}",
+            f"paths.data_dir={tmp_path}",
+            "data.vocab_size=500",
+            "data.block_size=32",
+        ],
+        tmp_path,
+    )
     dm = instantiate(cfg.data)
     assert isinstance(dm, TextCorpusDataModule) and isinstance(dm.behaviour.module, BehaviourLogDataModule)
     dm.setup()
     assert dm.stats["train_blocks"] > 100 and dm.stats["valid_blocks"] > 0 and len(dm.tokenizer) == 500
     (tmp_path / "text").mkdir()
     random_corpus(tmp_path / "text" / "a" / "c.txt", 30)
-    cfg = compose_config(["data=corpus_files", f"paths.data_dir={tmp_path}", "data.vocab_size=300",
-                          "data.tokenizer_sample_docs=10", "data.num_workers=0"], tmp_path)  # fmt: skip
+    cfg = compose_config(
+        [
+            "data=corpus_files",
+            f"paths.data_dir={tmp_path}",
+            "data.vocab_size=300",
+            "data.tokenizer_sample_docs=10",
+            "data.num_workers=0",
+        ],
+        tmp_path,
+    )
     dm = instantiate(cfg.data)
     assert [p.name for p in dm.files] == ["c.txt"] and len(list(dm.training_documents(10))) == 10
     dm.setup()

@@ -14,8 +14,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_entity_encodings_are_indexed_by_raw_id(monkeypatch):
-    monkeypatch.setattr("m6rec.models.text_deepfm.cached_text_encodings", lambda texts, *a: torch.tensor(
-        [[float(len(t)), 1.0] for t in texts]))  # fmt: skip
+    monkeypatch.setattr(
+        "m6rec.models.text_deepfm.cached_text_encodings",
+        lambda texts, *a: torch.tensor([[float(len(t)), 1.0] for t in texts]),
+    )
     table = pd.DataFrame({"item_id": [3, 1]})
     out = entity_encodings(table, "item_id", ["abc", "a"], "enc", None)
     torch.testing.assert_close(out, torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.0, 0.0], [3.0, 1.0]]))
@@ -23,8 +25,9 @@ def test_entity_encodings_are_indexed_by_raw_id(monkeypatch):
 
 def _model(users: int = 4, items: int = 6, width: int = 3, seed: int = 0) -> TextDeepFM:
     torch.manual_seed(seed)
-    return TextDeepFM(1 + users + items, [1, 1], torch.randn(users + 1, width), torch.randn(items + 1, width),
-                      embed_dim=4, hidden=[8])  # fmt: skip
+    return TextDeepFM(
+        1 + users + items, [1, 1], torch.randn(users + 1, width), torch.randn(items + 1, width), embed_dim=4, hidden=[8]
+    )
 
 
 def test_text_fields_join_fm_pairs_and_mlp():
@@ -55,9 +58,11 @@ def test_learns_from_item_text_alone_and_scores_unseen_items():
     item_text = torch.randn(2, 8)[cluster] + 0.3 * torch.randn(41, 8)
     model = TextDeepFM(1 + 5 + 40, [1, 1], torch.randn(6, 8), item_text, embed_dim=4, hidden=[16], dropout=0.0)
     users = torch.randint(1, 6, (400,))
+
     def rows(item_ids):  # noqa: E306
         features = torch.stack([users[: len(item_ids)], 5 + item_ids], 1)
         return features, users[: len(item_ids)], item_ids, (cluster[item_ids] == 0).float()
+
     train, held_out = rows(torch.randint(1, 21, (400,))), rows(torch.randint(21, 41, (400,)))
     optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
     losses = []

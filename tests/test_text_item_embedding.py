@@ -15,8 +15,28 @@ from m6rec.models.text_encodings import cached_text_encodings, encode_texts
 from m6rec.models.text_item_embedding import HybridItemEmbedding, TextItemEmbedding, catalogue_encodings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-WORDS = ["toy", "story", "heat", "fargo", "comedy", "crime", "drama", "thriller", "(", ")", ",", "1995", "1996",
-         "movie", *"0123456789", *(f"##{d}" for d in range(10)), "action", "adventure", "animation", "western"]
+WORDS = [
+    "toy",
+    "story",
+    "heat",
+    "fargo",
+    "comedy",
+    "crime",
+    "drama",
+    "thriller",
+    "(",
+    ")",
+    ",",
+    "1995",
+    "1996",
+    "movie",
+    *"0123456789",
+    *(f"##{d}" for d in range(10)),
+    "action",
+    "adventure",
+    "animation",
+    "western",
+]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
 
 
@@ -27,8 +47,14 @@ def tiny_encoder(tmp_path_factory) -> Path:
     (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
     BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=32)  # fmt: skip
+    config = BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+    )
     BertModel(config).save_pretrained(folder, safe_serialization=True)
     return folder
 
@@ -69,8 +95,9 @@ def test_empty_text_list_is_a_clear_error(tiny_encoder: Path, tmp_path: Path):
 
 
 def test_catalogue_encodings_render_each_item_and_pad_row_zero(tiny_encoder: Path, tmp_path: Path):
-    items = pd.DataFrame({"title": ["Toy Story", "Heat"], "year": ["1995", "1995"],
-                          "genres": ["comedy", "crime|thriller"]})  # fmt: skip
+    items = pd.DataFrame(
+        {"title": ["Toy Story", "Heat"], "year": ["1995", "1995"], "genres": ["comedy", "crime|thriller"]}
+    )
     encodings = catalogue_encodings(SimpleNamespace(items=items), str(tiny_encoder), cache_dir=tmp_path)
     expected = encode_texts(["Toy Story (1995), comedy", "Heat (1995), crime, thriller"], str(tiny_encoder))
     assert torch.equal(encodings[0], torch.zeros(16)) and torch.equal(encodings[1:], expected)

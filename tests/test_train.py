@@ -65,8 +65,18 @@ def test_multirun_gives_each_job_its_own_directory(tmp_path: Path, ml100k_dir: P
 def test_wandb_offline_one_run_per_job_sharing_the_sweep_group(tmp_path: Path, ml100k_dir: Path):
     import yaml
 
-    run_cli(["-m", "experiment=ctr_lora", "logger=wandb", *_data(ml100k_dir, tmp_path), "peft=lora,none",
-             "++trainer.fast_dev_run=true"], tmp_path, env={"WANDB_MODE": "offline"})  # fmt: skip
+    run_cli(
+        [
+            "-m",
+            "experiment=ctr_lora",
+            "logger=wandb",
+            *_data(ml100k_dir, tmp_path),
+            "peft=lora,none",
+            "++trainer.fast_dev_run=true",
+        ],
+        tmp_path,
+        env={"WANDB_MODE": "offline"},
+    )
     jobs = sorted(p.parent for p in tmp_path.glob("logs/ctr_lora/multiruns/*/*/metrics.json"))
     assert len(jobs) == 2
     sweep = jobs[0].parent.name
@@ -82,8 +92,17 @@ def test_wandb_offline_one_run_per_job_sharing_the_sweep_group(tmp_path: Path, m
 
 
 def _cfg(tmp_path: Path, ml100k_dir: Path, *overrides: str):
-    return compose_config([*FAST, *_data(ml100k_dir, tmp_path), "~logger", "~callbacks.rich_progress_bar",
-                           "~callbacks.model_summary", *overrides], tmp_path)  # fmt: skip
+    return compose_config(
+        [
+            *FAST,
+            *_data(ml100k_dir, tmp_path),
+            "~logger",
+            "~callbacks.rich_progress_bar",
+            "~callbacks.model_summary",
+            *overrides,
+        ],
+        tmp_path,
+    )
 
 
 def _system(cfg, datamodule):
@@ -102,8 +121,15 @@ def test_loss_drops_when_overfitting_a_batch(tmp_path: Path, ml100k_dir: Path):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             losses.append(float(outputs["loss"]))
 
-    trainer = L.Trainer(max_epochs=40, overfit_batches=1, callbacks=[Record()], logger=False,
-                        enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)  # fmt: skip
+    trainer = L.Trainer(
+        max_epochs=40,
+        overfit_batches=1,
+        callbacks=[Record()],
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
     trainer.fit(system, datamodule=datamodule)
     assert losses[0] > 0.6 and sum(losses[-5:]) / 5 < 0.5 * losses[0]
 
@@ -154,9 +180,18 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path: Path, ml100k_dir: P
 def test_ddp_on_cpu_two_ranks_agree_and_score_each_test_sample_once(tmp_path: Path, ml100k_dir: Path):
     dump = tmp_path / "ranks"
     dump.mkdir()
-    run_cli([*FAST, *_data(ml100k_dir, tmp_path), "trainer=ddp_cpu", "trainer.max_epochs=1", "eval.dump_scores=true",
-             "+callbacks.dump._target_=tests.helpers.DumpTestMetrics", f"+callbacks.dump.out_dir={dump}"],
-            tmp_path)  # fmt: skip
+    run_cli(
+        [
+            *FAST,
+            *_data(ml100k_dir, tmp_path),
+            "trainer=ddp_cpu",
+            "trainer.max_epochs=1",
+            "eval.dump_scores=true",
+            "+callbacks.dump._target_=tests.helpers.DumpTestMetrics",
+            f"+callbacks.dump.out_dir={dump}",
+        ],
+        tmp_path,
+    )
     ranks = [json.loads((dump / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world"] == 2 for r in ranks)
     assert ranks[0]["metrics"] == ranks[1]["metrics"] and "test/auc" in ranks[0]["metrics"]
@@ -174,8 +209,16 @@ def test_ddp_on_cpu_two_ranks_agree_and_score_each_test_sample_once(tmp_path: Pa
 def test_optuna_search_runs_and_resumes_its_sqlite_study(tmp_path: Path, ml100k_dir: Path):
     import optuna
 
-    args = ["-m", "hparams_search=ctr_optuna", *FAST, *_data(ml100k_dir, tmp_path), "trainer.max_epochs=1",
-            "~callbacks.early_stopping", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=1"]
+    args = [
+        "-m",
+        "hparams_search=ctr_optuna",
+        *FAST,
+        *_data(ml100k_dir, tmp_path),
+        "trainer.max_epochs=1",
+        "~callbacks.early_stopping",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=1",
+    ]
     for _ in range(2):
         run_cli(args, tmp_path)
     study = optuna.load_study(study_name="ctr_lora_optuna", storage=f"sqlite:///{tmp_path / 'logs' / 'optuna.db'}")
@@ -189,8 +232,18 @@ def test_optuna_search_runs_and_resumes_its_sqlite_study(tmp_path: Path, ml100k_
 
 @pytest.mark.slow  # a joblib sweep through the CLI: the slow tier, still run by CI
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path: Path, ml100k_dir: Path):
-    run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST, *_data(ml100k_dir, tmp_path),
-             "seed=0,1", "++trainer.fast_dev_run=true"], tmp_path)  # fmt: skip
+    run_cli(
+        [
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            *FAST,
+            *_data(ml100k_dir, tmp_path),
+            "seed=0,1",
+            "++trainer.fast_dev_run=true",
+        ],
+        tmp_path,
+    )
     jobs = sorted(tmp_path.glob("logs/ctr_lora/multiruns/*/*/metrics.json"))
     assert len(jobs) == 2
     assert len({json.loads(p.read_text())["test/logloss"] for p in jobs}) == 2  # different seeds, different runs
@@ -200,8 +253,11 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path: Path, ml100k_
 def test_a_crashed_job_is_reported_and_the_sweep_goes_on(tmp_path: Path, ml100k_dir: Path):
     from m6rec.compare import collect_runs
 
-    proc = run_cli(["-m", *FAST, *_data(ml100k_dir, tmp_path), "data.max_length=5,64", "++trainer.fast_dev_run=true"],
-                   tmp_path, check=False)  # fmt: skip
+    proc = run_cli(
+        ["-m", *FAST, *_data(ml100k_dir, tmp_path), "data.max_length=5,64", "++trainer.fast_dev_run=true"],
+        tmp_path,
+        check=False,
+    )
     assert proc.returncode == 1 and "data.max_length=5 is too small" in proc.stderr
     sweep = next(tmp_path.glob("logs/ctr_lora/multiruns/*"))
     assert not (sweep / "0" / "metrics.json").exists() and (sweep / "1" / "metrics.json").exists()
@@ -219,8 +275,9 @@ def test_a_run_directory_reproduces_its_run(tmp_path: Path, ml100k_dir: Path):
     assert second["test/auc"] == first["test/auc"] and second["val/auc"] == first["val/auc"]
     import yaml
 
-    configs = [yaml.safe_load((d / "config_resolved.yaml").read_text().replace(str(d), "<run dir>"))
-               for d in (original, again)]  # fmt: skip
+    configs = [
+        yaml.safe_load((d / "config_resolved.yaml").read_text().replace(str(d), "<run dir>")) for d in (original, again)
+    ]
     assert configs[1]["logger"]["wandb"].pop("name") == "ctr_lora"  # no command-line overrides this time
     assert configs[0]["logger"]["wandb"].pop("name") == "data.batch_size=32,trainer.max_epochs=1,seed=3"
     assert configs[1] == configs[0]  # everything else, job_type and group included, is the same
@@ -230,24 +287,43 @@ def test_a_run_directory_reproduces_its_run(tmp_path: Path, ml100k_dir: Path):
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml")))
 def test_every_experiment_fast_dev_runs(experiment: str, tmp_path: Path, ml100k_dir: Path):
     cfg = compose_config([f"experiment={experiment}"], tmp_path)
-    run_cli([f"experiment={experiment}", "logger=csv", *experiment_data(cfg, ml100k_dir, tmp_path),
-             "++trainer.fast_dev_run=true"], tmp_path)  # fmt: skip
+    run_cli(
+        [
+            f"experiment={experiment}",
+            "logger=csv",
+            *experiment_data(cfg, ml100k_dir, tmp_path),
+            "++trainer.fast_dev_run=true",
+        ],
+        tmp_path,
+    )
     metrics = json.loads(next(tmp_path.glob("logs/*/runs/*/metrics.json")).read_text())
     assert np.isfinite(metrics["test/" + cfg.optimized_metric.split("/", 1)[1]])  # the monitored metric, on test
 
 
 @pytest.mark.slow  # a submitit sweep through the CLI: the slow tier, still run by CI
 def test_submitit_local_launcher_runs_each_job(tmp_path: Path, ml100k_dir: Path):
-    run_cli(["-m", "hydra/launcher=submitit_local", *FAST, *_data(ml100k_dir, tmp_path), "seed=0,1",
-             "++trainer.fast_dev_run=true"], tmp_path)  # fmt: skip
+    run_cli(
+        [
+            "-m",
+            "hydra/launcher=submitit_local",
+            *FAST,
+            *_data(ml100k_dir, tmp_path),
+            "seed=0,1",
+            "++trainer.fast_dev_run=true",
+        ],
+        tmp_path,
+    )
     jobs = sorted(tmp_path.glob("logs/ctr_lora/multiruns/*/*/metrics.json"))
     assert [p.parent.name for p in jobs] == ["0", "1"]
 
 
 @pytest.mark.slow  # a CLI run with W&B and CSV: the slow tier, still run by CI
 def test_two_loggers_at_once(tmp_path: Path, ml100k_dir: Path):
-    run_cli(["experiment=ctr_lora", "logger=[wandb,csv]", *_data(ml100k_dir, tmp_path), "trainer.max_epochs=1"],
-            tmp_path, env={"WANDB_MODE": "offline"})  # fast_dev_run would silence the loggers  # fmt: skip
+    run_cli(
+        ["experiment=ctr_lora", "logger=[wandb,csv]", *_data(ml100k_dir, tmp_path), "trainer.max_epochs=1"],
+        tmp_path,
+        env={"WANDB_MODE": "offline"},
+    )  # fast_dev_run would silence the loggers
     out = _only_run_dir(tmp_path)
     assert len(list((out / "wandb").glob("offline-run-*"))) == 1
     assert "test/auc" in (out / "csv" / "version_0" / "metrics.csv").read_text()

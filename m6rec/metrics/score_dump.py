@@ -41,8 +41,15 @@ class ScoreDump(L.Callback):
         if hasattr(pl_module, "dump_top_k"):
             pl_module.dump_top_k = 0
 
-    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:  # fmt: skip
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if isinstance(outputs, Mapping):
             ids = {"user_id": batch["user_ids"], "item_id": batch["item_ids"]}
             self.parts.append({k: _numpy(v) for k, v in {**ids, **outputs}.items()})
@@ -50,8 +57,11 @@ class ScoreDump(L.Callback):
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         path = self.out_dir / "scores_test.parquet"
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        parts = [path] if trainer.world_size == 1 else [
-            self.out_dir / f"scores_test.rank{r}.parquet" for r in range(trainer.world_size)]  # fmt: skip
+        parts = (
+            [path]
+            if trainer.world_size == 1
+            else [self.out_dir / f"scores_test.rank{r}.parquet" for r in range(trainer.world_size)]
+        )
         if self.parts:
             _write(_table(self.parts), parts[trainer.global_rank])
         if trainer.world_size > 1:  # every rank reaches the barriers, even one without rows

@@ -66,8 +66,9 @@ class RandomScores(nn.Module):
     def __init__(self, catalogue: Catalogue, seed: int = 0):
         super().__init__()
         generator = torch.Generator().manual_seed(int(seed))
-        self.register_buffer("scores", torch.rand(catalogue.num_users, catalogue.num_items, generator=generator),
-                             persistent=False)  # fmt: skip
+        self.register_buffer(
+            "scores", torch.rand(catalogue.num_users, catalogue.num_items, generator=generator), persistent=False
+        )
 
     def query_vectors(self, batch: dict[str, Tensor]) -> Tensor:
         return self.scores[batch["user"]]

@@ -17,8 +17,10 @@ PADDING = 0  # the feature id of an empty slot (e.g. the unused genre slots of a
 
 def _check_width(features: torch.Tensor, field_slots: Sequence[int]) -> None:
     if features.ndim != 2 or features.shape[1] != sum(field_slots):
-        raise ValueError(f"features: expected (batch, {sum(field_slots)}) ids for field slots {list(field_slots)}, "
-                         f"got shape {tuple(features.shape)}")  # fmt: skip
+        raise ValueError(
+            f"features: expected (batch, {sum(field_slots)}) ids for field slots {list(field_slots)}, "
+            f"got shape {tuple(features.shape)}"
+        )
 
 
 def _embedding(num_features: int, dim: int, std: float) -> nn.Embedding:
@@ -72,8 +74,15 @@ class DeepFM(nn.Module):
     """FM plus an MLP over the concatenated field embeddings (one per field: the mean of its non-empty slots), the
     two parts sharing the embeddings and adding their logits (Guo et al. 2017)."""
 
-    def __init__(self, num_features: int, field_slots: Sequence[int], embed_dim: int = 16,
-                 hidden: Sequence[int] = (128, 64), dropout: float = 0.2, init_std: float = 0.01):  # fmt: skip
+    def __init__(
+        self,
+        num_features: int,
+        field_slots: Sequence[int],
+        embed_dim: int = 16,
+        hidden: Sequence[int] = (128, 64),
+        dropout: float = 0.2,
+        init_std: float = 0.01,
+    ):
         super().__init__()
         self.fm = FactorizationMachine(num_features, field_slots, embed_dim, init_std)
         field_of_slot = torch.repeat_interleave(torch.arange(len(field_slots)), torch.tensor(list(field_slots)))
@@ -94,8 +103,9 @@ class DeepFM(nn.Module):
         embeddings = self.fm.embeddings(features)  # empty slots embed to zero
         batch, fields, dim = len(features), len(self.fm.field_slots), embeddings.shape[-1]
         index = self.field_of_slot.expand(batch, -1)
-        sums = embeddings.new_zeros(batch, fields, dim).scatter_add_(1, index.unsqueeze(-1).expand(-1, -1, dim),
-                                                                     embeddings)  # fmt: skip
+        sums = embeddings.new_zeros(batch, fields, dim).scatter_add_(
+            1, index.unsqueeze(-1).expand(-1, -1, dim), embeddings
+        )
         counts = embeddings.new_zeros(batch, fields).scatter_add_(1, index, (features != PADDING).to(embeddings.dtype))
         return (sums / counts.clamp(min=1).unsqueeze(-1)).flatten(1)
 
@@ -110,8 +120,9 @@ class BiasedMF(nn.Module):
     def __init__(self, num_features: int, field_slots: Sequence[int], embed_dim: int = 32, init_std: float = 0.01):
         super().__init__()
         if list(field_slots) != [1, 1]:
-            raise ValueError(f"model=mf reads two one-slot fields (data.fields=[user, item]), got field slots "
-                             f"{list(field_slots)}")  # fmt: skip
+            raise ValueError(
+                f"model=mf reads two one-slot fields (data.fields=[user, item]), got field slots {list(field_slots)}"
+            )
         self.bias = nn.Parameter(torch.zeros(()))
         self.biases = _embedding(num_features, 1, std=0.0)
         self.factors = _embedding(num_features, embed_dim, init_std)

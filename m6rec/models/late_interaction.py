@@ -82,8 +82,9 @@ class LateInteractionScorer(nn.Module):
         super().__init__()
         depth = len(backbone.h)
         if not 1 <= layers_online <= depth:
-            raise ValueError(f"task.layers_online: expected 1..{depth} (model.backbone.config.n_layer), "
-                             f"got {layers_online}")
+            raise ValueError(
+                f"task.layers_online: expected 1..{depth} (model.backbone.config.n_layer), got {layers_online}"
+            )
         self.backbone, self.layers_online, self.max_segments = backbone, layers_online, max_segments
         hidden_size, std = backbone.config.hidden_size, backbone.config.initializer_range
         self.role_embedding = nn.Embedding(num_roles, hidden_size)
@@ -134,8 +135,10 @@ class LateInteractionScorer(nn.Module):
         segment-index embeddings, right-padded, top blocks (causal, padding masked), last real token, head."""
         counts = [len(states) for states in samples_states]
         if max(counts) > self.max_segments:
-            raise ValueError(f"a sample has {max(counts)} segments, more than the {self.max_segments} learned segment "
-                             "positions (max_segments): lower data.history_len")  # fmt: skip
+            raise ValueError(
+                f"a sample has {max(counts)} segments, more than the {self.max_segments} learned segment "
+                "positions (max_segments): lower data.history_len"
+            )
         flat = [s for states in samples_states for s in states]
         device = flat[0].device
         lengths = torch.tensor([len(s) for s in flat], device=device)

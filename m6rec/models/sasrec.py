@@ -33,8 +33,9 @@ class SASRec(nn.Module):
         self.items = item_embedding(catalogue=catalogue, dim=hidden)
         self.positions = nn.Embedding(max_len, hidden)
         nn.init.normal_(self.positions.weight, std=0.02)
-        block = nn.TransformerEncoderLayer(hidden, heads, ffn, dropout, activation="gelu", batch_first=True,
-                                           norm_first=True)  # fmt: skip
+        block = nn.TransformerEncoderLayer(
+            hidden, heads, ffn, dropout, activation="gelu", batch_first=True, norm_first=True
+        )
         self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(hidden)
         self.dropout = nn.Dropout(dropout)

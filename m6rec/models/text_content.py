@@ -35,8 +35,14 @@ class TextContent(nn.Module):
         self.centre = centre
 
     @classmethod
-    def from_catalogue(cls, catalogue: Any, encoder: str = DEFAULT_ENCODER, template: str = Templates.candidate,
-                       cache_dir: str | Path | None = None, centre: bool = True) -> TextContent:  # fmt: skip
+    def from_catalogue(
+        cls,
+        catalogue: Any,
+        encoder: str = DEFAULT_ENCODER,
+        template: str = Templates.candidate,
+        cache_dir: str | Path | None = None,
+        centre: bool = True,
+    ) -> TextContent:
         """Built on `catalogue_encodings(catalogue, encoder, template, cache_dir)` (cached under `cache_dir`)."""
         return cls(catalogue_encodings(catalogue, encoder, template, cache_dir), centre=centre)
 

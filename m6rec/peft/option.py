@@ -27,8 +27,10 @@ class OptionTuned(nn.Module):
             raise ValueError(f"peft.num_options: expected 1..n_prompt ({n_prompt}), got {num_options}")
         embeddings = backbone.get_input_embeddings()
         if embeddings.embedding_dim != backbone.config.hidden_size:
-            raise ValueError(f"peft=option: {type(backbone).__name__} embeds tokens in {embeddings.embedding_dim} "
-                             f"dims, not its hidden size {backbone.config.hidden_size}")  # fmt: skip
+            raise ValueError(
+                f"peft=option: {type(backbone).__name__} embeds tokens in {embeddings.embedding_dim} "
+                f"dims, not its hidden size {backbone.config.hidden_size}"
+            )
         self.backbone = backbone
         self.num_options = num_options
         rows = torch.randint(0, embeddings.num_embeddings, (n_prompt,))  # sampled-vocabulary init (Lester et al.)
@@ -50,8 +52,10 @@ class OptionTuned(nn.Module):
         batch, n_prompt = input_ids.size(0), self.prompt.size(0)
         limit = getattr(self.config, "max_position_embeddings", None)
         if limit is not None and n_prompt + input_ids.size(1) > limit:
-            raise ValueError(f"peft.n_prompt={n_prompt} + {input_ids.size(1)} tokens exceeds the backbone's "
-                             f"{limit} positions: lower peft.n_prompt or data.max_length")  # fmt: skip
+            raise ValueError(
+                f"peft.n_prompt={n_prompt} + {input_ids.size(1)} tokens exceeds the backbone's "
+                f"{limit} positions: lower peft.n_prompt or data.max_length"
+            )
         embeds = self.backbone.get_input_embeddings()(input_ids)
         prompt = self.prompt.to(embeds.dtype).unsqueeze(0).expand(batch, -1, -1)
         mask = torch.cat([attention_mask.new_ones(batch, n_prompt), attention_mask], dim=1)

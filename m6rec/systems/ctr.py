@@ -18,12 +18,17 @@ from m6rec.systems.base import TaskSystem
 
 
 def ctr_metrics() -> nn.ModuleDict:
-    """"val" and "test" collections of AUC, GAUC, accuracy and LogLoss, logged as `<stage>/auc`, ...."""
-    return nn.ModuleDict({
-        stage: MetricCollection({"auc": BinaryAUROC(), "gauc": GroupAUROC(), "acc": BinaryAccuracy(),
-                                 "logloss": MeanMetric()}, prefix=f"{stage}/", compute_groups=False)
-        for stage in ("val", "test")
-    })  # fmt: skip
+    """ "val" and "test" collections of AUC, GAUC, accuracy and LogLoss, logged as `<stage>/auc`, ...."""
+    return nn.ModuleDict(
+        {
+            stage: MetricCollection(
+                {"auc": BinaryAUROC(), "gauc": GroupAUROC(), "acc": BinaryAccuracy(), "logloss": MeanMetric()},
+                prefix=f"{stage}/",
+                compute_groups=False,
+            )
+            for stage in ("val", "test")
+        }
+    )
 
 
 class CTRObjective:
@@ -76,9 +81,11 @@ class CTRSystem(CTRObjective, TaskSystem):
         if not isinstance(self.model, LateInteractionScorer):
             return self.model(batch["input_ids"], batch["attention_mask"])
         if "segments" not in batch:
-            raise ValueError("task.layers_online is set but batches have no `segments`: use data=ml100k_late or "
-                             "data._target_=m6rec.data.LateSegmentDataModule (experiments/ctr_late.yaml; under "
-                             "task=multitask, data.datamodules.ctr._target_)")  # fmt: skip
+            raise ValueError(
+                "task.layers_online is set but batches have no `segments`: use data=ml100k_late or "
+                "data._target_=m6rec.data.LateSegmentDataModule (experiments/ctr_late.yaml; under "
+                "task=multitask, data.datamodules.ctr._target_)"
+            )
         return self.model(batch["segments"])
 
 
@@ -88,6 +95,8 @@ def _check_late_interaction(backbone: nn.Module, layers_online: int) -> None:
     peft_config = getattr(backbone, "active_peft_config", None)
     virtual = getattr(peft_config, "is_prompt_learning", False) or callable(getattr(backbone, "make_head", None))
     if virtual or getattr(backbone, "h", None) is None or getattr(backbone, "wpe", None) is None:
-        raise ValueError(f"task.layers_online={layers_online}: late interaction needs a GPT-2 backbone adapted in "
-                         "place (peft=none|frozen|top_k_layers|lora|ia3|adapter), got "
-                         f"{type(backbone).__name__}{' with virtual tokens' if virtual else ''}")  # fmt: skip
+        raise ValueError(
+            f"task.layers_online={layers_online}: late interaction needs a GPT-2 backbone adapted in "
+            "place (peft=none|frozen|top_k_layers|lora|ia3|adapter), got "
+            f"{type(backbone).__name__}{' with virtual tokens' if virtual else ''}"
+        )

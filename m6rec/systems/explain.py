@@ -74,11 +74,16 @@ class ExplainSystem(TaskSystem):
             lm = lm(vocab_size=backbone.get_input_embeddings().num_embeddings)
         self.model = apply_peft(lm, peft)
         self.tokenizer: Any = None  # the datamodule's, set at each evaluation start
-        self.metrics = nn.ModuleDict({
-            stage: MetricCollection({"loss": MeanMetric().set_dtype(torch.float64), "bleu": BLEUScore(n_gram=4),
-                                     "rougeL": RougeLF1()}, prefix=f"{stage}/", compute_groups=False)
-            for stage in ("val", "test")
-        })  # fmt: skip
+        self.metrics = nn.ModuleDict(
+            {
+                stage: MetricCollection(
+                    {"loss": MeanMetric().set_dtype(torch.float64), "bleu": BLEUScore(n_gram=4), "rougeL": RougeLF1()},
+                    prefix=f"{stage}/",
+                    compute_groups=False,
+                )
+                for stage in ("val", "test")
+            }
+        )
 
     def setup(self, stage: str) -> None:
         """Check that the longest prompt + target fits the LM's positions (a one-line error instead of an index one)."""
@@ -87,8 +92,10 @@ class ExplainSystem(TaskSystem):
         if positions and "max_length" in hp and "max_target_length" in hp:
             longest = max(hp["max_target_length"] + 1, self.hparams.max_new_tokens)  # teacher-forced or generated
             if hp["max_length"] + longest > positions:
-                raise ValueError(f"data.max_length={hp['max_length']} + {longest} target tokens (data.max_target_length"
-                                 f" + eos, or task.max_new_tokens) exceeds the LM's {positions} positions")  # fmt: skip
+                raise ValueError(
+                    f"data.max_length={hp['max_length']} + {longest} target tokens (data.max_target_length"
+                    f" + eos, or task.max_new_tokens) exceeds the LM's {positions} positions"
+                )
 
     def on_evaluation_start(self, datamodule) -> None:
         self.tokenizer = datamodule.tokenizer  # decodes the generated explanations
@@ -101,9 +108,14 @@ class ExplainSystem(TaskSystem):
         """Greedy continuation of each left-padded prompt, up to `max_new_tokens` or eos, decoded and stripped."""
         prompts, mask = batch["prompt_input_ids"], batch["prompt_attention_mask"]
         generated = causal_lm(self.model).generate(
-            input_ids=prompts, attention_mask=mask, max_new_tokens=self.hparams.max_new_tokens, do_sample=False,
-            num_beams=1, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        )  # fmt: skip
+            input_ids=prompts,
+            attention_mask=mask,
+            max_new_tokens=self.hparams.max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         texts = []
         for row in generated[:, prompts.size(1) :].tolist():
             if tokenizer.eos_token_id in row:

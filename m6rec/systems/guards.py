@@ -37,8 +37,10 @@ class FiniteGuard(L.Callback):
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
         value = float(loss.detach())
         if not math.isfinite(value):
-            raise NonFiniteError(f"training loss is {value} at step {trainer.global_step} (epoch "
-                                 f"{trainer.current_epoch}); lower task.optimizer.lr or check the data")  # fmt: skip
+            raise NonFiniteError(
+                f"training loss is {value} at step {trainer.global_step} (epoch "
+                f"{trainer.current_epoch}); lower task.optimizer.lr or check the data"
+            )
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
         if not self.check_grad_norm or trainer.precision == "16-mixed":  # fp16 AMP: its GradScaler skips inf steps
@@ -48,14 +50,16 @@ class FiniteGuard(L.Callback):
             return
         norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
         if not math.isfinite(norm):
-            raise NonFiniteError(f"gradient norm is {norm} at step {trainer.global_step} (epoch "
-                                 f"{trainer.current_epoch}); lower task.optimizer.lr or check the data")  # fmt: skip
+            raise NonFiniteError(
+                f"gradient norm is {norm} at step {trainer.global_step} (epoch "
+                f"{trainer.current_epoch}); lower task.optimizer.lr or check the data"
+            )
 
 
 class PreemptionCheckpoint(L.Callback):
     """On SIGTERM (Lightning's own handler stops the loop) or SIGUSR1 (outside SLURM; under SLURM Lightning's
-    SLURMEnvironment plugin saves an hpc checkpoint and requeues), save `<dirpath>/last.ckpt`; Lightning then re-raises
-its `SIGTERMException`, which run.py turns into exit code 143."""
+    SLURMEnvironment plugin saves an hpc checkpoint and requeues), save `<dirpath>/last.ckpt`; Lightning then
+    re-raises its `SIGTERMException`, which run.py turns into exit code 143."""
 
     def __init__(self, dirpath: str, filename: str = "last.ckpt"):
         self.path = Path(dirpath) / filename
@@ -74,8 +78,12 @@ its `SIGTERMException`, which run.py turns into exit code 143."""
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
             return
         trainer.save_checkpoint(self.path, weights_only=False)  # a full, resumable checkpoint
-        log.error("Preempted at step %d (epoch %d); checkpoint saved: resume with ckpt_path=%s",
-                  trainer.global_step, trainer.current_epoch, self.path)  # fmt: skip
+        log.error(
+            "Preempted at step %d (epoch %d); checkpoint saved: resume with ckpt_path=%s",
+            trainer.global_step,
+            trainer.current_epoch,
+            self.path,
+        )
 
 
 def _as_sigterm(signum: int, frame: Any) -> None:

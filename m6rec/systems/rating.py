@@ -15,12 +15,17 @@ from m6rec.systems.base import TaskSystem
 
 
 def rating_metrics() -> nn.ModuleDict:
-    """"val" and "test" collections of RMSE and MAE, logged as `<stage>/rmse`, `<stage>/mae`."""
-    return nn.ModuleDict({
-        stage: MetricCollection({"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError()},
-                                prefix=f"{stage}/", compute_groups=False)
-        for stage in ("val", "test")
-    })  # fmt: skip
+    """ "val" and "test" collections of RMSE and MAE, logged as `<stage>/rmse`, `<stage>/mae`."""
+    return nn.ModuleDict(
+        {
+            stage: MetricCollection(
+                {"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError()},
+                prefix=f"{stage}/",
+                compute_groups=False,
+            )
+            for stage in ("val", "test")
+        }
+    )
 
 
 class RatingObjective:
@@ -67,4 +72,3 @@ class RatingSystem(RatingObjective, TaskSystem):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and getattr(datamodule, "hparams", {}).get("implicit"):
             raise ValueError("data.implicit: the rating task needs explicit ratings (set data.implicit=false)")
-

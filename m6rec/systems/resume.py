@@ -29,9 +29,10 @@ class ResumeState(L.Callback):
         version, state, gauss = random.getstate()
         kind, keys, pos, has_gauss, cached = np.random.get_state()
         checkpoint[RNG_KEY] = {  # plain values and tensors: the checkpoint still loads with weights_only=True
-            "python": [version, list(state), gauss], "torch": torch.get_rng_state(),
+            "python": [version, list(state), gauss],
+            "torch": torch.get_rng_state(),
             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-        }  # fmt: skip
+        }
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         self._pending = checkpoint.get(RNG_KEY)

@@ -83,11 +83,16 @@ class ZeroShotSystem(TaskSystem):
                 raise ValueError("task.lm: a factory needs the backbone to size its vocabulary")
             lm = lm(vocab_size=backbone.get_input_embeddings().num_embeddings)
         self.model = lm
-        self.metrics = nn.ModuleDict({
-            stage: MetricCollection({"auc": BinaryAUROC(), "gauc": GroupAUROC(), "loglik": MeanMetric()},
-                                    prefix=f"{stage}/", compute_groups=False)
-            for stage in ("val", "test")
-        })  # fmt: skip
+        self.metrics = nn.ModuleDict(
+            {
+                stage: MetricCollection(
+                    {"auc": BinaryAUROC(), "gauc": GroupAUROC(), "loglik": MeanMetric()},
+                    prefix=f"{stage}/",
+                    compute_groups=False,
+                )
+                for stage in ("val", "test")
+            }
+        )
         self.candidate_lengths: torch.Tensor | None = None  # per item id, from the datamodule at evaluation start
         self.tail_lengths: torch.Tensor | None = None
 

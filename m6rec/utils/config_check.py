@@ -144,4 +144,3 @@ def _check_model_folder(cfg: DictConfig) -> None:
         spec = model.backbone.get("path")
     if isinstance(spec, str) and spec.startswith(("/", "./", "../", "~")) and not Path(spec).expanduser().is_dir():
         raise ConfigError(f"{key}: folder not found: {spec}")
-

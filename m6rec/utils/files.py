@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +59,13 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def plain_container(value: Any) -> Any:
+    """Nested mappings/sequences (e.g. OmegaConf nodes) as plain dicts/lists: what checkpoints load with
+    `weights_only=True`."""
+    if isinstance(value, Mapping):
+        return {str(k): plain_container(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [plain_container(v) for v in value]
+    return value

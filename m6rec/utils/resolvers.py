@@ -14,8 +14,6 @@ def sqlite_url(path: str) -> str:
     return f"sqlite:///{file}"
 
 
-
-
 def sweep_group(default: str) -> str:
     """`<default>-<multirun dir name>` for the jobs of one multirun (so they share a W&B group), else `default`."""
     from hydra.core.hydra_config import HydraConfig
@@ -60,8 +58,13 @@ def model_path(spec: str, cache_dir: str) -> str:
 
 
 def register_resolvers() -> None:
-    resolvers = {"sqlite_url": sqlite_url, "sweep_group": sweep_group, "job_name": job_name, "choice": group_choice,
-                 "model_path": model_path}  # fmt: skip
+    resolvers = {
+        "sqlite_url": sqlite_url,
+        "sweep_group": sweep_group,
+        "job_name": job_name,
+        "choice": group_choice,
+        "model_path": model_path,
+    }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

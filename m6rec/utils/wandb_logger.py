@@ -28,8 +28,10 @@ class WandbLogger(LightningWandbLogger):
         except (wandb.Error, TimeoutError, OSError) as err:
             if self._wandb_init.get("mode") == "offline" or os.environ.get("WANDB_MODE") in ("offline", "dryrun"):
                 raise
-            log.warning("W&B server unreachable (%s); logging offline instead: upload later with `wandb sync`",
-                        str(err).splitlines()[0] if str(err) else type(err).__name__)  # fmt: skip
+            log.warning(
+                "W&B server unreachable (%s); logging offline instead: upload later with `wandb sync`",
+                str(err).splitlines()[0] if str(err) else type(err).__name__,
+            )
             self._experiment = None
             self._wandb_init["mode"] = "offline"
             return super().experiment

@@ -123,8 +123,9 @@ class TextCorpusDataModule(L.LightningDataModule):
             return load_pretrained_tokenizer(hp.tokenizer)
         key = hashlib.sha256(f"{self.source_key}|{hp.tokenizer_sample_docs}".encode()).hexdigest()[:16]
         path = Path(hp.data_dir) / "tokenizers" / f"corpus-{hp.tokenizer_type}-{hp.vocab_size}-{key}"
-        return train_tokenizer(lambda: self.training_documents(hp.tokenizer_sample_docs), hp.tokenizer_type,
-                               hp.vocab_size, path)  # fmt: skip
+        return train_tokenizer(
+            lambda: self.training_documents(hp.tokenizer_sample_docs), hp.tokenizer_type, hp.vocab_size, path
+        )
 
     @cached_property
     def separator_id(self) -> int:
@@ -159,11 +160,14 @@ class TextCorpusDataModule(L.LightningDataModule):
         with FileLock(str(path) + ".lock"):
             if not (path / "meta.json").exists():
                 with atomic_dir(path) as tmp:
-                    meta = pack_documents(self.documents(), self.is_valid, self.tokenizer, self.separator_id,
-                                          self.hparams.block_size, tmp)  # fmt: skip
+                    meta = pack_documents(
+                        self.documents(), self.is_valid, self.tokenizer, self.separator_id, self.hparams.block_size, tmp
+                    )
                     if meta["train"]["blocks"] == 0:
-                        raise ValueError(f"data: the training corpus has {meta['train']['tokens']} tokens, fewer "
-                                         f"than one block (data.block_size={self.hparams.block_size})")  # fmt: skip
+                        raise ValueError(
+                            f"data: the training corpus has {meta['train']['tokens']} tokens, fewer "
+                            f"than one block (data.block_size={self.hparams.block_size})"
+                        )
                     write_json_atomic(tmp / "meta.json", {**meta, "fingerprint": self.fingerprint})
                 log.info("Corpus %s built: %s", self.fingerprint, meta)
         return path
@@ -174,8 +178,9 @@ class TextCorpusDataModule(L.LightningDataModule):
         path = self.build_cache()
         meta = json.loads((path / "meta.json").read_text())
         for split in SPLITS:
-            self.datasets[split] = BlockDataset(path / f"{split}.bin", meta["dtype"], meta[split]["blocks"],
-                                                meta["block_size"])  # fmt: skip
+            self.datasets[split] = BlockDataset(
+                path / f"{split}.bin", meta["dtype"], meta[split]["blocks"], meta["block_size"]
+            )
         self.stats = {
             "fingerprint": self.fingerprint,
             "vocab_size": meta["vocab_size"],
@@ -200,18 +205,29 @@ class TextCorpusDataModule(L.LightningDataModule):
         world, rank = self._world
         dataset = self.datasets["train"]
         sampler = ResumableShardSampler(dataset, world, rank, shuffle=True, seed=self.hparams.shuffle_seed)
-        return ResumableDataLoader(dataset, batch_size=self.hparams.batch_size, sampler=sampler,
-                                   collate_fn=self._collate(), num_workers=self.hparams.num_workers,
-                                   persistent_workers=self.hparams.num_workers > 0)  # fmt: skip
+        return ResumableDataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            sampler=sampler,
+            collate_fn=self._collate(),
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         """Validation blocks in order, sharded across ranks without padding (exact DDP perplexity)."""
         world, rank = self._world
         dataset = self.datasets["valid"]
         sampler = UnpaddedDistributedSampler(dataset, world, rank) if world > 1 else None
-        return DataLoader(dataset, batch_size=self.hparams.eval_batch_size, sampler=sampler, shuffle=False,
-                          collate_fn=self._collate(), num_workers=self.hparams.num_workers,
-                          persistent_workers=self.hparams.num_workers > 0)  # fmt: skip
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.eval_batch_size,
+            sampler=sampler,
+            shuffle=False,
+            collate_fn=self._collate(),
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
 
     def test_dataloader(self) -> DataLoader:
         """The validation blocks (a text corpus has no separate test split)."""

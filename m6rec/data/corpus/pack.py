@@ -74,8 +74,13 @@ def pack_documents(
         blocks = counts[split]["tokens"] // block_size
         os.truncate(out_dir / f"{split}.bin", blocks * block_size * dtype.itemsize)
         counts[split]["blocks"] = blocks
-    return {"block_size": block_size, "dtype": dtype.name, "vocab_size": len(tokenizer), "separator_id": separator_id,
-            **counts}  # fmt: skip
+    return {
+        "block_size": block_size,
+        "dtype": dtype.name,
+        "vocab_size": len(tokenizer),
+        "separator_id": separator_id,
+        **counts,
+    }
 
 
 class BlockDataset(Dataset):
@@ -119,5 +124,8 @@ class BlockCollate:
 
     def __call__(self, blocks: np.ndarray | list[np.ndarray]) -> dict[str, torch.Tensor]:
         ids = torch.from_numpy(np.asarray(np.stack(blocks) if isinstance(blocks, list) else blocks, dtype=np.int64))
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                "special_tokens_mask": torch.isin(ids, self.special_ids).long()}  # fmt: skip
+        return {
+            "input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+            "special_tokens_mask": torch.isin(ids, self.special_ids).long(),
+        }

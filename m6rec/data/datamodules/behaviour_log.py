@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -21,22 +21,31 @@ from m6rec.data.datamodules.eval_history import ALL_SPLITS, earlier_split_rows, 
 from m6rec.data.datamodules.resumable import resumable_train_loader
 from m6rec.data.datamodules.sample_cache import CACHE_VERSION, cache_dir, load_or_build
 from m6rec.data.protocol.history import RaggedHistory, recent_training_rows
-from m6rec.data.protocol.sampling import k_core, sample_negatives
-from m6rec.data.protocol.splits import SPLIT_NAMES, TRAIN, split_interactions
+from m6rec.data.protocol.sampling import k_core, scored_events
+from m6rec.data.protocol.splits import SPLIT_NAMES, TRAIN, log_statistics, split_interactions, split_sizes
 from m6rec.data.ragged import Ragged
 from m6rec.data.sources import registry
 from m6rec.data.sources.movielens import SOURCES
 from m6rec.data.sources.tables import InteractionTables
 from m6rec.data.text.id_tokens import add_id_tokens, with_id_columns, without_id_columns
-from m6rec.data.text.render import Templates, render_history_items, render_item_text, render_prompt, render_user_text
+from m6rec.data.text.render import Templates, render_prompt
 from m6rec.data.text.sample_prompts import encode_prompts, prompt_parts
-from m6rec.data.text.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
-from m6rec.utils.files import file_digest
+from m6rec.data.text.tokenizer import load_pretrained_tokenizer, metadata_texts, train_bpe_tokenizer
+from m6rec.utils.files import file_digest, plain_container
 
 log = logging.getLogger(__name__)
 LOADERS = registry.LOADERS  # data.dataset → loader(root, **data.source)
-NOT_SAMPLE_SETTINGS = ("data_dir", "root", "sources", "num_workers", "batch_size", "eval_batch_size", "cache",
-                       "length_bucketing")  # fmt: skip
+# loader settings: they change neither the samples nor their cache key
+NOT_SAMPLE_SETTINGS = (
+    "data_dir",
+    "root",
+    "sources",
+    "num_workers",
+    "batch_size",
+    "eval_batch_size",
+    "cache",
+    "length_bucketing",
+)
 SAMPLE_COLUMNS = ("input_ids", "label", "split", "user_id", "item_id", "rating")  # CTRDataset's own; others → extra
 
 
@@ -85,7 +94,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
     ):
         super().__init__()
         # plain containers (not OmegaConf nodes) so checkpoints load with weights_only=True
-        source = _plain(source or {})
+        source = plain_container(source or {})
         sources, split_ratios = [str(s) for s in sources], [float(r) for r in split_ratios]
         templates = {str(k): str(v) for k, v in (templates or {}).items()}
         negatives = {"ratio": 1, "strategy": "uniform", **dict(negatives or {})}
@@ -145,12 +154,9 @@ class BehaviourLogDataModule(L.LightningDataModule):
         if self.hparams.tokenizer:
             tok = load_pretrained_tokenizer(self.hparams.tokenizer)
         else:
-            t, tables = self.templates, self.tables
-            items = without_id_columns(tables.items.to_dict("records"))
-            texts = [render_item_text(row, t) for row in items]
-            texts += [text for row in items for text in render_history_items(row, range(1, 6), t)]
-            texts += [render_user_text(row, t) for row in without_id_columns(tables.users.to_dict("records"))]
-            texts += [render_prompt("", p, [], "", t) for p in ("he", "she", "they")]
+            items = without_id_columns(self.tables.items.to_dict("records"))
+            users = without_id_columns(self.tables.users.to_dict("records"))
+            texts = metadata_texts(items, users, self.templates)
             tok = train_bpe_tokenizer(texts, self.hparams.vocab_size, Path(self.hparams.data_dir) / "tokenizers")
         return add_id_tokens(tok, self.tables) if self.hparams.id_tokens else tok
 
@@ -169,13 +175,15 @@ class BehaviourLogDataModule(L.LightningDataModule):
             self.stats = self.split_statistics(columns["label"], columns["split"])
         input_ids, labels, split = Ragged.from_rows(columns["input_ids"]), columns["label"], columns["split"]
         users, items, ratings = columns["user_id"], columns["item_id"], columns["rating"]
-        extra = {k: Ragged.from_rows(v) if isinstance(v, list) else v for k, v in columns.items()
-                 if k not in SAMPLE_COLUMNS}  # fmt: skip
+        extra = {
+            k: Ragged.from_rows(v) if isinstance(v, list) else v for k, v in columns.items() if k not in SAMPLE_COLUMNS
+        }
         for code, name in SPLIT_NAMES.items():  # each split a view of the same arrays (no per-sample objects)
             rows = np.flatnonzero(split == code)
             extra_rows = {k: v.take(rows) if isinstance(v, Ragged) else v[rows] for k, v in extra.items()}
-            self.datasets[name] = CTRDataset(input_ids.take(rows), labels[rows], users[rows], items[rows],
-                                             ratings[rows], extra_rows)  # fmt: skip
+            self.datasets[name] = CTRDataset(
+                input_ids.take(rows), labels[rows], users[rows], items[rows], ratings[rows], extra_rows
+            )
         log.info("Data %s: %s", self.fingerprint, self.stats)
 
     def _columns_and_stats(self) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -214,19 +222,8 @@ class BehaviourLogDataModule(L.LightningDataModule):
         the user has in any split.
         """
         hp = self.hparams
-        inter = self.interactions.assign(split=self.split_codes(), observed=True)
-        if not hp.implicit:
-            return inter.assign(label=(inter["rating"] >= hp.label_threshold).astype(np.float32))
-        inter = inter.assign(label=np.float32(1.0))
-        parts = [inter]
-        columns = ["user_id", "item_id", "rating", "timestamp"]
-        for code in SPLIT_NAMES:
-            own = inter["split"] == code
-            if hp.negatives["ratio"] > 0 and own.any():
-                negatives = sample_negatives(inter.loc[own, columns], hp.negatives["ratio"], hp.negatives["strategy"],
-                                             seed=hp.split_seed + code, exclude=inter.loc[~own, columns])  # fmt: skip
-                parts.append(negatives.assign(split=code, observed=False, label=np.float32(0.0)))
-        return pd.concat(parts, ignore_index=True)
+        inter = self.interactions.assign(split=self.split_codes())
+        return scored_events(inter, hp.implicit, hp.label_threshold, hp.negatives, hp.split_seed)
 
     def render_texts(self, samples: pd.DataFrame, histories: list[list[tuple[int, float]]]) -> list[str]:
         """The prompt of every sample with its full history (no token budget applied)."""
@@ -247,14 +244,17 @@ class BehaviourLogDataModule(L.LightningDataModule):
         """What the model reads of each sample: its prompt's token ids (`input_ids`, oldest history items dropped to
         fit `max_length`); `histories` as (item, rating) lists or as rows of `samples`. A subclass may add columns."""
         hp = self.hparams
-        return {"input_ids": encode_prompts(self.tables, self.templates, self.tokenizer, hp.max_length, samples,
-                                            histories)}  # fmt: skip
+        return {
+            "input_ids": encode_prompts(self.tables, self.templates, self.tokenizer, hp.max_length, samples, histories)
+        }
 
     def request_rows(self, user_id: int, item_ids: Sequence[int], before: int = ALL_SPLITS) -> list[dict[str, Any]]:
         """Dataset-style rows (label 0) of `request_columns`, ready for `collate_fn()`: what the recommender scores."""
         columns = self.request_columns(user_id, item_ids, before)
-        return [{"label": 0.0, "user_id": user_id, "item_id": item, **{k: v[j] for k, v in columns.items()}}
-                for j, item in enumerate(item_ids)]  # fmt: skip
+        return [
+            {"label": 0.0, "user_id": user_id, "item_id": item, **{k: v[j] for k, v in columns.items()}}
+            for j, item in enumerate(item_ids)
+        ]
 
     def request_columns(
         self, user_id: int, item_ids: Sequence[int], before: int = ALL_SPLITS
@@ -265,27 +265,20 @@ class BehaviourLogDataModule(L.LightningDataModule):
         inter = self.interactions
         mine = (inter["user_id"] == user_id).to_numpy()
         known = inter[mine].assign(split=self.split_codes()[mine])
-        query = pd.DataFrame({"user_id": user_id, "item_id": list(item_ids), "rating": np.nan, "timestamp": 0,
-                              "split": before})  # fmt: skip
+        query = pd.DataFrame(
+            {"user_id": user_id, "item_id": list(item_ids), "rating": np.nan, "timestamp": 0, "split": before}
+        )
         frame = pd.concat([known[query.columns], query], ignore_index=True)
         rows = np.arange(len(known), len(frame))
-        earlier = earlier_split_rows(frame, frame["split"].to_numpy(), np.arange(len(frame)) < len(known), rows,
-                                     self.hparams.history_len)  # fmt: skip
+        earlier = earlier_split_rows(
+            frame, frame["split"].to_numpy(), np.arange(len(frame)) < len(known), rows, self.hparams.history_len
+        )
         return self.encode_columns(query, earlier.as_lists(frame["item_id"].to_numpy(), frame["rating"].to_numpy()))
 
     def split_statistics(self, labels: np.ndarray, split: np.ndarray) -> dict[str, Any]:
         """`stats`: the log's users, items, interactions, density and fingerprint; each split's size and positive
         rate (`labels`, `split`: one per sample)."""
-        inter = self.interactions
-        n_users, n_items = inter["user_id"].nunique(), inter["item_id"].nunique()
-        stats: dict[str, Any] = {
-            "users": n_users, "items": n_items, "interactions": len(inter),
-            "density": len(inter) / (n_users * n_items), "fingerprint": self.fingerprint,
-        }  # fmt: skip
-        for code, name in SPLIT_NAMES.items():
-            stats[f"{name}_size"] = int((split == code).sum())
-            stats[f"{name}_positive_rate"] = float(labels[split == code].mean()) if (split == code).any() else 0.0
-        return stats
+        return {**log_statistics(self.interactions), "fingerprint": self.fingerprint, **split_sizes(labels, split)}
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, name: str, train: bool) -> DataLoader:
@@ -298,10 +291,12 @@ class BehaviourLogDataModule(L.LightningDataModule):
         if train:  # shuffled by (seed, epoch) with its position in the checkpoint: a resumed run is the same run
             if self.hparams.length_bucketing:  # `data.length_bucketing`: batches of similar lengths
                 lengths = Ragged.from_rows(dataset.input_ids).lengths
-                sampler = LengthGroupedSampler(lengths, self.hparams.batch_size, world, rank,
-                                               torch.initial_seed() % 2**32)  # fmt: skip
-            return resumable_train_loader(dataset, self.hparams.batch_size, world, rank, self.hparams.num_workers,
-                                          self.collate_fn(), sampler)  # fmt: skip
+                sampler = LengthGroupedSampler(
+                    lengths, self.hparams.batch_size, world, rank, torch.initial_seed() % 2**32
+                )
+            return resumable_train_loader(
+                dataset, self.hparams.batch_size, world, rank, self.hparams.num_workers, self.collate_fn(), sampler
+            )
         return DataLoader(
             dataset,
             batch_size=self.hparams.eval_batch_size,
@@ -324,14 +319,3 @@ class BehaviourLogDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
-
-
-def _plain(value: Any) -> Any:
-    """Nested mappings/sequences (e.g. OmegaConf nodes) as plain dicts/lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return [_plain(v) for v in value]
-    return value
-
-

@@ -25,8 +25,9 @@ class ColdItemDataModule(SequenceDataModule):
         kwargs = {}  # Lightning's hparams merge every __init__ frame: let the parent's normalised values stand
         super().__init__(**settings)
         if self.hparams.split != "cold_items":
-            raise ValueError(f"data.split: ColdItemDataModule ranks held-out items (cold_items), got "
-                             f"{self.hparams.split!r}")  # fmt: skip
+            raise ValueError(
+                f"data.split: ColdItemDataModule ranks held-out items (cold_items), got {self.hparams.split!r}"
+            )
         self.history_splits = {VALID: (TRAIN,), TEST: (TRAIN,)}
 
     def ranking_items(self, stage: str) -> np.ndarray:

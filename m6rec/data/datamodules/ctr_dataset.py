@@ -16,8 +16,15 @@ class CTRDataset(Dataset):
     holds further per-sample columns a subclass's encoding adds (e.g. late-interaction segment lengths). `input_ids`
     is any sequence of int arrays: a `Ragged` view of one flat token array, or a list."""
 
-    def __init__(self, input_ids: Sequence[np.ndarray], labels: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray,
-                 ratings: np.ndarray | None = None, extra: dict[str, Sequence[Any]] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        input_ids: Sequence[np.ndarray],
+        labels: np.ndarray,
+        user_ids: np.ndarray,
+        item_ids: np.ndarray,
+        ratings: np.ndarray | None = None,
+        extra: dict[str, Sequence[Any]] | None = None,
+    ):
         self.input_ids, self.labels, self.user_ids, self.item_ids = input_ids, labels, user_ids, item_ids
         self.ratings = np.full(len(labels), np.nan, np.float32) if ratings is None else ratings
         self.extra = extra or {}
@@ -26,9 +33,14 @@ class CTRDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"input_ids": self.input_ids[i], "label": self.labels[i], "user_id": self.user_ids[i],
-                "item_id": self.item_ids[i], "rating": self.ratings[i],
-                **{name: values[i] for name, values in self.extra.items()}}  # fmt: skip
+        return {
+            "input_ids": self.input_ids[i],
+            "label": self.labels[i],
+            "user_id": self.user_ids[i],
+            "item_id": self.item_ids[i],
+            "rating": self.ratings[i],
+            **{name: values[i] for name, values in self.extra.items()},
+        }
 
 
 def pad_collate(pad_id: int):

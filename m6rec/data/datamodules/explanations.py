@@ -46,8 +46,15 @@ REVIEW_DATASETS = "data=amazon2018 or data=amazon2023, with data.source.keep_tex
 class ExplanationDataset(Dataset):
     """Per event: prompt ids, target ids (review tokens + eos), the reference text (the target decoded, no eos)."""
 
-    def __init__(self, prompts: list[np.ndarray], targets: list[np.ndarray], references: list[str],
-                 user_ids: np.ndarray, item_ids: np.ndarray, ratings: np.ndarray):  # fmt: skip
+    def __init__(
+        self,
+        prompts: list[np.ndarray],
+        targets: list[np.ndarray],
+        references: list[str],
+        user_ids: np.ndarray,
+        item_ids: np.ndarray,
+        ratings: np.ndarray,
+    ):
         self.prompts, self.targets, self.references = prompts, targets, references
         self.user_ids, self.item_ids, self.ratings = user_ids, item_ids, ratings
 
@@ -55,9 +62,14 @@ class ExplanationDataset(Dataset):
         return len(self.prompts)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"prompt": self.prompts[i], "target": self.targets[i], "reference": self.references[i],
-                "user_id": int(self.user_ids[i]), "item_id": int(self.item_ids[i]),
-                "rating": float(self.ratings[i])}  # fmt: skip
+        return {
+            "prompt": self.prompts[i],
+            "target": self.targets[i],
+            "reference": self.references[i],
+            "user_id": int(self.user_ids[i]),
+            "item_id": int(self.item_ids[i]),
+            "rating": float(self.ratings[i]),
+        }
 
 
 def explanation_collate(pad_id: int):
@@ -76,11 +88,17 @@ def explanation_collate(pad_id: int):
             p, t = len(prompt), len(target)
             ids[row, :p], ids[row, p : p + t], labels[row, p : p + t], mask[row, : p + t] = prompt, target, target, 1
             prompt_ids[row, widest - p :], prompt_mask[row, widest - p :] = prompt, 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "prompt_input_ids": prompt_ids,
-                "prompt_attention_mask": prompt_mask, "references": [b["reference"] for b in batch],
-                "user_ids": torch.tensor([b["user_id"] for b in batch], dtype=torch.long),
-                "item_ids": torch.tensor([b["item_id"] for b in batch], dtype=torch.long),
-                "ratings": torch.tensor([b["rating"] for b in batch], dtype=torch.float32)}  # fmt: skip
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": labels,
+            "prompt_input_ids": prompt_ids,
+            "prompt_attention_mask": prompt_mask,
+            "references": [b["reference"] for b in batch],
+            "user_ids": torch.tensor([b["user_id"] for b in batch], dtype=torch.long),
+            "item_ids": torch.tensor([b["item_id"] for b in batch], dtype=torch.long),
+            "ratings": torch.tensor([b["rating"] for b in batch], dtype=torch.float32),
+        }
 
     return collate
 
@@ -118,8 +136,10 @@ class ExplanationDataModule(BehaviourLogDataModule):
         field, inter = self.hparams.target_field, self.interactions
         if field not in inter.columns:
             if not {"review", "summary"} & set(inter.columns):
-                raise ValueError(f"data.dataset={self.hparams.dataset} has no review text: the explain task needs "
-                                 f"reviews ({REVIEW_DATASETS})")  # fmt: skip
+                raise ValueError(
+                    f"data.dataset={self.hparams.dataset} has no review text: the explain task needs "
+                    f"reviews ({REVIEW_DATASETS})"
+                )
             raise ValueError(f"data.target_field: {field!r} is not a text column; use 'review' or 'summary'")
         return inter[field].fillna("").astype(str).str.strip()
 
@@ -171,11 +191,19 @@ class ExplanationDataModule(BehaviourLogDataModule):
         ratings = events["rating"].to_numpy(np.float32)
         for code, name in SPLIT_NAMES.items():
             rows = np.flatnonzero(split == code)
-            self.datasets[name] = ExplanationDataset([prompts[r] for r in rows], [targets[r] for r in rows],
-                                                     [references[r] for r in rows], users[rows], items[rows],
-                                                     ratings[rows])  # fmt: skip
-        self.stats = {k: v for k, v in self.split_statistics(np.ones(len(split), np.float32), split).items()
-                      if not k.endswith("_positive_rate")}  # fmt: skip
+            self.datasets[name] = ExplanationDataset(
+                [prompts[r] for r in rows],
+                [targets[r] for r in rows],
+                [references[r] for r in rows],
+                users[rows],
+                items[rows],
+                ratings[rows],
+            )
+        self.stats = {
+            k: v
+            for k, v in self.split_statistics(np.ones(len(split), np.float32), split).items()
+            if not k.endswith("_positive_rate")
+        }
         self.stats["mean_target_tokens"] = float(np.mean([len(t) - 1 for t in targets])) if targets else 0.0
         log.info("Data %s: %s", self.fingerprint, self.stats)
 
@@ -223,11 +251,23 @@ class ExplanationDataModule(BehaviourLogDataModule):
         if train:  # shuffled by (seed, epoch), position saved in checkpoints (exact resume)
             if self.hparams.get("length_bucketing"):  # batches of similar prompt + target lengths
                 lengths = [len(p) + len(t) for p, t in zip(dataset.prompts, dataset.targets, strict=True)]
-                sampler = LengthGroupedSampler(lengths, self.hparams.batch_size, world, rank,
-                                               torch.initial_seed() % 2**32)  # fmt: skip
-            return resumable_train_loader(dataset, self.hparams.batch_size, world, rank, self.hparams.num_workers,
-                                          explanation_collate(self.tokenizer.pad_token_id), sampler)  # fmt: skip
-        return DataLoader(dataset, batch_size=self.hparams.eval_batch_size, sampler=sampler,
-                          num_workers=self.hparams.num_workers,
-                          collate_fn=explanation_collate(self.tokenizer.pad_token_id),
-                          persistent_workers=self.hparams.num_workers > 0)  # fmt: skip
+                sampler = LengthGroupedSampler(
+                    lengths, self.hparams.batch_size, world, rank, torch.initial_seed() % 2**32
+                )
+            return resumable_train_loader(
+                dataset,
+                self.hparams.batch_size,
+                world,
+                rank,
+                self.hparams.num_workers,
+                explanation_collate(self.tokenizer.pad_token_id),
+                sampler,
+            )
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.eval_batch_size,
+            sampler=sampler,
+            num_workers=self.hparams.num_workers,
+            collate_fn=explanation_collate(self.tokenizer.pad_token_id),
+            persistent_workers=self.hparams.num_workers > 0,
+        )

@@ -68,8 +68,14 @@ class FeatureDataModule(L.LightningDataModule):
     tables). Batches: `features` (batch, slots), `labels`, `ratings`, `user_ids`, `item_ids`.
     """
 
-    def __init__(self, behaviour: BehaviourLogDataModule, fields: Sequence[str] = FIELDS, batch_size: int = 1024,
-                 eval_batch_size: int = 8192, num_workers: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        behaviour: BehaviourLogDataModule,
+        fields: Sequence[str] = FIELDS,
+        batch_size: int = 1024,
+        eval_batch_size: int = 8192,
+        num_workers: int = 0,
+    ):
         super().__init__()
         fields = [str(f) for f in fields]
         unknown = [f for f in fields if f not in FIELDS]
@@ -94,8 +100,9 @@ class FeatureDataModule(L.LightningDataModule):
         items = tables.items.set_index("item_id").reindex(item_ids)
         user_frame = pd.DataFrame({"user": user_ids}, index=user_ids)
         if len(tables.users):
-            user_frame = user_frame.assign(age=age_group(users["age"]), gender=users["gender"],
-                                           occupation=users["occupation"])  # fmt: skip
+            user_frame = user_frame.assign(
+                age=age_group(users["age"]), gender=users["gender"], occupation=users["occupation"]
+            )
         genres = items["genres"].fillna("").str.split("|").map(lambda g: [x for x in g if x])
         item_frame = pd.DataFrame({"item": item_ids, "genres": genres, "year": decade(items["year"])}, index=item_ids)
         return {"user": user_frame, "item": item_frame}
@@ -171,8 +178,13 @@ class FeatureDataModule(L.LightningDataModule):
             "item_ids": torch.tensor(items),
         }
         split = samples["split"].to_numpy()
-        self.stats = {"rows": len(samples), "fields": list(self.hparams.fields), "field_slots": self.field_slots,
-                      "num_features": self.num_features, "fingerprint": self.behaviour.fingerprint}  # fmt: skip
+        self.stats = {
+            "rows": len(samples),
+            "fields": list(self.hparams.fields),
+            "field_slots": self.field_slots,
+            "num_features": self.num_features,
+            "fingerprint": self.behaviour.fingerprint,
+        }
         for code, name in SPLIT_NAMES.items():
             rows = torch.from_numpy(np.flatnonzero(split == code))
             self.datasets[name] = FeatureDataset({key: values[rows] for key, values in columns.items()})
@@ -185,8 +197,14 @@ class FeatureDataModule(L.LightningDataModule):
         if train:  # shuffled by (seed, epoch), position saved in checkpoints (exact resume), DDP-sharded
             return resumable_train_loader(dataset, hp.batch_size, world, rank, hp.num_workers, _whole_batch)
         sampler = UnpaddedDistributedSampler(dataset, world, rank) if world > 1 else None  # each row once: exact
-        return DataLoader(dataset, batch_size=hp.eval_batch_size, sampler=sampler, num_workers=hp.num_workers,
-                          collate_fn=_whole_batch, persistent_workers=hp.num_workers > 0)  # fmt: skip
+        return DataLoader(
+            dataset,
+            batch_size=hp.eval_batch_size,
+            sampler=sampler,
+            num_workers=hp.num_workers,
+            collate_fn=_whole_batch,
+            persistent_workers=hp.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

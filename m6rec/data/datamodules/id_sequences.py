@@ -125,12 +125,14 @@ class SequenceDataModule(NextItemDataModule):
         users = np.unique(inter["user_id"].to_numpy())
         position = np.empty(len(inter), np.int64)
         position[loo_order(inter, hp.tie_break, hp.split_seed)] = np.arange(len(inter))
-        frame = pd.DataFrame({
-            "user": np.searchsorted(users, inter["user_id"].to_numpy()),
-            "item": np.searchsorted(self.catalogue.item_ids, inter["item_id"].to_numpy()) + 1,
-            "split": self.split_codes(),
-            "position": position,
-        })  # fmt: skip
+        frame = pd.DataFrame(
+            {
+                "user": np.searchsorted(users, inter["user_id"].to_numpy()),
+                "item": np.searchsorted(self.catalogue.item_ids, inter["item_id"].to_numpy()) + 1,
+                "split": self.split_codes(),
+                "position": position,
+            }
+        )
         return frame.sort_values(["user", "split", "position"], kind="stable").reset_index(drop=True)
 
     def train_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,13 +149,19 @@ class SequenceDataModule(NextItemDataModule):
             return
         frame = self.indexed
         per_user = {u: (g["item"].to_numpy(), g["split"].to_numpy()) for u, g in frame.groupby("user", sort=True)}
-        train_rows = [{"user": u, "sequence": w} for u, (items, split) in per_user.items()
-                      for w in self._train_sequences(items[split == TRAIN])]  # fmt: skip
+        train_rows = [
+            {"user": u, "sequence": w}
+            for u, (items, split) in per_user.items()
+            for w in self._train_sequences(items[split == TRAIN])
+        ]
         self.datasets["train"] = RowsDataset(train_rows)
         for code in (VALID, TEST):
             self.datasets[SPLIT_NAMES[code]] = RowsDataset(self._queries(per_user, code))
-        self.stats = {**self.split_statistics(np.ones(len(frame), np.float32), frame["split"].to_numpy()),
-                      "catalogue": self.catalogue.num_items, f"train_{self.train_rows}": len(train_rows)}  # fmt: skip
+        self.stats = {
+            **self.split_statistics(np.ones(len(frame), np.float32), frame["split"].to_numpy()),
+            "catalogue": self.catalogue.num_items,
+            f"train_{self.train_rows}": len(train_rows),
+        }
 
     def _train_sequences(self, items: np.ndarray) -> list[np.ndarray]:
         """A user's training rows from its TRAIN items: windows, or each item alone (`train_rows`)."""
@@ -179,8 +187,14 @@ class SequenceDataModule(NextItemDataModule):
         if train:  # shuffled by (seed, epoch), position saved in checkpoints (exact resume), DDP-sharded
             return resumable_train_loader(dataset, hp.batch_size, world, rank, hp.num_workers, sequence_collate)
         sampler = UnpaddedDistributedSampler(dataset, world, rank) if world > 1 else None  # each query once
-        return DataLoader(dataset, batch_size=hp.eval_batch_size, sampler=sampler, num_workers=hp.num_workers,
-                          collate_fn=sequence_collate, persistent_workers=hp.num_workers > 0)  # fmt: skip
+        return DataLoader(
+            dataset,
+            batch_size=hp.eval_batch_size,
+            sampler=sampler,
+            num_workers=hp.num_workers,
+            collate_fn=sequence_collate,
+            persistent_workers=hp.num_workers > 0,
+        )
 
     def collate_fn(self) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
         return sequence_collate

@@ -50,8 +50,10 @@ class LateSegmentDataModule(BehaviourLogDataModule):
             histories = histories.as_lists(samples["item_id"].to_numpy(), samples["rating"].to_numpy())
         encoder = SegmentEncoder(self.tokenizer, self.templates, self.hparams.max_length)
         if encoder.prefix or encoder.suffix:
-            raise ValueError("model.tokenizer: adds special tokens around a sequence; LateSegmentDataModule (late "
-                             "interaction) expects a decoder's tokenizer (GPT-2 style)")  # fmt: skip
+            raise ValueError(
+                "model.tokenizer: adds special tokens around a sequence; LateSegmentDataModule (late "
+                "interaction) expects a decoder's tokenizer (GPT-2 style)"
+            )
         samples_segments = tokenize_late(self.sample_parts(samples, histories), encoder, self.hparams.max_length)
         columns: dict[str, list[np.ndarray]] = {"input_ids": [], "segment_lengths": [], "segment_roles": []}
         for segments in samples_segments:

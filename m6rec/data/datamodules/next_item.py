@@ -82,9 +82,12 @@ def next_item_collate(pad_id: int):
 
     def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         ids, mask = _pad([b["input_ids"] for b in batch], pad_id)
-        out = {"input_ids": ids, "attention_mask": mask,
-               "item_ids": torch.tensor([b["item_id"] for b in batch], dtype=torch.long),
-               "user_ids": torch.tensor([b["user_id"] for b in batch], dtype=torch.long)}  # fmt: skip
+        out = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "item_ids": torch.tensor([b["item_id"] for b in batch], dtype=torch.long),
+            "user_ids": torch.tensor([b["user_id"] for b in batch], dtype=torch.long),
+        }
         if "item_input_ids" in batch[0]:
             out["item_input_ids"], out["item_attention_mask"] = _pad([b["item_input_ids"] for b in batch], pad_id)
         if "item_log_q" in batch[0]:
@@ -135,8 +138,10 @@ class NextItemDataModule(BehaviourLogDataModule):
             histories = self._eval_histories(samples, split, observed, rows)
             self._add(SPLIT_NAMES[code], events, histories, excluded=_excluded_items(seen, events, before=code))
         self.datasets["catalogue"] = NextItemDataset([item_tokens[i] for i in self.catalogue_ids], self.catalogue_ids)
-        self.stats = {**self.split_statistics(np.ones(positive.sum(), np.float32), split[positive]),
-                      "catalogue": len(self.catalogue_ids)}  # fmt: skip
+        self.stats = {
+            **self.split_statistics(np.ones(positive.sum(), np.float32), split[positive]),
+            "catalogue": len(self.catalogue_ids),
+        }
 
     def _eval_histories(
         self, frame: pd.DataFrame, split: np.ndarray, is_known: np.ndarray, rows: np.ndarray
@@ -155,8 +160,9 @@ class NextItemDataModule(BehaviourLogDataModule):
         excluded: list[np.ndarray] | None = None,
     ) -> None:
         self.query_parts[name], queries = self._encode_queries(events, histories)
-        self.datasets[name] = NextItemDataset(queries, events["item_id"].to_numpy(np.int64),
-                                              events["user_id"].to_numpy(np.int64), item_tokens, excluded)  # fmt: skip
+        self.datasets[name] = NextItemDataset(
+            queries, events["item_id"].to_numpy(np.int64), events["user_id"].to_numpy(np.int64), item_tokens, excluded
+        )
 
     def _encode_queries(
         self, events: pd.DataFrame, histories: list[list[tuple[int, float]]]
@@ -173,8 +179,9 @@ class NextItemDataModule(BehaviourLogDataModule):
         inter = self.interactions
         mine = (inter["user_id"] == user_id).to_numpy()
         placeholder = self.tables.items["item_id"].iloc[0]  # sample_parts renders a candidate; the query drops it
-        event = pd.DataFrame({"user_id": [user_id], "item_id": [placeholder], "rating": [np.nan], "timestamp": [0],
-                              "split": [before]})  # fmt: skip
+        event = pd.DataFrame(
+            {"user_id": [user_id], "item_id": [placeholder], "rating": [np.nan], "timestamp": [0], "split": [before]}
+        )
         frame = pd.concat([inter[mine].assign(split=self.split_codes()[mine])[event.columns], event], ignore_index=True)
         known = np.arange(len(frame)) < len(frame) - 1
         histories = self._eval_histories(frame, frame["split"].to_numpy(), known, np.array([len(frame) - 1]))
@@ -203,14 +210,20 @@ class NextItemDataModule(BehaviourLogDataModule):
         dataset, sampler, trainer = self.datasets[name], None, self.trainer
         if train:  # shuffled by (seed, epoch), position saved in checkpoints (exact resume)
             world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-            return resumable_train_loader(dataset, self.hparams.batch_size, world, rank, self.hparams.num_workers,
-                                          self.collate_fn())  # fmt: skip
+            return resumable_train_loader(
+                dataset, self.hparams.batch_size, world, rank, self.hparams.num_workers, self.collate_fn()
+            )
         if not train and name != "catalogue" and trainer is not None and trainer.world_size > 1:
             sampler = UnpaddedDistributedSampler(dataset, trainer.world_size, trainer.global_rank)
-        return DataLoader(dataset, batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size,
-                          shuffle=train, sampler=sampler, num_workers=self.hparams.num_workers,
-                          collate_fn=self.collate_fn(),
-                          persistent_workers=self.hparams.num_workers > 0)  # fmt: skip
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size,
+            shuffle=train,
+            sampler=sampler,
+            num_workers=self.hparams.num_workers,
+            collate_fn=self.collate_fn(),
+            persistent_workers=self.hparams.num_workers > 0,
+        )
 
     def collate_fn(self) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
         """Rows → a batch of padded queries (+ target items, excluded ids, log q where rows have them)."""

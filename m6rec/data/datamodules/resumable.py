@@ -59,8 +59,12 @@ class ResumableShardSampler(DistributedSampler):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         position, replicas = int(state["position"]), int(state.get("num_replicas", self.num_replicas))
         if replicas != self.num_replicas:  # same number of steps done, but the shards differ: not exact
-            log.warning("Resuming with %d ranks instead of %d: the rest of epoch %d is approximate",
-                        self.num_replicas, replicas, state["epoch"])  # fmt: skip
+            log.warning(
+                "Resuming with %d ranks instead of %d: the rest of epoch %d is approximate",
+                self.num_replicas,
+                replicas,
+                state["epoch"],
+            )
             position = position * replicas // self.num_replicas
         self.epoch, self.start, self.position = int(state["epoch"]), min(position, self.num_samples), position
 
@@ -100,8 +104,15 @@ class ResumableDataLoader(DataLoader):
             self._delivered = None
 
 
-def resumable_train_loader(dataset: Sized, batch_size: int, world: int, rank: int, num_workers: int, collate_fn: Any,
-                           sampler: ResumableShardSampler | None = None) -> ResumableDataLoader:  # fmt: skip
+def resumable_train_loader(
+    dataset: Sized,
+    batch_size: int,
+    world: int,
+    rank: int,
+    num_workers: int,
+    collate_fn: Any,
+    sampler: ResumableShardSampler | None = None,
+) -> ResumableDataLoader:
     """A shuffled training loader whose order depends only on the run's seed (`torch.initial_seed()`, set by
     `seed_everything(seed)`) and the epoch, and whose position is saved in checkpoints (exact mid-epoch resume).
     `sampler`: another such order (`bucketing.LengthGroupedSampler` for `data.length_bucketing`).
@@ -110,6 +121,12 @@ def resumable_train_loader(dataset: Sized, batch_size: int, world: int, rank: in
     seed = torch.initial_seed() % 2**32
     if sampler is None:
         sampler = ResumableShardSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
-    return ResumableDataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                               collate_fn=collate_fn, persistent_workers=num_workers > 0,
-                               generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    return ResumableDataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )

@@ -124,3 +124,31 @@ def sample_negatives(
             "label": np.zeros(len(neg), dtype=np.float32),
         }
     )
+
+
+def scored_events(
+    interactions: pd.DataFrame, implicit: bool, label_threshold: float, negatives: dict, seed: int
+) -> pd.DataFrame:
+    """Every scored event of `interactions` (with its `split` column) plus `label` and `observed` (a real interaction).
+
+    Explicit mode: label = rating >= `label_threshold`. Implicit mode: every interaction is a positive, and
+    `negatives["ratio"]` unobserved items per positive (`negatives["strategy"]`) are sampled within each split (seed
+    `seed + split code`), never an item the user has in any split.
+    """
+    inter = interactions.assign(observed=True)
+    if not implicit:
+        return inter.assign(label=(inter["rating"] >= label_threshold).astype(np.float32))
+    inter = inter.assign(label=np.float32(1.0))
+    parts, columns = [inter], ["user_id", "item_id", "rating", "timestamp"]
+    for code in sorted(inter["split"].unique()):
+        own = inter["split"] == code
+        if negatives["ratio"] > 0:
+            sampled = sample_negatives(
+                inter.loc[own, columns],
+                negatives["ratio"],
+                negatives["strategy"],
+                seed=seed + int(code),
+                exclude=inter.loc[~own, columns],
+            )
+            parts.append(sampled.assign(split=int(code), observed=False, label=np.float32(0.0)))
+    return pd.concat(parts, ignore_index=True)

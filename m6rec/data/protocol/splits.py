@@ -56,8 +56,11 @@ def loo_order(interactions: pd.DataFrame, tie_break: str = "row", seed: int = 0)
     drawn from `seed` ("random")."""
     user, item, ts = _columns(interactions, "user_id", "item_id", "timestamp")
     rows = np.arange(len(user))
-    tie_keys = {"row": lambda: (rows,), "item": lambda: (rows, item),
-                "random": lambda: (np.random.default_rng(seed).permutation(len(user)),)}  # fmt: skip
+    tie_keys = {
+        "row": lambda: (rows,),
+        "item": lambda: (rows, item),
+        "random": lambda: (np.random.default_rng(seed).permutation(len(user)),),
+    }
     return np.lexsort((*tie_keys[check_tie_break(tie_break)](), ts, user))  # last key is the primary one
 
 
@@ -147,11 +150,31 @@ SPLITTERS: dict[str, Splitter] = {
 
 
 def split_interactions(
-    interactions: pd.DataFrame, method: str, ratios: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0,
+    interactions: pd.DataFrame,
+    method: str,
+    ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
     tie_break: str = "row",
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Split `interactions` with the SPLITTERS entry `method` (ratios/seed/tie_break ignored where it does not use
     them; `tie_break` is checked always)."""
     if method not in SPLITTERS:
         raise ValueError(f"data.split: unknown method {method!r}; choose from {list(SPLITTERS)}")
     return SPLITTERS[method](interactions, ratios, seed, check_tie_break(tie_break))
+
+
+def log_statistics(interactions: pd.DataFrame) -> dict[str, float]:
+    """users, items, interactions and density of a log."""
+    n_users, n_items = interactions["user_id"].nunique(), interactions["item_id"].nunique()
+    n = len(interactions)
+    return {"users": n_users, "items": n_items, "interactions": n, "density": n / (n_users * n_items)}
+
+
+def split_sizes(labels: np.ndarray, split: np.ndarray) -> dict[str, float]:
+    """`<split>_size` and `<split>_positive_rate` of samples with `labels` and `split` codes (0.0 for an empty one)."""
+    stats: dict[str, float] = {}
+    for code, name in SPLIT_NAMES.items():
+        mine = split == code
+        stats[f"{name}_size"] = int(mine.sum())
+        stats[f"{name}_positive_rate"] = float(labels[mine].mean()) if mine.any() else 0.0
+    return stats

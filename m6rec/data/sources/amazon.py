@@ -48,19 +48,23 @@ class AmazonFormat:
 
 
 FORMATS = {
-    "2018": AmazonFormat("reviewerID", "asin", "overall", "unixReviewTime", 1, "reviewText", "summary",
-                         "category", "main_cat", "brand"),
-    "2023": AmazonFormat("user_id", "parent_asin", "rating", "timestamp", 1000, "text", "title",
-                         "categories", "main_category", "store"),
-}  # fmt: skip
+    "2018": AmazonFormat(
+        "reviewerID", "asin", "overall", "unixReviewTime", 1, "reviewText", "summary", "category", "main_cat", "brand"
+    ),
+    "2023": AmazonFormat(
+        "user_id", "parent_asin", "rating", "timestamp", 1000, "text", "title", "categories", "main_category", "store"
+    ),
+}
 
 
 def missing_root_message(version: str) -> str:
     """The one-line error for a missing `data.root`: where to download the files."""
     suffix = ".json.gz" if str(version) == "2018" else ".jsonl.gz"
-    return (f"data.root: required for Amazon Reviews {version} (no checksummed official mirror to fetch from): "
-            f"download <Category>{suffix} and meta_<Category>{suffix} from {URLS.get(str(version), URLS['2023'])} "
-            "into a folder and set data.root=<folder> data.source.category=<Category>")  # fmt: skip
+    return (
+        f"data.root: required for Amazon Reviews {version} (no checksummed official mirror to fetch from): "
+        f"download <Category>{suffix} and meta_<Category>{suffix} from {URLS.get(str(version), URLS['2023'])} "
+        "into a folder and set data.root=<folder> data.source.category=<Category>"
+    )
 
 
 def _check_version(version: str | int) -> str:
@@ -147,8 +151,14 @@ def _text(value: Any) -> str:
 def _read_reviews(path: Path, f: AmazonFormat, keep_text: bool) -> tuple[dict[str, Any], dict[str, int], dict]:
     users: dict[str, int] = {}
     items: dict[str, int] = {}
-    cols: dict[str, Any] = {"user": array("q"), "item": array("q"), "rating": array("f"), "time": array("q"),
-                            "review": [], "summary": []}  # fmt: skip
+    cols: dict[str, Any] = {
+        "user": array("q"),
+        "item": array("q"),
+        "rating": array("f"),
+        "time": array("q"),
+        "review": [],
+        "summary": [],
+    }
     for number, line in _lines(path):
         obj = _object(path, number, line)
         if obj is None:
@@ -207,13 +217,21 @@ def load_amazon(root: str | Path, version: str | int, category: str, keep_text: 
     cols, items, users = _read_reviews(reviews, f, keep_text)
     meta = _read_meta(meta_path, f, items)
     if meta_path is not None and len(meta) < len(items):
-        log.warning("%s: no metadata for %d of %d items (their title is the item id)", meta_path.name,
-                    len(items) - len(meta), len(items))  # fmt: skip
+        log.warning(
+            "%s: no metadata for %d of %d items (their title is the item id)",
+            meta_path.name,
+            len(items) - len(meta),
+            len(items),
+        )
 
-    interactions = pd.DataFrame({
-        "user_id": np.frombuffer(cols["user"], dtype=np.int64), "item_id": np.frombuffer(cols["item"], dtype=np.int64),
-        "rating": np.frombuffer(cols["rating"], dtype=np.float32), "timestamp": np.frombuffer(cols["time"], np.int64),
-    })  # fmt: skip
+    interactions = pd.DataFrame(
+        {
+            "user_id": np.frombuffer(cols["user"], dtype=np.int64),
+            "item_id": np.frombuffer(cols["item"], dtype=np.int64),
+            "rating": np.frombuffer(cols["rating"], dtype=np.float32),
+            "timestamp": np.frombuffer(cols["time"], np.int64),
+        }
+    )
     if keep_text:
         interactions["review"], interactions["summary"] = cols["review"], cols["summary"]
     empty = {"title": "", "genres": "", "category": "", "description": "", "brand": ""}
@@ -222,6 +240,13 @@ def load_amazon(root: str | Path, version: str | int, category: str, keep_text: 
     table["title"] = table["title"].where(table["title"] != "", table["raw_id"])
     table["year"] = ""
     item_table = table[["item_id", "title", "year", "genres", "category", "description", "brand", "raw_id"]]
-    user_table = pd.DataFrame({"user_id": np.arange(1, len(users) + 1, dtype=np.int64), "age": 0, "gender": "",
-                               "occupation": "", "raw_id": list(users)})  # fmt: skip
+    user_table = pd.DataFrame(
+        {
+            "user_id": np.arange(1, len(users) + 1, dtype=np.int64),
+            "age": 0,
+            "gender": "",
+            "occupation": "",
+            "raw_id": list(users),
+        }
+    )
     return InteractionTables(interactions, item_table.astype({"item_id": "int64"}), user_table)

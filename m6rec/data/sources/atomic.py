@@ -28,10 +28,17 @@ from m6rec.data.sources.tables import (
 )
 
 ATOMIC_FIELDS = {
-    "user": "user_id", "item": "item_id", "rating": "rating", "time": "timestamp",
-    "title": "movie_title", "year": "release_year", "genres": "class",
-    "age": "age", "gender": "gender", "occupation": "occupation",
-}  # fmt: skip
+    "user": "user_id",
+    "item": "item_id",
+    "rating": "rating",
+    "time": "timestamp",
+    "title": "movie_title",
+    "year": "release_year",
+    "genres": "class",
+    "age": "age",
+    "gender": "gender",
+    "occupation": "occupation",
+}
 
 
 def _read_atomic(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:

@@ -36,11 +36,28 @@ GROUPLENS: dict[str, tuple[str, str | None]] = {
     "ml-latest-small": (f"{_BASE_URL}/ml-latest-small.zip", None),  # changes with every refresh: no fixed md5
 }
 ML1M_OCCUPATIONS = (
-    "other or not specified", "academic/educator", "artist", "clerical/admin", "college/grad student",
-    "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker", "K-12 student",
-    "lawyer", "programmer", "retired", "sales/marketing", "scientist", "self-employed", "technician/engineer",
-    "tradesman/craftsman", "unemployed", "writer",
-)  # fmt: skip
+    "other or not specified",
+    "academic/educator",
+    "artist",
+    "clerical/admin",
+    "college/grad student",
+    "customer service",
+    "doctor/health care",
+    "executive/managerial",
+    "farmer",
+    "homemaker",
+    "K-12 student",
+    "lawyer",
+    "programmer",
+    "retired",
+    "sales/marketing",
+    "scientist",
+    "self-employed",
+    "technician/engineer",
+    "tradesman/craftsman",
+    "unemployed",
+    "writer",
+)
 ML1M_AGES = {1: "under 18", 18: "18-24", 25: "25-34", 35: "35-44", 45: "45-49", 50: "50-55", 56: "56+"}
 
 
@@ -52,9 +69,11 @@ def load_ml1m(root: str | Path) -> InteractionTables:
     raw = read_dat(path, ["user_id", "item_id", "rating", "timestamp"], as_text=False)
     ratings = [(path, 1, len(raw))]
     inter = interactions_frame(
-        to_int(raw, "user_id", path, 1), to_int(raw, "item_id", path, 1),
-        to_rating(raw, "rating", path, 1), to_int(raw, "timestamp", path, 1),
-    )  # fmt: skip
+        to_int(raw, "user_id", path, 1),
+        to_int(raw, "item_id", path, 1),
+        to_rating(raw, "rating", path, 1),
+        to_int(raw, "timestamp", path, 1),
+    )
 
     path = root / "movies.dat"
     raw = read_dat(path, ["item_id", "title", "genres"])
@@ -88,9 +107,11 @@ def load_ml_csv(root: str | Path) -> InteractionTables:
     raw = select_columns(path, read_csv(path, as_text=False), ["userId", "movieId", "rating", "timestamp"])
     ratings = [(path, 2, len(raw))]
     inter = interactions_frame(
-        to_int(raw, "userId", path, 2), to_int(raw, "movieId", path, 2),
-        to_rating(raw, "rating", path, 2), to_int(raw, "timestamp", path, 2),
-    )  # fmt: skip
+        to_int(raw, "userId", path, 2),
+        to_int(raw, "movieId", path, 2),
+        to_rating(raw, "rating", path, 2),
+        to_int(raw, "timestamp", path, 2),
+    )
 
     path = root / "movies.csv"
     require_file(path, "a GroupLens movies.csv")

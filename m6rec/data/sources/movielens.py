@@ -34,9 +34,26 @@ RECBOLE_SHA256 = {
 }
 GROUPLENS_FILES = ("u.data", "u.item", "u.user")
 GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
-)  # fmt: skip
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 SOURCES = ("grouplens", "pypi")
 
 
@@ -128,9 +145,17 @@ def _read_table(path: Path, sep: str, names: list[str] | None, encoding: str, he
         raise FileNotFoundError(f"{path}: missing (expected an ML-100K file)")
     try:
         return pd.read_csv(
-            path, sep=sep, names=names, header=header, encoding=encoding, dtype=str, keep_default_na=False,
-            engine="c", quoting=3, skip_blank_lines=False,  # a blank line is an error at its own line number
-        )  # fmt: skip
+            path,
+            sep=sep,
+            names=names,
+            header=header,
+            encoding=encoding,
+            dtype=str,
+            keep_default_na=False,
+            engine="c",
+            quoting=3,
+            skip_blank_lines=False,  # a blank line is an error at its own line number
+        )
     except UnicodeDecodeError:
         raise utf8_error(path) from None
     except pd.errors.ParserError as err:
@@ -155,19 +180,25 @@ def _load_grouplens(root: Path) -> InteractionTables:
     raw = _read_table(path, "|", ["item_id", "title", "date", "video_date", "url", *GENRES], "latin-1", None)
     titles = raw["title"].str.extract(r"^(.*?)(?: \((\d{4})\))?\s*$")
     flags = raw[list(GENRES)].to_numpy() == "1"
-    items = pd.DataFrame({
-        "item_id": to_int(raw, "item_id", path, 1),
-        "title": titles[0].fillna(raw["title"]),
-        "year": raw["date"].str[-4:],
-        "genres": ["|".join(g for g, on in zip(GENRES, row, strict=True) if on) for row in flags],
-    })  # fmt: skip
+    items = pd.DataFrame(
+        {
+            "item_id": to_int(raw, "item_id", path, 1),
+            "title": titles[0].fillna(raw["title"]),
+            "year": raw["date"].str[-4:],
+            "genres": ["|".join(g for g, on in zip(GENRES, row, strict=True) if on) for row in flags],
+        }
+    )
 
     path = root / "u.user"
     raw = _read_table(path, "|", ["user_id", "age", "gender", "occupation", "zip"], "utf-8", None)
-    users = pd.DataFrame({
-        "user_id": to_int(raw, "user_id", path, 1), "age": to_int(raw, "age", path, 1),
-        "gender": raw["gender"], "occupation": raw["occupation"],
-    })  # fmt: skip
+    users = pd.DataFrame(
+        {
+            "user_id": to_int(raw, "user_id", path, 1),
+            "age": to_int(raw, "age", path, 1),
+            "gender": raw["gender"],
+            "occupation": raw["occupation"],
+        }
+    )
     return InteractionTables(inter[["user_id", "item_id", "rating", "timestamp"]], items, users)
 
 
@@ -184,19 +215,25 @@ def _load_recbole(root: Path) -> InteractionTables:
     raw = atomic_columns(
         path, _read_table(path, "\t", None, "utf-8", 0), ["item_id", "movie_title", "release_year", "class"]
     )
-    items = pd.DataFrame({
-        "item_id": to_int(raw, "item_id", path, 2),
-        "title": raw["movie_title"],
-        "year": raw["release_year"],
-        "genres": raw["class"].str.split().str.join("|"),
-    })  # fmt: skip
+    items = pd.DataFrame(
+        {
+            "item_id": to_int(raw, "item_id", path, 2),
+            "title": raw["movie_title"],
+            "year": raw["release_year"],
+            "genres": raw["class"].str.split().str.join("|"),
+        }
+    )
 
     path = root / "ml-100k.user"
     raw = atomic_columns(path, _read_table(path, "\t", None, "utf-8", 0), ["user_id", "age", "gender", "occupation"])
-    users = pd.DataFrame({
-        "user_id": to_int(raw, "user_id", path, 2), "age": to_int(raw, "age", path, 2),
-        "gender": raw["gender"], "occupation": raw["occupation"],
-    })  # fmt: skip
+    users = pd.DataFrame(
+        {
+            "user_id": to_int(raw, "user_id", path, 2),
+            "age": to_int(raw, "age", path, 2),
+            "gender": raw["gender"],
+            "occupation": raw["occupation"],
+        }
+    )
     return InteractionTables(inter, items, users)
 
 
@@ -227,4 +264,3 @@ def _check_ids(root: Path, t: InteractionTables) -> None:
             )
     if t.interactions.empty:
         raise ValueError(f"{root}: no interactions")
-

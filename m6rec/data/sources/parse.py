@@ -86,9 +86,15 @@ def read_dat(path: Path, names: list[str], as_text: bool = True) -> pd.DataFrame
     kwargs = {"dtype": str} if as_text else {}
     try:
         df = pd.read_csv(
-            io.StringIO(body), sep="\t", header=None, quoting=csv.QUOTE_NONE, engine="c", na_filter=False,
-            skip_blank_lines=False, **kwargs,
-        )  # fmt: skip
+            io.StringIO(body),
+            sep="\t",
+            header=None,
+            quoting=csv.QUOTE_NONE,
+            engine="c",
+            na_filter=False,
+            skip_blank_lines=False,
+            **kwargs,
+        )
     except pd.errors.ParserError as err:
         m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
         if not m:

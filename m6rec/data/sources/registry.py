@@ -71,8 +71,11 @@ def load(name: str, root: Path, source: Mapping[str, Any], duplicates: str = "wa
     """Parse with the dataset's loader, then the shared checks (m6rec.data.sources.validate): ratings finite and
     within the declared scale, duplicate interactions per `data.duplicates`."""
     tables = LOADERS[name](root, **check_source(name, source))
-    origin = next(((root / f, line) for f, line in (("u.data", 1), ("ml-100k.inter", 2)) if (root / f).is_file()),
-                  None) if name == "ml-100k" else None  # fmt: skip
+    origin = (
+        next(((root / f, line) for f, line in (("u.data", 1), ("ml-100k.inter", 2)) if (root / f).is_file()), None)
+        if name == "ml-100k"
+        else None
+    )
     validate.check_ratings(tables.interactions["rating"], name, origin)
     tables.interactions = validate.handle_duplicates(tables.interactions, duplicates, origin)
     return tables

@@ -90,8 +90,9 @@ def load_table(
         users = pd.concat([df for _, df, _ in parts], ignore_index=True)
         origins["user"] = _origin(parts)
         if "age" in users:
-            users["age"] = _concat([to_int(df.rename(columns={"age": mapping["age"]}), mapping["age"], p, o)
-                                    for p, df, o in parts])  # fmt: skip
+            users["age"] = _concat(
+                [to_int(df.rename(columns={"age": mapping["age"]}), mapping["age"], p, o) for p, df, o in parts]
+            )
     return assemble_tables(origins, inter, rating, time, items, users)
 
 
@@ -106,6 +107,8 @@ def load_table_dir(
 ) -> InteractionTables:
     """`load_table` for `data.dataset=table`: file names / globs relative to `root` (absolute ones kept)."""
     root = Path(root)
-    at = {key: None if name is None else root / name for key, name in
-          (("interactions", interactions), ("items", items), ("users", users))}  # fmt: skip
+    at = {
+        key: None if name is None else root / name
+        for key, name in (("interactions", interactions), ("items", items), ("users", users))
+    }
     return load_table(at["interactions"], columns, at["items"], item_columns, at["users"], user_columns)

@@ -60,12 +60,14 @@ def items_frame(ids: pd.Series, title: pd.Series, year: pd.Series | None, genres
     if pd.api.types.is_numeric_dtype(year):
         year = year.astype("Int64").astype(str)
     year = year.fillna("").astype(str).str.strip()
-    return pd.DataFrame({
-        "item_id": ids.reset_index(drop=True).astype("int64"),
-        "title": title,
-        "year": year.where(year.str.fullmatch(r"\d{4}"), "").astype(str),
-        "genres": genres.reset_index(drop=True).astype(str),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "item_id": ids.reset_index(drop=True).astype("int64"),
+            "title": title,
+            "year": year.where(year.str.fullmatch(r"\d{4}"), "").astype(str),
+            "genres": genres.reset_index(drop=True).astype(str),
+        }
+    )
 
 
 def users_frame(
@@ -78,11 +80,14 @@ def users_frame(
     def column(values: pd.Series | None, default: object, dtype: str | type) -> pd.Series:
         return (pd.Series([default] * n) if values is None else values.reset_index(drop=True)).astype(dtype)
 
-    return pd.DataFrame({
-        "user_id": ids.reset_index(drop=True).astype("int64"),
-        "age": column(age, 0, "int64" if age is None or pd.api.types.is_numeric_dtype(age) else str),
-        "gender": column(gender, "", str), "occupation": column(occupation, "", str),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "user_id": ids.reset_index(drop=True).astype("int64"),
+            "age": column(age, 0, "int64" if age is None or pd.api.types.is_numeric_dtype(age) else str),
+            "gender": column(gender, "", str),
+            "occupation": column(occupation, "", str),
+        }
+    )
 
 
 def empty_users() -> pd.DataFrame:
@@ -92,8 +97,12 @@ def empty_users() -> pd.DataFrame:
 
 def interactions_frame(user: pd.Series, item: pd.Series, rating: pd.Series, time: pd.Series) -> pd.DataFrame:
     """The canonical interaction table with its dtypes (user_id, item_id, rating, timestamp)."""
-    columns = {"user_id": (user, "int64"), "item_id": (item, "int64"), "rating": (rating, "float32"),
-               "timestamp": (time, "int64")}  # fmt: skip
+    columns = {
+        "user_id": (user, "int64"),
+        "item_id": (item, "int64"),
+        "rating": (rating, "float32"),
+        "timestamp": (time, "int64"),
+    }
     return pd.DataFrame({name: s.reset_index(drop=True).astype(dtype) for name, (s, dtype) in columns.items()})
 
 
@@ -115,8 +124,10 @@ def check_tables(
 ) -> InteractionTables:
     """Duplicate ids in the item/user table, interactions with an unknown id and no interactions at all are one-line
     errors naming the file and line (`raw_ids`: the interactions' ids as written, columns "user"/"item")."""
-    for key, name, table, origin in (("item_id", "item", tables.items, item_origin),
-                                     ("user_id", "user", tables.users, user_origin)):  # fmt: skip
+    for key, name, table, origin in (
+        ("item_id", "item", tables.items, item_origin),
+        ("user_id", "user", tables.users, user_origin),
+    ):
         if name == "user" and table.empty:  # no user attributes: any user id is fine
             continue
         ids = table[key]
@@ -133,8 +144,10 @@ def check_tables(
             row = int(unknown.argmax())
             value = raw_ids[name].iloc[row] if raw_ids is not None else tables.interactions[key].iloc[row]
             table_file = f" ({', '.join(p.name for p, _, _ in origin)})" if origin else ""
-            raise ValueError(f"{file_line(inter_origin, row)}: unknown {key} {shown_value(value)}, not in the {name} "
-                             f"table{table_file}")  # fmt: skip
+            raise ValueError(
+                f"{file_line(inter_origin, row)}: unknown {key} {shown_value(value)}, not in the {name} "
+                f"table{table_file}"
+            )
     if tables.interactions.empty:
         raise ValueError(f"{', '.join(str(p) for p, _, _ in inter_origin)}: no interactions")
     return tables
@@ -161,10 +174,11 @@ def assemble_tables(
     (inter_items, *table_items), raw_items = encode_ids(inter["item"], *([] if items is None else [items["item"]]))
     (inter_users, *table_users), raw_users = encode_ids(inter["user"], *([] if users is None else [users["user"]]))
     interactions = interactions_frame(
-        inter_users, inter_items,
+        inter_users,
+        inter_items,
         pd.Series(np.ones(n, "float32")) if rating is None else rating,
         pd.Series(np.arange(n, dtype="int64")) if time is None else time,
-    )  # fmt: skip
+    )
 
     if items is None:
         ids = pd.Series(np.sort(inter_items.unique()), dtype="int64")

@@ -17,9 +17,15 @@ log = logging.getLogger(__name__)
 
 # The rating scale each dataset declares (GroupLens READMEs; Amazon's 1-5 stars); others: any finite rating >= 0.
 RATING_SCALES: dict[str, tuple[float, float]] = {
-    "ml-100k": (1, 5), "ml-1m": (1, 5), "ml-10m": (0.5, 5), "ml-20m": (0.5, 5), "ml-25m": (0.5, 5),
-    "ml-latest-small": (0.5, 5), "ml-latest": (0.5, 5), "amazon": (1, 5),
-}  # fmt: skip
+    "ml-100k": (1, 5),
+    "ml-1m": (1, 5),
+    "ml-10m": (0.5, 5),
+    "ml-20m": (0.5, 5),
+    "ml-25m": (0.5, 5),
+    "ml-latest-small": (0.5, 5),
+    "ml-latest": (0.5, 5),
+    "amazon": (1, 5),
+}
 DUPLICATE_POLICIES = ("error", "warn", "drop")
 Origin = tuple[Path, int] | None  # (file, line of the first row) when rows map one-to-one onto lines
 
@@ -40,8 +46,10 @@ def to_int(raw: pd.Series, column: str, path: Path, first_line: int) -> pd.Serie
         bad = ~text.str.fullmatch(r"\d{1,18}").to_numpy()
     if bad.any():
         row = int(bad.argmax())
-        raise UserError(f"{path}:{row + first_line}: column '{column}' has invalid value {raw.iloc[row]!r} "
-                         "(expected a non-negative integer)")  # fmt: skip
+        raise UserError(
+            f"{path}:{row + first_line}: column '{column}' has invalid value {raw.iloc[row]!r} "
+            "(expected a non-negative integer)"
+        )
     return raw.astype("int64") if pd.api.types.is_numeric_dtype(raw) else text.astype("int64")
 
 
@@ -68,8 +76,10 @@ def handle_duplicates(inter: pd.DataFrame, policy: str, origin: Origin = None) -
     user, item = int(inter["user_id"].iloc[row]), int(inter["item_id"].iloc[row])
     first = int(((inter["user_id"] == user) & (inter["item_id"] == item)).to_numpy().argmax())
     first_at = f"line {first + origin[1]}" if origin is not None else f"row {first + 1}"
-    message = (f"{where(origin, row)}: duplicate interaction (user_id {user}, item_id {item}; first at {first_at}), "
-               f"{int(repeated.sum())} repeated in all")  # fmt: skip
+    message = (
+        f"{where(origin, row)}: duplicate interaction (user_id {user}, item_id {item}; first at {first_at}), "
+        f"{int(repeated.sum())} repeated in all"
+    )
     if policy == "error":
         raise UserError(f"{message}; set data.duplicates=drop (keep the first) or warn (keep all)")
     if policy == "warn":

@@ -52,8 +52,7 @@ def _fast_ok(texts: list[str], space_before: bool, last: bool) -> np.ndarray:
 class _Plan:
     """The prompt layout as chunk ids: literals, every distinct value in each form it takes, tokenized once."""
 
-    def __init__(self, encoder: SegmentEncoder, users: list[tuple[str, str]], candidates: list[str],
-                 pieces: list[str]):  # fmt: skip
+    def __init__(self, encoder: SegmentEncoder, users: list[tuple[str, str]], candidates: list[str], pieces: list[str]):
         t = encoder.templates
         layout = [(kind, v) for lit, fld in prompt_layout(t.prompt) for kind, v in (("lit", lit), ("field", fld)) if v]
         self.always_slow = [v for kind, v in layout if kind == "field"].count("history") != 1
@@ -98,9 +97,9 @@ class _Plan:
         return [np.full(n, v, np.int32) if kind == "lit" else self.forms[v][codes[kind]] for kind, v in self.columns]
 
 
-
-def _budget(plan: _Plan, budget: int, fixed: np.ndarray, lengths: np.ndarray,
-            piece_code: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+def _budget(
+    plan: _Plan, budget: int, fixed: np.ndarray, lengths: np.ndarray, piece_code: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For a chunk of samples (sample j's pieces: piece_code[sum(lengths[:j]) :][: lengths[j]], `fixed` tokens
     outside the history): the oldest kept item, whether the sample fits at all, and its token count."""
     size, n = plan.chunks.length, len(lengths)
@@ -133,8 +132,9 @@ def _budget(plan: _Plan, budget: int, fixed: np.ndarray, lengths: np.ndarray,
     return start, fit, count
 
 
-def _assemble(plan: _Plan, per_sample: list[np.ndarray], lengths: np.ndarray, piece_code: np.ndarray,
-              start: np.ndarray) -> np.ndarray:  # fmt: skip
+def _assemble(
+    plan: _Plan, per_sample: list[np.ndarray], lengths: np.ndarray, piece_code: np.ndarray, start: np.ndarray
+) -> np.ndarray:
     """The token ids of a chunk of samples, back to back, keeping each sample's history from `start` on."""
     size, n = plan.chunks.length, len(lengths)
     kept = lengths - start
@@ -173,9 +173,10 @@ def _encode_one(encoder: SegmentEncoder, user_text: str, pronoun: str, history: 
         tokens = ids(history[start:]) if start else tokens
         if len(tokens) <= budget:
             return encoder.prefix + tokens + encoder.suffix
-    raise ValueError(f"data.max_length={encoder.max_length} is too small: the prompt for candidate {candidate!r} "
-                     f"needs {len(tokens) + len(encoder.prefix) + len(encoder.suffix)} tokens with no history at all")
-
+    raise ValueError(
+        f"data.max_length={encoder.max_length} is too small: the prompt for candidate {candidate!r} "
+        f"needs {len(tokens) + len(encoder.prefix) + len(encoder.suffix)} tokens with no history at all"
+    )
 
 
 def encode_batch(
@@ -211,8 +212,9 @@ def encode_batch(
         ok[np.repeat(np.arange(hi - lo), lengths[lo:hi])[~plan.piece_ok[codes]]] = False
         for j in (lo + np.flatnonzero(~ok | ~fit)).tolist():  # rare: texts the assembly cannot place, or an error
             rows = history.rows[history.offsets[j] : history.offsets[j + 1]]
-            alone[j] = _encode_one(encoder, *users[user_code[j]], [pieces[c] for c in piece_code[rows]],
-                                   candidates[candidate_code[j]])  # fmt: skip
+            alone[j] = _encode_one(
+                encoder, *users[user_code[j]], [pieces[c] for c in piece_code[rows]], candidates[candidate_code[j]]
+            )
             count[j] = len(alone[j])
     offsets = np.concatenate([[0], np.cumsum(count, dtype=np.int64)]).astype(np.int64)
     flat = np.empty(int(offsets[-1]), plan.chunks.flat.dtype)
@@ -245,5 +247,6 @@ def encode_parts(encoder: SegmentEncoder, parts: Sequence[tuple[str, str, list[s
     piece_code = np.array([piece_ids.setdefault(h, len(piece_ids)) for _, _, hs, _ in parts for h in hs], np.int64)
     lengths = np.array([len(hs) for _, _, hs, _ in parts], np.int64)
     history = RaggedHistory(np.concatenate([[0], np.cumsum(lengths)]), np.arange(int(lengths.sum())))
-    return encode_batch(encoder, list(user_ids), user_code, list(candidate_ids), candidate_code, list(piece_ids),
-                        history, piece_code)  # fmt: skip
+    return encode_batch(
+        encoder, list(user_ids), user_code, list(candidate_ids), candidate_code, list(piece_ids), history, piece_code
+    )

@@ -25,8 +25,9 @@ GENDER_WORDS = {"M": ("male", "he"), "F": ("female", "she")}
 JINJA_PREFIX = "jinja:"
 PROMPT_FIELDS = ("user", "history", "pronoun", "candidate")
 ENTITY_TEMPLATES = ("user", "history_item", "candidate")  # fields come from the user / item table
-_JINJA = jinja2.sandbox.SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False,
-                                          keep_trailing_newline=True)  # templates may come from a downloaded run
+_JINJA = jinja2.sandbox.SandboxedEnvironment(
+    undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
+)  # templates may come from a downloaded run
 _SENTINEL = "\x00{}\x00"  # marks where a Jinja prompt puts each field (see `prompt_layout`)
 
 
@@ -91,8 +92,11 @@ class Templates:
     def check_fields(self, item_columns: Iterable[str], user_columns: Iterable[str]) -> None:
         """Every name an item / user template uses must be a column of that table (one-line error otherwise)."""
         item = set(item_columns) - {"item_id"}
-        allowed = {"user": set(user_columns) - {"user_id"} | {"pronoun"}, "history_item": item | {"rating"},
-                   "candidate": item}  # fmt: skip
+        allowed = {
+            "user": set(user_columns) - {"user_id"} | {"pronoun"},
+            "history_item": item | {"rating"},
+            "candidate": item,
+        }
         for name, names in allowed.items():
             unknown = template_fields(getattr(self, name)) - names
             if unknown:

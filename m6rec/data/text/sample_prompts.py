@@ -54,8 +54,9 @@ def _history_source(
     return RaggedHistory(np.concatenate([[0], np.cumsum(lengths)]), np.arange(len(items))), items, ratings
 
 
-def _render_pieces(item_rows: dict, item_keys: np.ndarray, rating_keys: np.ndarray, piece_keys: np.ndarray,
-                   t: Templates) -> list[str]:  # fmt: skip
+def _render_pieces(
+    item_rows: dict, item_keys: np.ndarray, rating_keys: np.ndarray, piece_keys: np.ndarray, t: Templates
+) -> list[str]:
     """The text of each piece key (item index × len(rating_keys) + rating index), each item's fields prepared once."""
     n_ratings = max(len(rating_keys), 1)
     pieces: list[str] = [""] * len(piece_keys)
@@ -84,8 +85,10 @@ def encode_prompts(
     user_code, user_ids = pd.factorize(samples["user_id"].to_numpy())
     users = tables.users.set_index("user_id", drop=False)
     user_rows = dict(zip(users.index.tolist(), users.to_dict("records"), strict=True))
-    user_parts = [(render_user_text(user_rows[u], t), pronoun_for(user_rows[u])) if u in user_rows else
-                  (t.anonymous_user, "they") for u in user_ids.tolist()]  # fmt: skip
+    user_parts = [
+        (render_user_text(user_rows[u], t), pronoun_for(user_rows[u])) if u in user_rows else (t.anonymous_user, "they")
+        for u in user_ids.tolist()
+    ]
     items = tables.items.set_index("item_id", drop=False)
     item_rows = dict(zip(items.index.tolist(), items.to_dict("records"), strict=True))
     item_code, item_ids = pd.factorize(samples["item_id"].to_numpy())

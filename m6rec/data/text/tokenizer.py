@@ -11,12 +11,27 @@ from filelock import FileLock
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from m6rec.data.text.render import Templates, render_history_items, render_item_text, render_prompt, render_user_text
 from m6rec.utils.files import atomic_dir
 
 PAD, EOS = "<pad>", "<|endoftext|>"
 BPE_MASK = "<mask>"
-WORDPIECE_SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
-                      "mask_token": "[MASK]"}  # fmt: skip
+WORDPIECE_SPECIALS = {
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
+
+
+def metadata_texts(items: list[dict], users: list[dict], templates: Templates) -> list[str]:
+    """The BPE training corpus: item texts, history pieces at ratings 1-5, user texts, the prompt's own words.
+    Metadata only: no interaction can reach the vocabulary."""
+    texts = [render_item_text(row, templates) for row in items]
+    texts += [text for row in items for text in render_history_items(row, range(1, 6), templates)]
+    texts += [render_user_text(row, templates) for row in users]
+    return texts + [render_prompt("", p, [], "", templates) for p in ("he", "she", "they")]
 
 
 def load_pretrained_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
@@ -38,9 +53,11 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, cache_dir: str | 
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size, special_tokens=[PAD, EOS], show_progress=False,
+            vocab_size=vocab_size,
+            special_tokens=[PAD, EOS],
+            show_progress=False,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        )  # fmt: skip
+        )
         tok.train_from_iterator(texts, trainer=trainer)
         return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, bos_token=EOS)
 
@@ -93,11 +110,21 @@ def _train_bpe(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, EOS, BPE_MASK], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, EOS, BPE_MASK],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, bos_token=EOS,
-                                   mask_token=BPE_MASK, clean_up_tokenization_spaces=False)  # fmt: skip
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=PAD,
+        eos_token=EOS,
+        bos_token=EOS,
+        mask_token=BPE_MASK,
+        clean_up_tokenization_spaces=False,
+    )
 
 
 def _train_wordpiece(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -105,12 +132,14 @@ def _train_wordpiece(texts: Iterable[str], vocab_size: int) -> PreTrainedTokeniz
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(WORDPIECE_SPECIALS.values()),
-                                        show_progress=False)  # fmt: skip
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=list(WORDPIECE_SPECIALS.values()), show_progress=False
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     cls, sep = WORDPIECE_SPECIALS["cls_token"], WORDPIECE_SPECIALS["sep_token"]
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
+        single=f"{cls} $A {sep}",
+        pair=f"{cls} $A {sep} $B:1 {sep}:1",
         special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
-    )  # fmt: skip
+    )
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=sep, bos_token=cls, **WORDPIECE_SPECIALS)
