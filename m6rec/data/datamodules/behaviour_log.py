@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from functools import cached_property
@@ -17,9 +16,9 @@ from torch.utils.data import DataLoader
 
 from m6rec.data.datamodules.bucketing import LengthGroupedSampler
 from m6rec.data.datamodules.ctr_dataset import CTRDataset, UnpaddedDistributedSampler, pad_collate
-from m6rec.data.datamodules.eval_history import ALL_SPLITS, earlier_split_rows, with_rows_replaced
+from m6rec.data.datamodules.eval_history import ALL_SPLITS, earlier_split_rows, request_histories, with_rows_replaced
 from m6rec.data.datamodules.resumable import resumable_train_loader
-from m6rec.data.datamodules.sample_cache import CACHE_VERSION, cache_dir, load_or_build
+from m6rec.data.datamodules.sample_cache import cache_dir, data_fingerprint, load_or_build
 from m6rec.data.protocol.history import RaggedHistory, recent_training_rows
 from m6rec.data.protocol.sampling import k_core, scored_events
 from m6rec.data.protocol.splits import SPLIT_NAMES, TRAIN, log_statistics, split_interactions, split_sizes
@@ -31,7 +30,7 @@ from m6rec.data.text.id_tokens import add_id_tokens, with_id_columns, without_id
 from m6rec.data.text.render import Templates, render_prompt
 from m6rec.data.text.sample_prompts import encode_prompts, prompt_parts
 from m6rec.data.text.tokenizer import load_pretrained_tokenizer, metadata_texts, train_bpe_tokenizer
-from m6rec.utils.files import file_digest, plain_container
+from m6rec.utils.files import plain_container
 
 log = logging.getLogger(__name__)
 LOADERS = registry.LOADERS  # data.dataset → loader(root, **data.source)
@@ -135,13 +134,9 @@ class BehaviourLogDataModule(L.LightningDataModule):
     @cached_property
     def fingerprint(self) -> str:
         """Hash of the raw files and of every data setting that changes the samples."""
-        h = hashlib.sha256(f"{CACHE_VERSION}\n".encode())
-        dataset, source = self._check_dataset(), registry.check_source(self.hparams.dataset, self.hparams.source)
-        for path in registry.raw_files(dataset, self.raw_dir, source):
-            h.update(f"{path.name}:{file_digest(path)}\n".encode())
-        settings = {k: v for k, v in self.hparams.items() if k not in NOT_SAMPLE_SETTINGS}
-        h.update(repr(sorted((k, str(v)) for k, v in settings.items())).encode())
-        return h.hexdigest()[:16]
+        source = registry.check_source(self.hparams.dataset, self.hparams.source)
+        files = registry.raw_files(self._check_dataset(), self.raw_dir, source)
+        return data_fingerprint(files, {k: v for k, v in self.hparams.items() if k not in NOT_SAMPLE_SETTINGS})
 
     # ------------------------------------------------------------------ tokenizer
     @cached_property
@@ -262,18 +257,10 @@ class BehaviourLogDataModule(L.LightningDataModule):
         """`encode_columns` of the (user, item) events that follow all of the user's interactions in the splits before
         `before` (default: every split; `before=TEST` gives a `loo` test event's prompt): "<user> rated <history>.
         Will <pronoun> enjoy <item>?" with the user's most recent of those interactions."""
-        inter = self.interactions
-        mine = (inter["user_id"] == user_id).to_numpy()
-        known = inter[mine].assign(split=self.split_codes()[mine])
-        query = pd.DataFrame(
-            {"user_id": user_id, "item_id": list(item_ids), "rating": np.nan, "timestamp": 0, "split": before}
+        query, histories = request_histories(
+            self.interactions, self.split_codes(), user_id, item_ids, before, self.hparams.history_len
         )
-        frame = pd.concat([known[query.columns], query], ignore_index=True)
-        rows = np.arange(len(known), len(frame))
-        earlier = earlier_split_rows(
-            frame, frame["split"].to_numpy(), np.arange(len(frame)) < len(known), rows, self.hparams.history_len
-        )
-        return self.encode_columns(query, earlier.as_lists(frame["item_id"].to_numpy(), frame["rating"].to_numpy()))
+        return self.encode_columns(query, histories)
 
     def split_statistics(self, labels: np.ndarray, split: np.ndarray) -> dict[str, Any]:
         """`stats`: the log's users, items, interactions, density and fingerprint; each split's size and positive

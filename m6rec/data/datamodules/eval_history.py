@@ -51,3 +51,20 @@ def with_rows_replaced(base: RaggedHistory, rows: np.ndarray, new: RaggedHistory
     source = np.concatenate([base.rows, new.rows]).astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     return RaggedHistory(offsets, source[ragged_ranges(starts, lengths)].astype(np.int64))
+
+
+def request_histories(
+    interactions: pd.DataFrame, split: np.ndarray, user_id: int, item_ids, before: int, history_len: int
+) -> tuple[pd.DataFrame, list[list[tuple[int, float]]]]:
+    """The (user, item) request events that follow all of the user's interactions in the splits before `before`
+    (`split`: each interaction's code), and each one's `history_len` most recent (item, rating) of those."""
+    mine = (interactions["user_id"] == user_id).to_numpy()
+    known = interactions[mine].assign(split=split[mine])
+    query = pd.DataFrame(
+        {"user_id": user_id, "item_id": list(item_ids), "rating": np.nan, "timestamp": 0, "split": before}
+    )
+    frame = pd.concat([known[query.columns], query], ignore_index=True)
+    rows = np.arange(len(known), len(frame))
+    observed = np.arange(len(frame)) < len(known)
+    earlier = earlier_split_rows(frame, frame["split"].to_numpy(), observed, rows, history_len)
+    return query, earlier.as_lists(frame["item_id"].to_numpy(), frame["rating"].to_numpy())

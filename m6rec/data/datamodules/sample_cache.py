@@ -16,13 +16,22 @@ import numpy as np
 from filelock import FileLock
 
 from m6rec.data.ragged import Ragged
-from m6rec.utils.files import atomic_dir, write_json_atomic
+from m6rec.utils.files import atomic_dir, file_digest, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "samples-v2"  # bump when rendering or tokenizing changes what the same settings produce
 CACHE_FORMAT = "npy-v1"  # the on-disk layout (in the cache key only: the samples, and so the fingerprint, stay)
 Columns = dict[str, Any]  # name → 1-D array, or ragged int rows (`Ragged` or a list of 1-D arrays, e.g. input_ids)
+
+
+def data_fingerprint(raw_files, settings: dict[str, Any]) -> str:
+    """16 hex digits of the cache version, the raw files' names and contents, and the sample `settings`."""
+    h = hashlib.sha256(f"{CACHE_VERSION}\n".encode())
+    for path in raw_files:
+        h.update(f"{path.name}:{file_digest(path)}\n".encode())
+    h.update(repr(sorted((k, str(v)) for k, v in settings.items())).encode())
+    return h.hexdigest()[:16]
 
 
 def tokenizer_identity(tokenizer: Any) -> str:
