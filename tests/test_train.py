@@ -86,7 +86,7 @@ def test_wandb_offline_one_run_per_job_sharing_the_sweep_group(tmp_path: Path, m
         wandb_cfg = yaml.safe_load((job / "config_resolved.yaml").read_text())["logger"]["wandb"]
         assert wandb_cfg["group"] == f"ctr_lora-{sweep}"
         assert wandb_cfg["name"] == f"peft={peft},trainer.fast_dev_run=True"  # paths and data.root left out
-        assert wandb_cfg["job_type"] == "ctr" and wandb_cfg["tags"] == ["ml100k", "ctr", "lora"]
+        assert wandb_cfg["job_type"] == "ctr" and wandb_cfg["tags"] == ["ml100k", "ctr", "lora", "id_tokens"]
         record = next(runs[0].glob("run-*.wandb")).read_bytes()  # the offline run's protobuf log
         assert f"ctr_lora-{sweep}".encode() in record and f"peft={peft},".encode() in record
 
