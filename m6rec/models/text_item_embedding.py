@@ -75,8 +75,8 @@ class TextItemEmbedding(nn.Module):
         template: str = Templates.candidate,
         cache_dir: str | Path | None = None,
         **kwargs: Any,
-    ) -> TextItemEmbedding:
-        """Built on `catalogue_encodings(catalogue, encoder, template, cache_dir)`."""
+    ) -> Any:
+        """`cls` built on `catalogue_encodings(catalogue, encoder, template, cache_dir)`."""
         return cls(catalogue_encodings(catalogue, encoder, template, cache_dir), dim, **kwargs)
 
     def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
@@ -100,18 +100,7 @@ class HybridItemEmbedding(nn.Module):
             self.ids.weight[0].zero_()
         self.num_items, self.dim = self.text.num_items, dim
 
-    @classmethod
-    def from_catalogue(
-        cls,
-        catalogue: Any,
-        dim: int,
-        encoder: str = DEFAULT_ENCODER,
-        template: str = Templates.candidate,
-        cache_dir: str | Path | None = None,
-        **kwargs: Any,
-    ) -> HybridItemEmbedding:
-        """Built on `catalogue_encodings(catalogue, encoder, template, cache_dir)`."""
-        return cls(catalogue_encodings(catalogue, encoder, template, cache_dir), dim, **kwargs)
+    from_catalogue = classmethod(TextItemEmbedding.from_catalogue.__func__)  # the same factory, built as this class
 
     def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
         """`[...]` item indices → `[..., dim]` (zeros at the padding index 0)."""

@@ -25,8 +25,7 @@ from torch.utils.data import DataLoader
 from m6rec.data.corpus.documents import BehaviourCorpus, expand_files, read_documents
 from m6rec.data.corpus.pack import SPLITS, BlockCollate, BlockDataset, pack_documents, split_mask
 from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule
-from m6rec.data.datamodules.ctr_dataset import UnpaddedDistributedSampler
-from m6rec.data.datamodules.resumable import ResumableDataLoader, ResumableShardSampler
+from m6rec.data.datamodules.resumable import ResumableDataLoader, ResumableShardSampler, split_loader, trainer_world
 from m6rec.data.text.tokenizer import load_pretrained_tokenizer, train_tokenizer
 from m6rec.utils.files import atomic_dir, write_json_atomic
 
@@ -193,16 +192,11 @@ class TextCorpusDataModule(L.LightningDataModule):
         log.info("Corpus %s: %s", self.fingerprint, self.stats)
 
     # ------------------------------------------------------------------ loaders
-    @property
-    def _world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-
     def _collate(self) -> BlockCollate:
         return BlockCollate([self.separator_id, *self.tokenizer.all_special_ids])
 
     def train_dataloader(self) -> ResumableDataLoader:
-        world, rank = self._world
+        world, rank = trainer_world(self.trainer)
         dataset = self.datasets["train"]
         sampler = ResumableShardSampler(dataset, world, rank, shuffle=True, seed=self.hparams.shuffle_seed)
         return ResumableDataLoader(
@@ -216,17 +210,15 @@ class TextCorpusDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         """Validation blocks in order, sharded across ranks without padding (exact DDP perplexity)."""
-        world, rank = self._world
-        dataset = self.datasets["valid"]
-        sampler = UnpaddedDistributedSampler(dataset, world, rank) if world > 1 else None
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.eval_batch_size,
-            sampler=sampler,
-            shuffle=False,
-            collate_fn=self._collate(),
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+        hp = self.hparams
+        return split_loader(
+            self.datasets["valid"],
+            False,
+            self.trainer,
+            hp.batch_size,
+            hp.eval_batch_size,
+            hp.num_workers,
+            self._collate(),
         )
 
     def test_dataloader(self) -> DataLoader:

@@ -15,9 +15,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from m6rec.data.datamodules.bucketing import LengthGroupedSampler
-from m6rec.data.datamodules.ctr_dataset import CTRDataset, UnpaddedDistributedSampler, pad_collate
+from m6rec.data.datamodules.ctr_dataset import CTRDataset, pad_collate
 from m6rec.data.datamodules.eval_history import ALL_SPLITS, earlier_split_rows, request_histories, with_rows_replaced
-from m6rec.data.datamodules.resumable import resumable_train_loader
+from m6rec.data.datamodules.resumable import split_loader, trainer_world
 from m6rec.data.datamodules.sample_cache import cache_dir, data_fingerprint, load_or_build
 from m6rec.data.protocol.history import RaggedHistory, recent_training_rows
 from m6rec.data.protocol.sampling import k_core, scored_events
@@ -269,29 +269,14 @@ class BehaviourLogDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, name: str, train: bool) -> DataLoader:
-        dataset = self.datasets[name]
-        sampler = None
-        trainer = self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        if not train and world > 1:
-            sampler = UnpaddedDistributedSampler(dataset, world, rank)
-        if train:  # shuffled by (seed, epoch) with its position in the checkpoint: a resumed run is the same run
-            if self.hparams.length_bucketing:  # `data.length_bucketing`: batches of similar lengths
-                lengths = Ragged.from_rows(dataset.input_ids).lengths
-                sampler = LengthGroupedSampler(
-                    lengths, self.hparams.batch_size, world, rank, torch.initial_seed() % 2**32
-                )
-            return resumable_train_loader(
-                dataset, self.hparams.batch_size, world, rank, self.hparams.num_workers, self.collate_fn(), sampler
+        dataset, hp, sampler = self.datasets[name], self.hparams, None
+        if train and hp.length_bucketing:  # `data.length_bucketing`: batches of similar lengths
+            lengths = Ragged.from_rows(dataset.input_ids).lengths
+            sampler = LengthGroupedSampler(
+                lengths, hp.batch_size, *trainer_world(self.trainer), torch.initial_seed() % 2**32
             )
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.eval_batch_size,
-            shuffle=False,
-            sampler=sampler,
-            num_workers=self.hparams.num_workers,
-            collate_fn=self.collate_fn(),
-            persistent_workers=self.hparams.num_workers > 0,
+        return split_loader(
+            dataset, train, self.trainer, hp.batch_size, hp.eval_batch_size, hp.num_workers, self.collate_fn(), sampler
         )
 
     def collate_fn(self) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:

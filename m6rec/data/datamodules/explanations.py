@@ -21,9 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule
 from m6rec.data.datamodules.bucketing import LengthGroupedSampler
-from m6rec.data.datamodules.ctr_dataset import UnpaddedDistributedSampler
 from m6rec.data.datamodules.eval_history import earlier_split_rows
-from m6rec.data.datamodules.resumable import resumable_train_loader
+from m6rec.data.datamodules.resumable import split_loader, trainer_world
 from m6rec.data.protocol.history import recent_training_history
 from m6rec.data.protocol.splits import SPLIT_NAMES, TRAIN
 from m6rec.data.ragged import Ragged
@@ -244,30 +243,13 @@ class ExplanationDataModule(BehaviourLogDataModule):
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, name: str, train: bool) -> DataLoader:
-        dataset, sampler, trainer = self.datasets[name], None, self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        if not train and world > 1:
-            sampler = UnpaddedDistributedSampler(dataset, world, rank)
-        if train:  # shuffled by (seed, epoch), position saved in checkpoints (exact resume)
-            if self.hparams.get("length_bucketing"):  # batches of similar prompt + target lengths
-                lengths = [len(p) + len(t) for p, t in zip(dataset.prompts, dataset.targets, strict=True)]
-                sampler = LengthGroupedSampler(
-                    lengths, self.hparams.batch_size, world, rank, torch.initial_seed() % 2**32
-                )
-            return resumable_train_loader(
-                dataset,
-                self.hparams.batch_size,
-                world,
-                rank,
-                self.hparams.num_workers,
-                explanation_collate(self.tokenizer.pad_token_id),
-                sampler,
+        dataset, hp, sampler = self.datasets[name], self.hparams, None
+        if train and hp.get("length_bucketing"):  # batches of similar prompt + target lengths
+            lengths = [len(p) + len(t) for p, t in zip(dataset.prompts, dataset.targets, strict=True)]
+            sampler = LengthGroupedSampler(
+                lengths, hp.batch_size, *trainer_world(self.trainer), torch.initial_seed() % 2**32
             )
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.eval_batch_size,
-            sampler=sampler,
-            num_workers=self.hparams.num_workers,
-            collate_fn=explanation_collate(self.tokenizer.pad_token_id),
-            persistent_workers=self.hparams.num_workers > 0,
+        collate = explanation_collate(self.tokenizer.pad_token_id)
+        return split_loader(
+            dataset, train, self.trainer, hp.batch_size, hp.eval_batch_size, hp.num_workers, collate, sampler
         )

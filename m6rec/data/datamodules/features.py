@@ -14,8 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule
-from m6rec.data.datamodules.ctr_dataset import UnpaddedDistributedSampler
-from m6rec.data.datamodules.resumable import resumable_train_loader
+from m6rec.data.datamodules.resumable import split_loader
 from m6rec.data.protocol.splits import SPLIT_NAMES
 
 FIELDS = ("user", "item", "age", "gender", "occupation", "genres", "year")
@@ -192,18 +191,9 @@ class FeatureDataModule(L.LightningDataModule):
             self.stats[f"{name}_positive_rate"] = float(columns["labels"][rows].mean()) if len(rows) else 0.0
 
     def _loader(self, name: str, train: bool) -> DataLoader:
-        dataset, hp, trainer = self.datasets[name], self.hparams, self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        if train:  # shuffled by (seed, epoch), position saved in checkpoints (exact resume), DDP-sharded
-            return resumable_train_loader(dataset, hp.batch_size, world, rank, hp.num_workers, _whole_batch)
-        sampler = UnpaddedDistributedSampler(dataset, world, rank) if world > 1 else None  # each row once: exact
-        return DataLoader(
-            dataset,
-            batch_size=hp.eval_batch_size,
-            sampler=sampler,
-            num_workers=hp.num_workers,
-            collate_fn=_whole_batch,
-            persistent_workers=hp.num_workers > 0,
+        hp = self.hparams
+        return split_loader(
+            self.datasets[name], train, self.trainer, hp.batch_size, hp.eval_batch_size, hp.num_workers, _whole_batch
         )
 
     def train_dataloader(self) -> DataLoader:

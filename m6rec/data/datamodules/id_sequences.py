@@ -25,9 +25,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from m6rec.data.datamodules.ctr_dataset import UnpaddedDistributedSampler
 from m6rec.data.datamodules.next_item import NextItemDataModule
-from m6rec.data.datamodules.resumable import resumable_train_loader
+from m6rec.data.datamodules.resumable import split_loader
 from m6rec.data.protocol.splits import SPLIT_NAMES, TEST, TRAIN, VALID, loo_order
 
 TRAIN_ROWS = ("windows", "pairs")
@@ -180,20 +179,15 @@ class SequenceDataModule(NextItemDataModule):
         return rows
 
     def _loader(self, name: str, train: bool) -> DataLoader:
-        if name == "catalogue":
-            raise ValueError("SequenceDataModule has no text catalogue: rank item indices (ranking_items)")
-        dataset, hp, trainer = self.datasets[name], self.hparams, self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        if train:  # shuffled by (seed, epoch), position saved in checkpoints (exact resume), DDP-sharded
-            return resumable_train_loader(dataset, hp.batch_size, world, rank, hp.num_workers, sequence_collate)
-        sampler = UnpaddedDistributedSampler(dataset, world, rank) if world > 1 else None  # each query once
-        return DataLoader(
-            dataset,
-            batch_size=hp.eval_batch_size,
-            sampler=sampler,
-            num_workers=hp.num_workers,
-            collate_fn=sequence_collate,
-            persistent_workers=hp.num_workers > 0,
+        hp = self.hparams
+        return split_loader(
+            self.datasets[name],
+            train,
+            self.trainer,
+            hp.batch_size,
+            hp.eval_batch_size,
+            hp.num_workers,
+            sequence_collate,
         )
 
     def collate_fn(self) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:

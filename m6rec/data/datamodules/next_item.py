@@ -20,9 +20,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule
-from m6rec.data.datamodules.ctr_dataset import UnpaddedDistributedSampler
 from m6rec.data.datamodules.eval_history import ALL_SPLITS, earlier_split_rows
-from m6rec.data.datamodules.resumable import resumable_train_loader
+from m6rec.data.datamodules.resumable import split_loader
 from m6rec.data.protocol.history import recent_training_history
 from m6rec.data.protocol.splits import SPLIT_NAMES, TEST, TRAIN, VALID
 from m6rec.data.text.batch_prompts import encode_parts
@@ -207,22 +206,16 @@ class NextItemDataModule(BehaviourLogDataModule):
         return [render_prompt(u, p, h, "", self.query_templates) for u, p, h in self.query_parts[name]]
 
     def _loader(self, name: str, train: bool) -> DataLoader:
-        dataset, sampler, trainer = self.datasets[name], None, self.trainer
-        if train:  # shuffled by (seed, epoch), position saved in checkpoints (exact resume)
-            world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-            return resumable_train_loader(
-                dataset, self.hparams.batch_size, world, rank, self.hparams.num_workers, self.collate_fn()
-            )
-        if not train and name != "catalogue" and trainer is not None and trainer.world_size > 1:
-            sampler = UnpaddedDistributedSampler(dataset, trainer.world_size, trainer.global_rank)
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size,
-            shuffle=train,
-            sampler=sampler,
-            num_workers=self.hparams.num_workers,
-            collate_fn=self.collate_fn(),
-            persistent_workers=self.hparams.num_workers > 0,
+        hp = self.hparams  # the catalogue is not sharded: each rank embeds all of it
+        return split_loader(
+            self.datasets[name],
+            train,
+            self.trainer,
+            hp.batch_size,
+            hp.eval_batch_size,
+            hp.num_workers,
+            self.collate_fn(),
+            shard_eval=name != "catalogue",
         )
 
     def collate_fn(self) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:

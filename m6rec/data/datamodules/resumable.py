@@ -130,3 +130,39 @@ def resumable_train_loader(
         persistent_workers=num_workers > 0,
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+def trainer_world(trainer: Any) -> tuple[int, int]:
+    """(world size, global rank) of the attached Trainer; (1, 0) before one is attached."""
+    return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+
+def split_loader(
+    dataset: Sized,
+    train: bool,
+    trainer: Any,
+    batch_size: int,
+    eval_batch_size: int,
+    num_workers: int,
+    collate_fn: Any,
+    sampler: ResumableShardSampler | None = None,
+    shard_eval: bool = True,
+) -> DataLoader:
+    """Every DataModule's loader: training = `resumable_train_loader` (seeded, resumable, DDP-sharded; `sampler`
+    another such order); evaluation in order, sharded across ranks without padding so each row is scored once
+    (exact DDP metrics), or whole on every rank with `shard_eval=False` (e.g. a catalogue each rank embeds)."""
+    from m6rec.data.datamodules.ctr_dataset import UnpaddedDistributedSampler
+
+    world, rank = trainer_world(trainer)
+    if train:
+        return resumable_train_loader(dataset, batch_size, world, rank, num_workers, collate_fn, sampler)
+    shard = UnpaddedDistributedSampler(dataset, world, rank) if shard_eval and world > 1 else None
+    return DataLoader(
+        dataset,
+        batch_size=eval_batch_size,
+        shuffle=False,
+        sampler=shard,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        persistent_workers=num_workers > 0,
+    )
