@@ -185,6 +185,20 @@ MODELS: list[dict] = [
         "id_tokens": True,
         "overrides": ["experiment=p1_sasrec_hybrid", "model.item_embedding.dropout=0.5"],
     },
+    # P1: the same two with a 40-epoch cap (early stopping, patience 5, still decides): both peaked late under 18
+    *(
+        {
+            "protocol": "P1",
+            "model": f"{name}_cap40",
+            "lm_based": lm,
+            "id_tokens": True,
+            "overrides": [*overrides, "trainer.max_epochs=40"],
+        }
+        for name, lm, overrides in [
+            ("sasrec", False, ["experiment=p1_sasrec"]),
+            ("sasrec_hybrid_textdrop", True, ["experiment=p1_sasrec_hybrid", "model.item_embedding.dropout=0.5"]),
+        ]
+    ),
     # P2: DeepFM + MiniLM user / item text fields (+ liked / disliked history-text profiles)
     {
         "protocol": "P2",
