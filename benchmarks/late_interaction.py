@@ -1,17 +1,21 @@
-"""Late interaction vs the full model: speed-up per ranking request, and AUC kept — from two trained runs.
+"""Late interaction vs the full model: speed-up per ranking request, and AUC kept — from pairs of trained runs.
 
-Train the same model twice, late and full, then compare them (MovieLens-100K, 6-block 128-d GPT-2):
+Train the same model late and full, once per seed, then compare each seed's pair (MovieLens-100K, 6-block 128-d GPT-2):
 
-    python run.py -m experiment=ctr_late task.layers_online=1,null
-    python benchmarks/late_interaction.py --late-run <ctr_late run dir> --full-run <the layers_online=null run dir>
+    python run.py -m experiment=ctr_late task.layers_online=1,null seed=0,1,2
+    python benchmarks/late_interaction.py --late-run <job 0> <job 1> <job 2> --full-run <job 3> <job 4> <job 5>
 
-Each of `--users` test users is one request ranking `--candidates` items: their test items (at most half the list;
-label = the run's CTR label) plus items they never rated in any split (label 0). Every request is built by the
-recommender's path (`request_rows(..., before=VALID)`: the user's newest training ratings as history) and scored by
-each run's own model. Latency per request excludes tokenization: full = the padded prompts through every block; late =
-the segments' lower-block states looked up in a `SegmentStateCache` (built offline, timed apart as `cache_build_s`),
-concatenated, the top `layers_online` blocks. Requests alternate full/late so both see the same CPU load.
-The runs' own test-set AUCs (metrics.json) are reported beside the ranking AUCs.
+(jobs 0-2 of the multirun are the late runs of seeds 0, 1, 2, jobs 3-5 the full ones). Runs pair by position: the i-th
+late run with the i-th full run, both on the same data. Each of `--users` test users is one request ranking
+`--candidates` items: their test items (at most half the list; label = the run's CTR label) plus items they never rated
+in any split (label 0); the requests come from a fixed `--seed`, so every pair ranks the same ones and pairs differ only
+in their trained models. Every request is built by the recommender's path (`request_rows(..., before=VALID)`: the user's
+newest training ratings as history) and scored by each run's own model. Latency per request excludes tokenization: full
+= the padded prompts through every block; late = the segments' lower-block states looked up in a `SegmentStateCache`
+(built offline, timed apart as `cache_build_s`), concatenated, the top `layers_online` blocks. Requests alternate
+full/late so both see the same CPU load. The runs' own test-set AUCs (metrics.json) are reported beside the ranking
+AUCs. The JSON holds each pair's measures (`pairs`) and their mean ± std over pairs (`summary`); the table prints one
+line per pair and the mean ± std.
 """
 
 from __future__ import annotations
@@ -39,9 +43,13 @@ from m6rec.recommend import load_run  # noqa: E402
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--late-run", required=True, help="run dir of experiment=ctr_late (task.layers_online set)")
-    p.add_argument("--full-run", required=True, help="run dir of the same experiment with task.layers_online=null")
-    p.add_argument("--users", type=int, default=50, help="ranking requests (test users)")
+    p.add_argument(
+        "--late-run", nargs="+", required=True, help="run dirs with task.layers_online set (e.g. one per seed)"
+    )
+    p.add_argument(
+        "--full-run", nargs="+", required=True, help="the same runs with task.layers_online=null, in the same order"
+    )
+    p.add_argument("--users", type=int, default=300, help="ranking requests (test users)")
     p.add_argument("--candidates", type=int, default=100, help="items ranked per request")
     p.add_argument("--warmup-requests", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared CPU)")
@@ -57,8 +65,11 @@ def ranking_requests(
     samples = dm.samples()
     test = samples[samples["split"].to_numpy() == TEST]
     all_items = np.sort(dm.tables.items["item_id"].to_numpy())
+    test_users = np.sort(test["user_id"].unique())
+    if users > len(test_users):
+        raise SystemExit(f"--users {users}: the test split has only {len(test_users)} users")
     requests = []
-    for user in rng.choice(np.sort(test["user_id"].unique()), size=users, replace=False).tolist():
+    for user in rng.choice(test_users, size=users, replace=False).tolist():
         own = test[test["user_id"] == user]
         own = own.iloc[rng.permutation(len(own))[: candidates // 2]]
         seen = samples.loc[samples["user_id"] == user, "item_id"].to_numpy()
@@ -89,17 +100,18 @@ def run_test_auc(run_dir: str) -> float | None:
     return json.loads(path.read_text()).get("test/auc") if path.is_file() else None
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    _, late_dm, late_system = load_run(args.late_run)
-    _, full_dm, full_system = load_run(args.full_run)
+def measure_pair(late_run: str, full_run: str, args: argparse.Namespace) -> dict:
+    """Speed-up and AUCs of one late run against one full run of the same data, on the `args` ranking requests."""
+    _, late_dm, late_system = load_run(late_run)
+    _, full_dm, full_system = load_run(full_run)
     late, full = late_system.model, full_system.model
     if not isinstance(late, LateInteractionScorer) or isinstance(full, LateInteractionScorer):
-        raise SystemExit("--late-run needs task.layers_online set, --full-run needs task.layers_online=null")
+        raise SystemExit(
+            f"--late-run {late_run} needs task.layers_online set, --full-run {full_run} needs task.layers_online=null"
+        )
     if late_dm.fingerprint != full_dm.fingerprint:  # same log, split and labels: the same test set for both
         raise SystemExit(
-            f"--late-run {args.late_run} and --full-run {args.full_run}: different data "
+            f"--late-run {late_run} and --full-run {full_run}: different data "
             f"(fingerprints {late_dm.fingerprint} vs {full_dm.fingerprint})"
         )
 
@@ -140,8 +152,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "auc_late": float(binary_auroc(torch.cat(late_scores), labels)),
         "user_auc_full": mean_user_auc(full_scores, request_labels),
         "user_auc_late": mean_user_auc(late_scores, request_labels),
-        "test_auc_full": run_test_auc(args.full_run),
-        "test_auc_late": run_test_auc(args.late_run),
+        "test_auc_full": run_test_auc(full_run),
+        "test_auc_late": run_test_auc(late_run),
         "layers_online": late.layers_online,
         "layers": len(late.backbone.h),
         "hidden": late.backbone.config.hidden_size,
@@ -160,8 +172,57 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "threads": args.threads,
         "seed": args.seed,
         "data_s": data_s,
-        "late_run": str(args.late_run),
-        "full_run": str(args.full_run),
+        "late_run": str(late_run),
+        "full_run": str(full_run),
+    }
+    for name in ("auc", "user_auc", "test_auc"):  # late as a share of full, in %
+        late_value, full_value = result[f"{name}_late"], result[f"{name}_full"]
+        result[f"{name}_kept_pct"] = None if None in (late_value, full_value) else 100 * late_value / full_value
+    return result
+
+
+SUMMARY_KEYS = (
+    "speedup",
+    "latency_ms_full",
+    "latency_ms_late",
+    "test_auc_late",
+    "test_auc_full",
+    "test_auc_kept_pct",
+    "auc_late",
+    "auc_full",
+    "auc_kept_pct",
+    "user_auc_late",
+    "user_auc_full",
+    "user_auc_kept_pct",
+)
+
+
+def summarize(pairs: list[dict]) -> dict:
+    """{key: {mean, std}} over pairs for each of SUMMARY_KEYS: sample std (0 for one pair); None where a pair has
+    None (a run without metrics.json, no request with both labels)."""
+    summary: dict = {"n_pairs": len(pairs)}
+    for key in SUMMARY_KEYS:
+        values = [pair[key] for pair in pairs]
+        if None in values:
+            summary[key] = {"mean": None, "std": None}
+        else:
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            summary[key] = {"mean": statistics.fmean(values), "std": std}
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if len(args.late_run) != len(args.full_run):
+        raise SystemExit(
+            f"--late-run has {len(args.late_run)} run dirs but --full-run has {len(args.full_run)}: "
+            "give one full run per late run, in the same order"
+        )
+    torch.set_num_threads(args.threads)
+    pairs = [measure_pair(late, full, args) for late, full in zip(args.late_run, args.full_run, strict=True)]
+    result = {
+        "summary": summarize(pairs),
+        "pairs": pairs,
         "command": "python benchmarks/late_interaction.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     out = Path(args.out)
@@ -172,23 +233,39 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return result
 
 
-def print_table(r: dict) -> None:
-    def fmt(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.4f}"
+DIGITS = {"speedup": 2, "latency_ms_full": 1, "latency_ms_late": 1, "auc_kept_pct": 1, "user_auc_kept_pct": 1}
+DIGITS["test_auc_kept_pct"] = 1  # every other key: 4
 
-    print(
-        f"| model | blocks online | ranking AUC | mean user AUC | test-set AUC (run) | ms / request "
-        f"({r['candidates']} items) |"
+
+def number(key: str, value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.{DIGITS.get(key, 4)}f}"
+
+
+def table_cells(fmt: Callable[[str], str]) -> str:
+    """Speed-up, latencies, then each AUC as 'late / full (kept %)', each value written by `fmt(key)`."""
+    aucs = " | ".join(
+        f"{fmt(f'{name}_late')} / {fmt(f'{name}_full')} ({fmt(f'{name}_kept_pct')} %)"
+        for name in ("auc", "user_auc", "test_auc")
     )
-    print("|---|---|---|---|---|---|")
-    for name, blocks in (("full", r["layers"]), ("late", r["layers_online"])):
-        print(
-            f"| {name} | {blocks} of {r['layers']} | {r[f'auc_{name}']:.4f} | {fmt(r[f'user_auc_{name}'])} | "
-            f"{fmt(r[f'test_auc_{name}'])} | {r[f'latency_ms_{name}']:.1f} |"
-        )
+    return f"{fmt('speedup')}x | {fmt('latency_ms_full')} → {fmt('latency_ms_late')} | {aucs} |"
+
+
+def print_table(result: dict) -> None:
+    """One markdown line per pair, then one of the mean ± std over pairs."""
+    first, summary = result["pairs"][0], result["summary"]
     print(
-        f"speed-up {r['speedup']:.2f}x, ranking AUC kept {100 * r['auc_late'] / r['auc_full']:.1f} %, cache build "
-        f"{r['cache_build_s']:.2f} s for {r['cache_entries']} segments ({r['cache_lookups']} lookups)"
+        f"| pair | blocks online | speed-up | ms / request full → late ({first['candidates']} items) | ranking AUC "
+        "late / full (kept) | mean user AUC late / full (kept) | test-set AUC (run) late / full (kept) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for k, pair in enumerate(result["pairs"]):
+        cells = table_cells(lambda key, pair=pair: number(key, pair[key]))
+        print(f"| {k} | {pair['layers_online']} of {pair['layers']} | {cells}")
+    cells = table_cells(lambda key: f"{number(key, summary[key]['mean'])} ± {number(key, summary[key]['std'])}")
+    print(f"| mean ± std ({summary['n_pairs']} pairs) | | {cells}")
+    print(
+        f"cache (pair 0): built in {first['cache_build_s']:.2f} s for {first['cache_entries']} segments "
+        f"({first['cache_lookups']} lookups); {first['users']} requests, {first['positives']} positives"
     )
 
 
