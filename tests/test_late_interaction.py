@@ -169,14 +169,13 @@ def test_layers_online_out_of_range_is_rejected():
         LateInteractionScorer(build_backbone(50, GPT2), layers_online=3)
 
 
-@pytest.fixture(scope="module")
-def late_and_full_runs(ml100k_dir, tmp_path_factory) -> tuple[Path, Path]:
-    """experiment=ctr_late trained twice through the CLI (one multirun): layers_online=1, and the same model full."""
-    tmp = tmp_path_factory.mktemp("late_runs")
+def train_late_and_full(overrides: list[str], ml100k_dir: Path, tmp: Path) -> tuple[Path, Path]:
+    """A 2-block 32-d model trained for one epoch through the CLI, twice (one multirun): task.layers_online=1, then
+    the same model full; returns the two run dirs (late, full)."""
     run_cli(
         [
             "-m",
-            "experiment=ctr_late",
+            *overrides,
             "task.layers_online=1,null",
             "logger=csv",
             f"data.root={ml100k_dir}",
@@ -188,8 +187,21 @@ def late_and_full_runs(ml100k_dir, tmp_path_factory) -> tuple[Path, Path]:
         ],
         tmp,
     )
-    late, full = sorted((tmp / "logs" / "ctr_late" / "multiruns").glob("*/[01]"))
+    late, full = sorted((tmp / "logs").glob("*/multiruns/*/[01]"))
     return late, full
+
+
+@pytest.fixture(scope="module")
+def late_and_full_runs(ml100k_dir, tmp_path_factory) -> tuple[Path, Path]:
+    """experiment=ctr_late trained late and full."""
+    return train_late_and_full(["experiment=ctr_late"], ml100k_dir, tmp_path_factory.mktemp("late_runs"))
+
+
+@pytest.fixture(scope="module")
+def id_token_late_and_full_runs(ml100k_dir, tmp_path_factory) -> tuple[Path, Path]:
+    """The ctr_lora recipe (LoRA + trainable embeddings, ID tokens) on late-interaction segments, late and full."""
+    tmp = tmp_path_factory.mktemp("id_token_late_runs")
+    return train_late_and_full(["experiment=ctr_lora", "data=ml100k_late_id_tokens"], ml100k_dir, tmp)
 
 
 @pytest.mark.slow  # two CLI training runs (late_and_full_runs): the slow tier, still run by CI
@@ -244,35 +256,55 @@ def test_late_interaction_needs_segment_batches_and_an_in_place_peft(ml100k_dir,
         CTRSystem(apply_peft(build_backbone(50, GPT2), OptionTuning(n_prompt=4, num_options=2)), layers_online=1)
 
 
-@pytest.mark.slow  # two CLI training runs (late_and_full_runs): the slow tier, still run by CI
-def test_benchmark_runs_end_to_end_on_the_fixture(late_and_full_runs, tmp_path):
+@pytest.mark.slow  # four CLI training runs (two late/full pairs): the slow tier, still run by CI
+def test_benchmark_runs_end_to_end_on_two_pairs(late_and_full_runs, id_token_late_and_full_runs, tmp_path, capsys):
+    """Two pairs (ctr_late; ctr_lora with ID tokens): each measured on the same requests, the summary = the mean and
+    sample std over the pairs."""
+    from benchmarks.late_interaction import SUMMARY_KEYS, main
+
+    pairs = [late_and_full_runs, id_token_late_and_full_runs]
+    out = tmp_path / "late.json"
+    late_dirs, full_dirs = [str(late) for late, _ in pairs], [str(full) for _, full in pairs]
+    args = ["--late-run", *late_dirs, "--full-run", *full_dirs, "--users", "3", "--candidates", "10"]
+    result = main([*args, "--warmup-requests", "1", "--out", str(out)])
+    assert json.loads(out.read_text()) == result
+    assert result["command"] == "python benchmarks/late_interaction.py " + " ".join(
+        [*args, "--warmup-requests", "1", "--out", str(out)]
+    )
+    assert [(p["late_run"], p["full_run"]) for p in result["pairs"]] == list(zip(late_dirs, full_dirs, strict=True))
+    for pair, (late_dir, full_dir) in zip(result["pairs"], pairs, strict=True):
+        assert (pair["layers"], pair["layers_online"], pair["users"], pair["candidates"]) == (2, 1, 3, 10)
+        assert pair["cache_vs_uncached_max_abs_diff"] <= 1e-6
+        assert pair["cache_entries"] < pair["cache_lookups"]  # shared user/history/candidate segments reused
+        assert pair["speedup"] == pytest.approx(pair["latency_ms_full"] / pair["latency_ms_late"])
+        for name, run_dir in (("full", full_dir), ("late", late_dir)):
+            assert pair[f"test_auc_{name}"] == json.loads((run_dir / "metrics.json").read_text())["test/auc"]
+        for name in ("auc", "user_auc", "test_auc"):
+            assert pair[f"{name}_kept_pct"] == pytest.approx(100 * pair[f"{name}_late"] / pair[f"{name}_full"])
+    assert result["pairs"][0]["positives"] == result["pairs"][1]["positives"]  # the same requests for every pair
+
+    summary = result["summary"]
+    assert summary["n_pairs"] == 2 and set(summary) == {"n_pairs", *SUMMARY_KEYS}
+    for key in SUMMARY_KEYS:
+        values = np.array([pair[key] for pair in result["pairs"]])
+        assert summary[key]["mean"] == pytest.approx(values.mean(), rel=1e-12)
+        assert summary[key]["std"] == pytest.approx(values.std(ddof=1), rel=1e-12)
+    assert summary["test_auc_late"]["std"] > 0  # two different models: a std of 0 would be no check at all
+
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]  # header, rows
+    assert [line.split(" | ")[0] for line in table] == ["| pair", "| 0", "| 1", "| mean ± std (2 pairs)"]
+
+
+def test_benchmark_refuses_unequal_run_counts(tmp_path):
     from benchmarks.late_interaction import main
 
-    late_dir, full_dir = late_and_full_runs
     out = tmp_path / "late.json"
-    result = main(
-        [
-            "--late-run",
-            str(late_dir),
-            "--full-run",
-            str(full_dir),
-            "--users",
-            "3",
-            "--candidates",
-            "10",
-            "--warmup-requests",
-            "1",
-            "--out",
-            str(out),
-        ]
+    with pytest.raises(SystemExit) as refused:  # refused before any run is loaded: the dirs need not exist
+        main(["--late-run", "a", "b", "--full-run", "c", "--out", str(out)])
+    assert refused.value.code == (
+        "--late-run has 2 run dirs but --full-run has 1: give one full run per late run, in the same order"
     )
-    assert json.loads(out.read_text()) == result
-    assert (result["layers"], result["layers_online"], result["users"], result["candidates"]) == (2, 1, 3, 10)
-    assert result["cache_vs_uncached_max_abs_diff"] <= 1e-6
-    assert result["cache_entries"] < result["cache_lookups"]  # shared user/history/candidate segments reused
-    assert result["speedup"] == pytest.approx(result["latency_ms_full"] / result["latency_ms_late"])
-    for name, run_dir in (("full", full_dir), ("late", late_dir)):
-        assert result[f"test_auc_{name}"] == json.loads((run_dir / "metrics.json").read_text())["test/auc"]
+    assert not out.exists()
 
 
 def test_late_request_rows_equal_the_test_rows_under_loo(ml100k_dir, tmp_path):
