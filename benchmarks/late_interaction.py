@@ -262,7 +262,7 @@ def print_table(result: dict) -> None:
         cells = table_cells(lambda key, pair=pair: number(key, pair[key]))
         print(f"| {k} | {pair['layers_online']} of {pair['layers']} | {cells}")
     cells = table_cells(lambda key: f"{number(key, summary[key]['mean'])} ± {number(key, summary[key]['std'])}")
-    print(f"| mean ± std ({summary['n_pairs']} pairs) | | {cells}")
+    print(f"| mean ± std (n={summary['n_pairs']}) | | {cells}")
     print(
         f"cache (pair 0): built in {first['cache_build_s']:.2f} s for {first['cache_entries']} segments "
         f"({first['cache_lookups']} lookups); {first['users']} requests, {first['positives']} positives"

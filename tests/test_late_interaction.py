@@ -292,7 +292,7 @@ def test_benchmark_runs_end_to_end_on_two_pairs(late_and_full_runs, id_token_lat
     assert summary["test_auc_late"]["std"] > 0  # two different models: a std of 0 would be no check at all
 
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]  # header, rows
-    assert [line.split(" | ")[0] for line in table] == ["| pair", "| 0", "| 1", "| mean ± std (2 pairs)"]
+    assert [line.split(" | ")[0] for line in table] == ["| pair", "| 0", "| 1", "| mean ± std (n=2)"]
 
 
 def test_benchmark_refuses_unequal_run_counts(tmp_path):
