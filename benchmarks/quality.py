@@ -115,6 +115,13 @@ MODELS: list[dict] = [
     {"protocol": "P2", "model": "ctr_lora", "lm_based": True, "id_tokens": True, "overrides": ["experiment=ctr_lora"]},
     {
         "protocol": "P2",
+        "model": "ctr_lora_e64",  # session 4's recipe: the same on 64-d blocks
+        "lm_based": True,
+        "id_tokens": True,
+        "overrides": ["experiment=ctr_lora", "model.backbone.config.n_embd=64"],
+    },
+    {
+        "protocol": "P2",
         "model": "ctr_lora_text",
         "lm_based": True,
         "id_tokens": False,

@@ -51,10 +51,10 @@ def test_peft_choice_changes_what_is_trained(tmp_path: Path, ml100k_dir: Path):
         system = instantiate(cfg.task, backbone=apply_peft(backbone, instantiate(cfg.peft)))
         counts[peft] = count_parameters(system.model)
     assert counts["none"]["trainable"] == counts["none"]["total"]
-    # LoRA r=16 on c_attn (64→192), c_proj (64→64, 256→64) and c_fc (64→256) in 2 layers, plus the 65-weight head
-    lora = 2 * 16 * ((64 + 192) + (64 + 64) + (256 + 64) + (64 + 256)) + 65
+    # LoRA r=16 on c_attn (128→384), c_proj (128→128, 512→128) and c_fc (128→512) in 2 layers, plus the 129-weight head
+    lora = 2 * 16 * ((128 + 384) + (128 + 128) + (512 + 128) + (128 + 512)) + 129
     assert counts["lora"]["trainable"] == lora
-    assert counts["lora"]["total"] == counts["none"]["total"] + lora - 65
+    assert counts["lora"]["total"] == counts["none"]["total"] + lora - 129
 
 
 @pytest.mark.parametrize("data", sorted(p.stem for p in (ROOT / "conf" / "data").glob("*.yaml")))

@@ -237,6 +237,7 @@ def data_config(tmp_path: Path, ml100k_dir: Path, cache_dir: Path, *overrides: s
     return compose_config(
         [
             "experiment=ctr_lora",
+            "model.backbone.config.n_embd=64",  # the tiny GPT-2 whose TRAINABLE counts are worked out above
             "data.batch_size=32",
             f"data.root={ml100k_dir}",
             f"paths.data_dir={cache_dir}",
