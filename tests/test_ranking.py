@@ -216,6 +216,8 @@ def test_a_constant_scorer_ranks_last_through_the_near_tie_fallback():
 def test_chunk_size_follows_the_memory_budget():
     assert chunk_size_for(256, 4, memory_budget=256 * 6 * 1000) == 1000  # float32 scores + two bool masks
     assert chunk_size_for(10**6, 4, memory_budget=1) == 1
+    threads = torch.get_num_threads()  # on a CPU the budget is per intra-op thread
+    assert chunk_size_for(256, 4, 256 * 6 * 1000, torch.device("cpu")) == 1000 * threads
     queries, items, targets, excluded = _tied_case(3)
-    tiny = target_ranks(queries, items, targets, excluded, memory_budget=40 * 6 * 7)  # 7 items per chunk
-    assert torch.equal(tiny, two_pass_ranks(queries, items, targets, excluded, chunk_size=7))
+    tiny = target_ranks(queries, items, targets, excluded, memory_budget=40 * 6 * 7)  # 7 items per chunk and thread
+    assert torch.equal(tiny, two_pass_ranks(queries, items, targets, excluded, chunk_size=7 * threads))

@@ -18,9 +18,13 @@ ESTIMATE_BLOCK = 256  # queries per product that estimates target scores (cost B
 ESTIMATE_WIDTH = 64  # at least this many columns in it: narrower products ran another BLAS kernel
 
 
-def chunk_size_for(n_queries: int, itemsize: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> int:
-    """Items per chunk so that one chunk's scores plus two boolean masks fit `memory_budget` bytes (at least 1)."""
-    return max(1, memory_budget // (max(n_queries, 1) * (itemsize + 2)))
+def chunk_size_for(
+    n_queries: int, itemsize: int, memory_budget: int = DEFAULT_MEMORY_BUDGET, device: torch.device | None = None
+) -> int:
+    """Items per chunk so that one chunk's scores plus two boolean masks fit `memory_budget` bytes (at least 1), per
+    intra-op thread on a CPU `device` (threads split a chunk, so each keeps a cache-sized share)."""
+    threads = torch.get_num_threads() if device is not None and device.type == "cpu" else 1
+    return max(1, memory_budget * threads // (max(n_queries, 1) * (itemsize + 2)))
 
 
 @torch.no_grad()
@@ -35,15 +39,16 @@ def target_ranks(
     """0-based rank of item `targets[b]` for query `b` under dot-product scores `queries @ items.T`, in one pass.
 
     `excluded` (B, K) holds item indices to leave out of query b's ranking (-1 = padding); the target itself is never
-    excluded. Items are scored one chunk at a time (`chunk_size`, else sized from `memory_budget` bytes), so memory
-    is O(B * chunk) whatever the catalogue size, and each chunk's product is computed once.
+    excluded. Items are scored one chunk at a time (`chunk_size`, else sized from `memory_budget` bytes per CPU
+    thread: `chunk_size_for`), so memory is O(B * chunk) whatever the catalogue size, and each chunk's product is
+    computed once.
     Exactness: each query's threshold is its target score from the same BLAS kernel (a block product, diagonal taken;
     with one chunk, the chunk's own score); a chunk counts its items at or above it with one in-place subtraction
     and a sum of sign bits. A query whose threshold is not bit-equal to the score in its target's chunk (another
     kernel, e.g. tiny chunks or a GPU), or with a NaN score, is ranked again by `two_pass_ranks`.
     """
     n_queries, device = len(queries), queries.device
-    chunk = chunk_size or chunk_size_for(n_queries, queries.element_size(), memory_budget)
+    chunk = chunk_size or chunk_size_for(n_queries, queries.element_size(), memory_budget, device)
     threshold = None if chunk >= len(items) else _target_score_estimates(queries, items, targets)
     exact = torch.full((n_queries,), float("nan"), dtype=queries.dtype, device=device)
     ranks = torch.zeros(n_queries, dtype=torch.int32, device=device)
