@@ -50,11 +50,12 @@ def target_ranks(
     n_queries, device = len(queries), queries.device
     chunk = chunk_size or chunk_size_for(n_queries, queries.element_size(), memory_budget, device)
     threshold = None if chunk >= len(items) else _target_score_estimates(queries, items, targets)
+    cut = None if threshold is None else _without_positive_zero(threshold)[:, None]
     exact = torch.full((n_queries,), float("nan"), dtype=queries.dtype, device=device)
-    ranks = torch.zeros(n_queries, dtype=torch.int32, device=device)
-    unsure = torch.zeros(n_queries, dtype=torch.bool, device=device)
+    ranks = torch.full((n_queries,), len(items), dtype=torch.int32, device=device)  # minus the items found below
+    row_sums = torch.zeros_like(exact)  # NaN once a NaN score was met (its sign bit means nothing)
     target_groups = _group_by_chunk(torch.arange(n_queries, device=device), targets, len(items), chunk)
-    excluded_groups = _excluded_by_chunk(excluded, len(items), chunk, device)
+    dropped_groups = _dropped_by_chunk(targets, excluded, len(items), chunk)
     signed = {2: torch.int16, 4: torch.int32, 8: torch.int64}[queries.element_size()]  # same width: sign bit on top
     width = min(chunk, len(items))  # rows of the scratch an odd multiple of 16 long: other strides ran ~1.5x slower
     scratch = queries.new_empty(n_queries, width + (-width) % 32 + 16)
@@ -63,17 +64,15 @@ def target_ranks(
         scores = torch.mm(queries, block.T, out=scratch[:, : len(block)])
         rows, columns = target_groups[index]
         exact[rows] = scores[rows, columns - start]
-        if threshold is None:  # one chunk: every target score is exact already
-            threshold = exact
-        scores[rows, columns - start] = float("-inf")  # the target is not ranked against itself
-        rows, columns = excluded_groups[index]
-        scores[rows, columns - start] = float("-inf")  # dropped items fall below any threshold
-        scores.sub_(_without_positive_zero(threshold)[:, None])  # sign bit set exactly where score < threshold
-        unsure |= scores.sum(1).isnan()  # a NaN's sign bit means nothing
+        if cut is None:  # one chunk: every target score is exact already
+            threshold, cut = exact, _without_positive_zero(exact)[:, None]
+        rows, columns = dropped_groups[index]
+        scores[rows, columns - start] = float("-inf")  # the target and excluded items fall below any threshold
+        scores.sub_(cut)  # IEEE subtraction: the sign bit is set exactly where score < threshold
+        row_sums += scores.sum(1)
         ranks += scores.view(signed).bitwise_right_shift_(8 * scores.element_size() - 1).sum(1, dtype=torch.int32)
-        ranks += scores.size(1)  # the shift gave -1 per item below the threshold, 0 per item at or above it
     ranks = ranks.long()
-    redo = (exact != threshold) | unsure  # NaN (no exact score) is redone too
+    redo = (exact != threshold) | row_sums.isnan()  # NaN (no exact score) is redone too
     if redo.any():
         rows = redo.nonzero().squeeze(1)
         kept_excluded = None if excluded is None else excluded[rows]
@@ -158,14 +157,15 @@ def _group_by_chunk(rows: Tensor, columns: Tensor, n_items: int, chunk: int) -> 
     return [(rows[a:b], columns[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)][: -(-n_items // chunk)]
 
 
-def _excluded_by_chunk(
-    excluded: Tensor | None, n_items: int, chunk: int, device: torch.device
+def _dropped_by_chunk(
+    targets: Tensor, excluded: Tensor | None, n_items: int, chunk: int
 ) -> list[tuple[Tensor, Tensor]]:
-    """The valid (>= 0) entries of `excluded` as (row, item) pairs grouped by chunk (empty groups without it)."""
-    if excluded is None:
-        excluded = torch.empty(0, 0, dtype=torch.long, device=device)
-    rows, slots = (excluded >= 0).nonzero(as_tuple=True)
-    return _group_by_chunk(rows, excluded[rows, slots], n_items, chunk)
+    """(row, item) pairs of each query's target and valid (>= 0) `excluded` entries, grouped by chunk."""
+    rows, columns = torch.arange(len(targets), device=targets.device), targets
+    if excluded is not None:
+        excluded_rows, slots = (excluded >= 0).nonzero(as_tuple=True)
+        rows, columns = torch.cat([rows, excluded_rows]), torch.cat([columns, excluded[excluded_rows, slots]])
+    return _group_by_chunk(rows, columns, n_items, chunk)
 
 
 def ranking_values(ranks: Tensor, ks: Sequence[int] = (10, 20)) -> dict[str, Tensor]:
