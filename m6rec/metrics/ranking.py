@@ -49,9 +49,10 @@ def target_ranks(
     """
     n_queries, device = len(queries), queries.device
     chunk = chunk_size or chunk_size_for(n_queries, queries.element_size(), memory_budget, device)
-    threshold = None if chunk >= len(items) else _target_score_estimates(queries, items, targets)
-    cut = None if threshold is None else _without_positive_zero(threshold)[:, None]
     exact = torch.full((n_queries,), float("nan"), dtype=queries.dtype, device=device)
+    one_chunk = chunk >= len(items)  # then the chunk's own target scores are the thresholds
+    threshold = exact if one_chunk else _target_score_estimates(queries, items, targets)
+    cut = None if one_chunk else _without_positive_zero(threshold)[:, None]
     ranks = torch.full((n_queries,), len(items), dtype=torch.int32, device=device)  # minus the items found below
     row_sums = torch.zeros_like(exact)  # NaN once a NaN score was met (its sign bit means nothing)
     target_groups = _group_by_chunk(torch.arange(n_queries, device=device), targets, len(items), chunk)
@@ -65,7 +66,7 @@ def target_ranks(
         rows, columns = target_groups[index]
         exact[rows] = scores[rows, columns - start]
         if cut is None:  # one chunk: every target score is exact already
-            threshold, cut = exact, _without_positive_zero(exact)[:, None]
+            cut = _without_positive_zero(exact)[:, None]
         rows, columns = dropped_groups[index]
         scores[rows, columns - start] = float("-inf")  # the target and excluded items fall below any threshold
         scores.sub_(cut)  # IEEE subtraction: the sign bit is set exactly where score < threshold
