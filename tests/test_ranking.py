@@ -210,8 +210,8 @@ def test_a_nan_item_score_is_ranked_by_the_reference():
     assert expected.tolist() == _count_by_hand(queries, items, targets, excluded)  # NaN >= s is False
 
 
-def test_a_constant_scorer_ranks_last_through_the_near_tie_fallback():
-    items = torch.ones(300, 4)  # every item scores the same: more near ties than MAX_NEAR_TIES
+def test_a_constant_scorer_ranks_last():
+    items = torch.ones(300, 4)  # every item scores the same: all tie with the target
     excluded = torch.tensor([[3, 7, -1], [-1, -1, -1]])
     ranks = target_ranks(torch.ones(2, 4), items, torch.tensor([5, 299]), excluded, chunk_size=32)
     assert ranks.tolist() == [297, 299]  # all other non-excluded items tie → pessimistic rank = their count
