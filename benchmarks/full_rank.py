@@ -7,7 +7,8 @@ Inputs: `--users` L2-normalised 128-d queries (the retrieval task's embedding si
 `--batch`, each with one target and `--seen` excluded items. Dense baseline: `q @ items.T`, excluded items and the
 target masked to -inf, rank = count of scores >= the target's (what a one-matrix evaluator does; memory B x N).
 Both give identical ranks (checked). Reported: users per second of wall time and per CPU-second (user + system of
-this process: steadier on a shared machine; with n threads it is up to n × lower), median of `--repeats` timings.
+this process: steadier on a shared machine; with n threads it is up to n × lower), median of `--repeats` timings,
+the two methods interleaved batch by batch.
 """
 
 from __future__ import annotations
@@ -52,22 +53,33 @@ def make_inputs(n_users: int, n_items: int, n_seen: int, dim: int = 128, seed: i
     return queries, items, targets, excluded
 
 
-def users_per_s(rank_fn, inputs: tuple[torch.Tensor, ...], batch: int, repeats: int) -> tuple[float, float, Tensor]:
-    """Median users per wall second and per CPU-second of ranking every user in batches of `batch` (one untimed
-    warm-up), and the ranks."""
+def users_per_s(
+    rank_fns: dict, inputs: tuple[torch.Tensor, ...], batch: int, repeats: int
+) -> dict[str, tuple[float, float, Tensor]]:
+    """Per ranking function: median users per wall second and per CPU-second of ranking every user in batches of
+    `batch` (one untimed warm-up round), and the ranks. Interleaved: each batch is ranked by every function in turn
+    (rotating order), so load changes on a shared machine hit all of them alike."""
     queries, items, targets, excluded = inputs
-    walls, cpus, ranks = [], [], torch.empty(0)
-    for _ in range(repeats + 1):
-        wall, cpu = time.perf_counter(), time.process_time()
-        ranks = torch.cat(
-            [
-                rank_fn(queries[i : i + batch], items, targets[i : i + batch], excluded[i : i + batch])
-                for i in range(0, len(queries), batch)
-            ]
-        )
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return len(queries) / statistics.median(walls[1:]), len(queries) / statistics.median(cpus[1:]), ranks
+    walls = {name: [0.0] * (repeats + 1) for name in rank_fns}
+    cpus = {name: [0.0] * (repeats + 1) for name in rank_fns}
+    ranks: dict[str, list[Tensor]] = {}
+    turn = 0
+    for repeat in range(repeats + 1):
+        ranks = {name: [] for name in rank_fns}
+        for i in range(0, len(queries), batch):
+            names = list(rank_fns)
+            turn += 1
+            for name in names[turn % len(names) :] + names[: turn % len(names)]:
+                wall, cpu = time.perf_counter(), time.process_time()
+                rows = slice(i, i + batch)
+                ranks[name].append(rank_fns[name](queries[rows], items, targets[rows], excluded[rows]))
+                walls[name][repeat] += time.perf_counter() - wall
+                cpus[name][repeat] += time.process_time() - cpu
+    n = len(queries)
+    return {
+        name: (n / statistics.median(walls[name][1:]), n / statistics.median(cpus[name][1:]), torch.cat(ranks[name]))
+        for name in rank_fns
+    }
 
 
 def benchmark(item_counts=ITEM_COUNTS, threads=(1, None), users=2048, batch=256, seen=50, repeats=3) -> dict:
@@ -81,8 +93,8 @@ def benchmark(item_counts=ITEM_COUNTS, threads=(1, None), users=2048, batch=256,
         out[label] = {}
         for n_items in item_counts:
             inputs = make_inputs(users, n_items, seen)
-            chunked, chunked_cpu, ours = users_per_s(target_ranks, inputs, batch, repeats)
-            dense, dense_cpu, theirs = users_per_s(dense_ranks, inputs, batch, repeats)
+            measured = users_per_s({"chunked": target_ranks, "dense": dense_ranks}, inputs, batch, repeats)
+            (chunked, chunked_cpu, ours), (dense, dense_cpu, theirs) = measured["chunked"], measured["dense"]
             if not torch.equal(ours, theirs):
                 raise AssertionError(f"{n_items} items: chunked and dense ranks differ")
             out[label][str(n_items)] = {

@@ -128,18 +128,90 @@ def test_one_pass_equals_the_two_pass_reference(chunk_size: int):
 def test_a_wrong_target_estimate_falls_back_and_stays_exact(monkeypatch):
     queries, items, targets, excluded = _tied_case(1)
     expected = two_pass_ranks(queries, items, targets, excluded, chunk_size=50)
-    true_bounds = ranking._target_score_bounds
+    true_estimates = ranking._target_score_estimates
 
-    def off_by_one(*args):  # an estimate outside its own bound for every query: all must be re-ranked
-        estimate, margin = true_bounds(*args)
-        return estimate + 1.0, margin
+    def one_ulp_off(*args):  # every threshold one float above the exact score: all must be re-ranked
+        estimate = true_estimates(*args)
+        return torch.nextafter(estimate, torch.full_like(estimate, math.inf))
 
-    monkeypatch.setattr(ranking, "_target_score_bounds", off_by_one)
+    monkeypatch.setattr(ranking, "_target_score_estimates", one_ulp_off)
     assert torch.equal(target_ranks(queries, items, targets, excluded, chunk_size=50), expected)
 
 
-def test_a_constant_scorer_ranks_last_through_the_near_tie_fallback():
-    items = torch.ones(300, 4)  # every item scores the same: more near ties than MAX_NEAR_TIES
+def _no_fallback(monkeypatch) -> None:
+    """Make the exact fallback fail the test: the one-pass count alone must be right."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError("two_pass_ranks fallback was used")
+
+    monkeypatch.setattr(ranking, "two_pass_ranks", fail)
+
+
+def _integer_case(seed: int, n_users: int = 30, n_items: int = 40) -> tuple[torch.Tensor, ...]:
+    """Small-integer embeddings (every score exact in any summation order, many exact ties), targets in every chunk
+    of up to 40 items, and seen items."""
+    g = torch.Generator().manual_seed(seed)
+    queries = torch.randint(-3, 4, (n_users, 8), generator=g).float()
+    items = torch.randint(-3, 4, (n_items, 8), generator=g).float()
+    targets = torch.arange(n_users) * n_items // n_users  # spread over the catalogue: every chunk holds a target
+    excluded = torch.randint(-1, n_items, (n_users, 6), generator=g)
+    excluded[excluded == targets[:, None]] = -1
+    return queries, items, targets, excluded
+
+
+def _count_by_hand(queries, items, targets, excluded) -> list[int]:
+    """Per query: other, non-excluded items scored >= the target (scores are exact integers here)."""
+    scores = (queries @ items.T).tolist()
+    ranks = []
+    for row, target in enumerate(targets.tolist()):
+        dropped = set(excluded[row].tolist()) | {target}
+        ranks.append(sum(s >= scores[row][target] for i, s in enumerate(scores[row]) if i not in dropped))
+    return ranks
+
+
+@pytest.mark.parametrize(
+    ("chunk_size", "dtype"),
+    [(1, torch.float32), (2, torch.float32), (3, torch.float32), (7, torch.float32), (40, torch.float32),
+     (7, torch.float64), (7, torch.bfloat16), (40, torch.bfloat16)],
+)
+def test_one_pass_counts_exact_ties_and_excluded_items_in_every_chunk(chunk_size: int, dtype, monkeypatch):
+    queries, items, targets, excluded = (x.to(dtype) if x.is_floating_point() else x for x in _integer_case(chunk_size))
+    expected = _count_by_hand(queries, items, targets, excluded)
+    _no_fallback(monkeypatch)  # exact integer scores: every estimate equals its chunk's score bit for bit
+    assert target_ranks(queries, items, targets, excluded, chunk_size=chunk_size).tolist() == expected
+    assert target_ranks(queries, items, targets, chunk_size=chunk_size).tolist() == _count_by_hand(
+        queries, items, targets, torch.full((len(queries), 1), -1)
+    )
+    assert len(set(expected)) > 5  # not degenerate
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 6])
+def test_near_ties_one_float_apart_and_signed_zeros(chunk_size: int, monkeypatch):
+    t = torch.tensor(0.3)
+    up, down = torch.nextafter(t, torch.tensor(1.0)).item(), torch.nextafter(t, torch.tensor(0.0)).item()
+    # 1-d items: the scores are the values themselves (query 1.0) or their negations (query -1.0)
+    items = torch.tensor([[0.3], [up], [down], [0.3], [0.0], [-0.0]])
+    queries = torch.tensor([[1.0], [1.0], [1.0], [-1.0]])
+    targets = torch.tensor([0, 4, 5, 4])
+    _no_fallback(monkeypatch)
+    ranks = target_ranks(queries, items, targets, torch.tensor([[3], [-1], [-1], [-1]]), chunk_size=chunk_size)
+    # query 0: up above, item 3 (a tie) excluded, down below → 1; queries 1 and 2: +0 and -0 tie (pessimistic) under
+    # all four positive items → 5; query 3 (scores negated): the other zero ties, no positive item is above → 1
+    assert ranks.tolist() == [1, 5, 5, 1]
+    assert target_ranks(queries, items, targets, chunk_size=chunk_size)[0].item() == 2  # the tie counts when kept
+
+
+def test_a_nan_item_score_is_ranked_by_the_reference():
+    queries, items, targets, excluded = _integer_case(0)
+    items[5, 2] = float("nan")  # item 5 scores NaN for every query: never counted, as in `two_pass_ranks`
+    targets[targets == 5] = 6
+    expected = two_pass_ranks(queries, items, targets, excluded, chunk_size=4)
+    assert torch.equal(target_ranks(queries, items, targets, excluded, chunk_size=4), expected)
+    assert expected.tolist() == _count_by_hand(queries, items, targets, excluded)  # NaN >= s is False
+
+
+def test_a_constant_scorer_ranks_last():
+    items = torch.ones(300, 4)  # every item scores the same: all tie with the target
     excluded = torch.tensor([[3, 7, -1], [-1, -1, -1]])
     ranks = target_ranks(torch.ones(2, 4), items, torch.tensor([5, 299]), excluded, chunk_size=32)
     assert ranks.tolist() == [297, 299]  # all other non-excluded items tie → pessimistic rank = their count
@@ -148,6 +220,8 @@ def test_a_constant_scorer_ranks_last_through_the_near_tie_fallback():
 def test_chunk_size_follows_the_memory_budget():
     assert chunk_size_for(256, 4, memory_budget=256 * 6 * 1000) == 1000  # float32 scores + two bool masks
     assert chunk_size_for(10**6, 4, memory_budget=1) == 1
+    threads = torch.get_num_threads()  # on a CPU the budget is per intra-op thread
+    assert chunk_size_for(256, 4, 256 * 6 * 1000, torch.device("cpu")) == 1000 * threads
     queries, items, targets, excluded = _tied_case(3)
-    tiny = target_ranks(queries, items, targets, excluded, memory_budget=40 * 6 * 7)  # 7 items per chunk
-    assert torch.equal(tiny, two_pass_ranks(queries, items, targets, excluded, chunk_size=7))
+    tiny = target_ranks(queries, items, targets, excluded, memory_budget=40 * 6 * 7)  # 7 items per chunk and thread
+    assert torch.equal(tiny, two_pass_ranks(queries, items, targets, excluded, chunk_size=7 * threads))

@@ -14,14 +14,20 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 DEFAULT_MEMORY_BUDGET = 8 * 2**20  # bytes of (queries × chunk) scratch per call: cache-sized chunks ran fastest on CPU
-MAX_NEAR_TIES = 64  # per query: scores this close to the target are kept and compared exactly; more → exact fallback
+ESTIMATE_BLOCK = 256  # queries per product that estimates target scores (cost B * block * d)
+ESTIMATE_WIDTH = 64  # at least this many columns in it: narrower products ran another BLAS kernel
 
 
-def chunk_size_for(n_queries: int, itemsize: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> int:
-    """Items per chunk so that one chunk's scores plus two boolean masks fit `memory_budget` bytes (at least 1)."""
-    return max(1, memory_budget // (max(n_queries, 1) * (itemsize + 2)))
+def chunk_size_for(
+    n_queries: int, itemsize: int, memory_budget: int = DEFAULT_MEMORY_BUDGET, device: torch.device | None = None
+) -> int:
+    """Items per chunk so that one chunk's scores plus two boolean masks fit `memory_budget` bytes (at least 1), per
+    intra-op thread on a CPU `device` (threads split a chunk, so each keeps a cache-sized share)."""
+    threads = torch.get_num_threads() if device is not None and device.type == "cpu" else 1
+    return max(1, memory_budget * threads // (max(n_queries, 1) * (itemsize + 2)))
 
 
+@torch.no_grad()
 def target_ranks(
     queries: Tensor,
     items: Tensor,
@@ -33,50 +39,46 @@ def target_ranks(
     """0-based rank of item `targets[b]` for query `b` under dot-product scores `queries @ items.T`, in one pass.
 
     `excluded` (B, K) holds item indices to leave out of query b's ranking (-1 = padding); the target itself is never
-    excluded. Items are scored one chunk at a time (`chunk_size`, else sized from `memory_budget` bytes), so memory
-    is O(B * chunk) whatever the catalogue size, and each chunk's product is computed once.
-    Exactness: an estimate t~ of each target score and a rounding bound e are known up front; items above t~ + e are
-    counted, items within [t~ - e, t~ + e] are kept and compared with the target's score taken from its own chunk's
-    product (so equal items tie exactly). A query whose exact score falls outside the bound, or with more than
-    MAX_NEAR_TIES near ties, is ranked again by `two_pass_ranks`.
+    excluded. Items are scored one chunk at a time (`chunk_size`, else sized from `memory_budget` bytes per CPU
+    thread: `chunk_size_for`), so memory is O(B * chunk) whatever the catalogue size, and each chunk's product is
+    computed once.
+    Exactness: each query's threshold is its target score from the same BLAS kernel (a block product, diagonal taken;
+    with one chunk, the chunk's own score); a chunk counts its items at or above it with one in-place subtraction
+    and a sum of sign bits. A query whose threshold is not bit-equal to the score in its target's chunk (another
+    kernel, e.g. tiny chunks or a GPU), or with a NaN score, is ranked again by `two_pass_ranks`.
     """
     n_queries, device = len(queries), queries.device
-    chunk = chunk_size or chunk_size_for(n_queries, queries.element_size(), memory_budget)
-    estimate, margin = _target_score_bounds(queries, items, targets)
-    low, high = (estimate - margin)[:, None], (estimate + margin)[:, None]
-    exact = torch.full_like(estimate, float("nan"))
-    above = torch.zeros(n_queries, dtype=torch.int32, device=device)
-    near = torch.zeros(n_queries, dtype=torch.int32, device=device)
-    near_rows, near_scores = [], []
+    chunk = chunk_size or chunk_size_for(n_queries, queries.element_size(), memory_budget, device)
+    exact = torch.full((n_queries,), float("nan"), dtype=queries.dtype, device=device)
+    one_chunk = chunk >= len(items)  # then the chunk's own target scores are the thresholds
+    threshold = exact if one_chunk else _target_score_estimates(queries, items, targets)
+    cut = None if one_chunk else _without_positive_zero(threshold)[:, None]
+    ranks = torch.full((n_queries,), len(items), dtype=torch.int32, device=device)  # minus the items found below
+    row_sums = torch.zeros_like(exact)  # NaN once a NaN score was met (its sign bit means nothing)
     target_groups = _group_by_chunk(torch.arange(n_queries, device=device), targets, len(items), chunk)
-    excluded_groups = _excluded_by_chunk(excluded, len(items), chunk, device)
+    dropped_groups = _dropped_by_chunk(targets, excluded, len(items), chunk)
+    signed = {2: torch.int16, 4: torch.int32, 8: torch.int64}[queries.element_size()]  # same width: sign bit on top
+    width = min(chunk, len(items))  # rows of the scratch an odd multiple of 16 long: other strides ran ~1.5x slower
+    scratch = queries.new_empty(n_queries, width + (-width) % 32 + 16)
     for index, start in enumerate(range(0, len(items), chunk)):
-        scores = queries @ items[start : start + chunk].T
+        block = items[start : start + chunk]
+        scores = torch.mm(queries, block.T, out=scratch[:, : len(block)])
         rows, columns = target_groups[index]
         exact[rows] = scores[rows, columns - start]
-        scores[rows, columns - start] = float("nan")  # the target is not ranked against itself
-        rows, columns = excluded_groups[index]
-        scores[rows, columns - start] = float("nan")  # NaN compares False: dropped items never count
-        above_high = (scores > high).sum(1, dtype=torch.int32)  # an int32 sum of a bool mask is ~4x an int64 one
-        in_band = (scores >= low).sum(1, dtype=torch.int32) - above_high
-        above += above_high
-        near += in_band
-        band_rows = ((in_band > 0) & (near <= MAX_NEAR_TIES)).nonzero().squeeze(1)
-        if len(band_rows):  # usually a few rows: keep their near-tie scores for the exact comparison
-            band = scores[band_rows]
-            hit_rows, hit_columns = ((band >= low[band_rows]) & (band <= high[band_rows])).nonzero(as_tuple=True)
-            near_rows.append(band_rows[hit_rows])
-            near_scores.append(band[hit_rows, hit_columns])
-    if near_rows:
-        rows, values = torch.cat(near_rows), torch.cat(near_scores)
-        above.index_add_(0, rows, (values >= exact[rows]).int())
-    redo = ~((exact - estimate).abs() <= margin) | (near > MAX_NEAR_TIES)  # NaN (no exact score) is redone too
-    above = above.long()
+        if cut is None:  # one chunk: every target score is exact already
+            cut = _without_positive_zero(exact)[:, None]
+        rows, columns = dropped_groups[index]
+        scores[rows, columns - start] = float("-inf")  # the target and excluded items fall below any threshold
+        scores.sub_(cut)  # IEEE subtraction: the sign bit is set exactly where score < threshold
+        row_sums += scores.sum(1)
+        ranks += scores.view(signed).bitwise_right_shift_(8 * scores.element_size() - 1).sum(1, dtype=torch.int32)
+    ranks = ranks.long()
+    redo = (exact != threshold) | row_sums.isnan()  # NaN (no exact score) is redone too
     if redo.any():
         rows = redo.nonzero().squeeze(1)
         kept_excluded = None if excluded is None else excluded[rows]
-        above[rows] = two_pass_ranks(queries[rows], items, targets[rows], kept_excluded, chunk)
-    return above
+        ranks[rows] = two_pass_ranks(queries[rows], items, targets[rows], kept_excluded, chunk)
+    return ranks
 
 
 def two_pass_ranks(
@@ -130,11 +132,20 @@ def top_k_items(
     return best_index, best
 
 
-def _target_score_bounds(queries: Tensor, items: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """Each target score computed directly (t~) and a margin 4 * eps * sum|q_k x_k|: BLAS roundings of the same dot
-    product were measured within 1.7 eps * sum|q_k x_k| of t~ (d = 64..768); one outside the margin is re-ranked."""
-    products = queries * items[targets]
-    return products.sum(-1), 4 * torch.finfo(queries.dtype).eps * products.abs().sum(-1)
+def _target_score_estimates(queries: Tensor, items: Tensor, targets: Tensor) -> Tensor:
+    """Score of item `targets[b]` for query `b`: the diagonal of (block x width >= 64) products, the BLAS kernel of
+    the chunk products, so on CPU bit-equal to them (measured for every query, batch >= 2 or chunks >= 16 items)."""
+    blocks = []
+    for start in range(0, len(queries), ESTIMATE_BLOCK):
+        block = targets[start : start + ESTIMATE_BLOCK]
+        columns = block.repeat(-(-ESTIMATE_WIDTH // len(block)))[: max(len(block), ESTIMATE_WIDTH)]
+        blocks.append((queries[start : start + ESTIMATE_BLOCK] @ items[columns].T).diagonal())
+    return torch.cat(blocks) if blocks else queries.new_empty(0)
+
+
+def _without_positive_zero(threshold: Tensor) -> Tensor:
+    """`threshold` with +0 as -0, so that `score - threshold` is -0 (sign bit set) for no score equal to it."""
+    return threshold.masked_fill(threshold == 0, -0.0)
 
 
 def _group_by_chunk(rows: Tensor, columns: Tensor, n_items: int, chunk: int) -> list[tuple[Tensor, Tensor]]:
@@ -147,14 +158,15 @@ def _group_by_chunk(rows: Tensor, columns: Tensor, n_items: int, chunk: int) -> 
     return [(rows[a:b], columns[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)][: -(-n_items // chunk)]
 
 
-def _excluded_by_chunk(
-    excluded: Tensor | None, n_items: int, chunk: int, device: torch.device
+def _dropped_by_chunk(
+    targets: Tensor, excluded: Tensor | None, n_items: int, chunk: int
 ) -> list[tuple[Tensor, Tensor]]:
-    """The valid (>= 0) entries of `excluded` as (row, item) pairs grouped by chunk (empty groups without it)."""
-    if excluded is None:
-        excluded = torch.empty(0, 0, dtype=torch.long, device=device)
-    rows, slots = (excluded >= 0).nonzero(as_tuple=True)
-    return _group_by_chunk(rows, excluded[rows, slots], n_items, chunk)
+    """(row, item) pairs of each query's target and valid (>= 0) `excluded` entries, grouped by chunk."""
+    rows, columns = torch.arange(len(targets), device=targets.device), targets
+    if excluded is not None:
+        excluded_rows, slots = (excluded >= 0).nonzero(as_tuple=True)
+        rows, columns = torch.cat([rows, excluded_rows]), torch.cat([columns, excluded[excluded_rows, slots]])
+    return _group_by_chunk(rows, columns, n_items, chunk)
 
 
 def ranking_values(ranks: Tensor, ks: Sequence[int] = (10, 20)) -> dict[str, Tensor]:

@@ -23,7 +23,7 @@ class RetrievalSystem(TaskSystem):
     At each validation / test epoch start every catalogue item is embedded once (datamodule.catalogue_dataloader);
     each query is then scored against all of them, its excluded (already seen) items are dropped, and the target's
     rank gives hr / ndcg / mrr @ `ks` (m6rec.metrics.ranking: exact, ties pessimistic, one pass over item chunks of
-    `chunk_size` items, else sized to `ranking_memory_mb` of scores per evaluation batch).
+    `chunk_size` items, else sized to `ranking_memory_mb` of scores per evaluation batch and CPU thread).
     `evaluate` returns each row's rank and target score, plus its `dump_top_k` best items when that is > 0 (a score
     dump sets it).
     """
@@ -97,9 +97,9 @@ class RetrievalSystem(TaskSystem):
         return columns, torch.where(excluded >= 0, excluded_columns, -1)
 
     def _chunk(self, queries: torch.Tensor) -> int:
-        """Catalogue items scored at a time: `chunk_size`, else sized to `ranking_memory_mb` of scores."""
+        """Catalogue items scored at a time: `chunk_size`, else sized to `ranking_memory_mb` per CPU thread."""
         budget = int(self.hparams.ranking_memory_mb * 2**20)
-        return self.hparams.chunk_size or chunk_size_for(len(queries), queries.element_size(), budget)
+        return self.hparams.chunk_size or chunk_size_for(len(queries), queries.element_size(), budget, queries.device)
 
     def on_evaluation_start(self, datamodule) -> None:
         self.embed_catalogue(datamodule)
