@@ -171,8 +171,16 @@ def _count_by_hand(queries, items, targets, excluded) -> list[int]:
 
 @pytest.mark.parametrize(
     ("chunk_size", "dtype"),
-    [(1, torch.float32), (2, torch.float32), (3, torch.float32), (7, torch.float32), (40, torch.float32),
-     (7, torch.float64), (7, torch.bfloat16), (40, torch.bfloat16)],
+    [
+        (1, torch.float32),
+        (2, torch.float32),
+        (3, torch.float32),
+        (7, torch.float32),
+        (40, torch.float32),
+        (7, torch.float64),
+        (7, torch.bfloat16),
+        (40, torch.bfloat16),
+    ],
 )
 def test_one_pass_counts_exact_ties_and_excluded_items_in_every_chunk(chunk_size: int, dtype, monkeypatch):
     queries, items, targets, excluded = (x.to(dtype) if x.is_floating_point() else x for x in _integer_case(chunk_size))
