@@ -33,6 +33,21 @@ def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     return cfg
 
 
+FAULT_RUN = [  # the default run at test size, quiet: what the fault tests start from
+    "experiment=ctr_lora",
+    "logger=csv",
+    "data.batch_size=32",
+    "~callbacks.rich_progress_bar",
+    "~callbacks.model_summary",
+]
+
+
+def fault_config(tmp_path: Path, ml100k_dir: Path, *overrides: str) -> DictConfig:
+    """FAULT_RUN on the fixture data (cache under `tmp_path`, no logger) plus `overrides`, outputs in tmp_path/run."""
+    data = [f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}", "~logger"]
+    return compose_config([*FAULT_RUN, *data, *overrides], tmp_path / "run")
+
+
 def run_cli(
     args: list[str], tmp_path: Path, timeout: int = 600, env: dict | None = None, check: bool = True
 ) -> subprocess.CompletedProcess:

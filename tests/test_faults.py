@@ -14,21 +14,9 @@ import run
 from m6rec.data import BehaviourLogDataModule
 from m6rec.systems.guards import NonFiniteError
 from m6rec.utils.errors import ConfigError, exit_code, one_line, run_main, user_error
-from tests.helpers import compose_config
+from tests.helpers import compose_config, fault_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-FAST = [
-    "experiment=ctr_lora",
-    "logger=csv",
-    "data.batch_size=32",
-    "~callbacks.rich_progress_bar",
-    "~callbacks.model_summary",
-]
-
-
-def _cfg(tmp_path: Path, ml100k_dir: Path, *overrides: str):
-    data = [f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}", "~logger"]
-    return compose_config([*FAST, *data, *overrides], tmp_path / "run")
 
 
 # ------------------------------------------------------------------------------- config values, before any data work
@@ -83,7 +71,7 @@ CONFIG_CASES = [
 def test_a_bad_config_value_is_one_line_naming_the_key_before_any_data_work(
     override: str, message: str, tmp_path: Path, ml100k_dir: Path
 ):
-    cfg = _cfg(tmp_path, ml100k_dir, *override.split())
+    cfg = fault_config(tmp_path, ml100k_dir, *override.split())
     with pytest.raises(ConfigError) as info:
         run.train(cfg)
     assert one_line(info.value).startswith(f"ConfigError: {message}") and "\n" not in str(info.value)
@@ -339,7 +327,7 @@ def test_a_checkpoint_that_would_run_code_when_unpickled_is_refused(tmp_path: Pa
 
     from m6rec.recommend import load_run
 
-    cfg = _cfg(tmp_path, ml100k_dir)
+    cfg = fault_config(tmp_path, ml100k_dir)
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     OmegaConf.save(cfg, tmp_path / "run" / "config_resolved.yaml")
     marker = tmp_path / "code_ran"

@@ -19,26 +19,14 @@ import torch
 import run
 from m6rec.systems.guards import PREEMPTED_EXIT_CODE, NonFiniteError
 from m6rec.utils.errors import exit_code, one_line, user_error
-from tests.helpers import ROOT, compose_config, run_cli
+from tests.helpers import FAULT_RUN, ROOT, compose_config, fault_config, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-FAST = [
-    "experiment=ctr_lora",
-    "logger=csv",
-    "data.batch_size=32",
-    "~callbacks.rich_progress_bar",
-    "~callbacks.model_summary",
-]
-
-
-def _cfg(tmp_path: Path, ml100k_dir: Path, *overrides: str):
-    data = [f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}", "~logger"]
-    return compose_config([*FAST, *data, *overrides], tmp_path / "run")
 
 
 # ------------------------------------------------------------------------------- NaN / inf guard
 def test_a_diverging_run_stops_at_the_bad_step_and_keeps_the_last_good_checkpoint(tmp_path: Path, ml100k_dir: Path):
-    cfg = _cfg(
+    cfg = fault_config(
         tmp_path,
         ml100k_dir,
         "trainer.max_epochs=3",
@@ -61,7 +49,7 @@ def test_a_diverging_run_stops_at_the_bad_step_and_keeps_the_last_good_checkpoin
 
 def test_a_huge_learning_rate_is_caught_as_a_non_finite_gradient(tmp_path: Path, ml100k_dir: Path):
     with pytest.raises(NonFiniteError, match=r"^gradient norm is (inf|nan) at step \d+ \(epoch 0\)"):
-        run.train(_cfg(tmp_path, ml100k_dir, "task.optimizer.lr=1e6", "peft=none"))
+        run.train(fault_config(tmp_path, ml100k_dir, "task.optimizer.lr=1e6", "peft=none"))
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
@@ -94,7 +82,7 @@ def test_a_signal_saves_a_checkpoint_and_exits_non_zero(signum: int, tmp_path: P
     marker = tmp_path / "paused"
     proc = _start(
         [
-            *FAST,
+            *FAULT_RUN,
             f"data.root={ml100k_dir}",
             f"paths.data_dir={tmp_path / 'cache'}",
             "trainer.max_epochs=3",
@@ -153,7 +141,7 @@ def test_secrets_in_the_environment_are_never_written_to_the_run_folder(tmp_path
         monkeypatch.setenv(name, value)
     cfg = compose_config(
         [
-            *FAST,
+            *FAULT_RUN,
             "logger=wandb",
             f"data.root={ml100k_dir}",
             f"paths.data_dir={tmp_path / 'cache'}",
@@ -201,7 +189,7 @@ def _test_metrics(run_dir: Path) -> dict[str, float]:
 @pytest.mark.slow  # five real run.py processes, three of them killed with SIGKILL (~3 min)
 def test_killed_three_times_then_resumed_ends_where_the_uninterrupted_run_ends(tmp_path: Path, ml100k_dir: Path):
     args = [
-        *FAST,
+        *FAULT_RUN,
         f"data.root={ml100k_dir}",
         f"paths.data_dir={tmp_path / 'cache'}",
         "trainer.max_epochs=3",
@@ -260,7 +248,7 @@ def test_a_run_resumed_mid_epoch_from_ckpt_path_last_matches_the_uninterrupted_r
     def cfg(out: Path, *overrides: str):
         return compose_config(
             [
-                *FAST,
+                *FAULT_RUN,
                 f"data.root={ml100k_dir}",
                 f"paths.data_dir={tmp_path / 'cache'}",
                 "~logger",
@@ -333,6 +321,6 @@ def test_a_resumed_run_in_a_new_folder_keeps_the_best_score_so_far(tmp_path: Pat
 def test_the_command_line_prints_one_line_and_exits_2(override: str, line: str, tmp_path: Path, ml100k_dir: Path):
     (tmp_path / "a_file").touch()  # an output folder that cannot be made (as root, a read-only one still can)
     override, line = override.format(tmp=tmp_path), line.format(tmp=tmp_path)
-    proc = run_cli([*FAST, f"data.root={ml100k_dir}", override], tmp_path, check=False)
+    proc = run_cli([*FAULT_RUN, f"data.root={ml100k_dir}", override], tmp_path, check=False)
     assert proc.returncode == 2 and proc.stderr.startswith(line) and proc.stderr.count("\n") == 1, proc.stderr
     assert not list(tmp_path.glob("logs/*/runs/*/config_resolved.yaml"))  # nothing half-written
