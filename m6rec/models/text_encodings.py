@@ -2,10 +2,12 @@
 
 `cached_text_encodings(texts, encoder)` returns a float32 `[len(texts), d]` tensor: the mean-pooled last hidden
 state of the encoder (optionally L2-normalised), read from `<cache_dir>/text_encodings/<key>.safetensors` when it
-exists, else computed and written atomically under a file lock. `encoder="random:<width>"` is the no-language
-control: each distinct text gets a fixed random unit vector (seeded by the text), so an LM-based model can be rerun
-with its language replaced by arbitrary per-entity codes; `"<a>+<b>"` concatenates two encoders' encodings. The key hashes the texts, the encoder's identity
+exists, else computed and written atomically under a file lock. The key hashes the texts, the encoder's identity
 (its weights' digest for a local folder) and the pooling settings, so a changed text or model never reuses a file.
+
+`encoder="random:<width>"` is the no-language control: each distinct text gets a fixed random unit vector (seeded by
+the text), so an LM-based model can be rerun with its language replaced by arbitrary per-entity codes;
+`"<a>+<b>"` concatenates two encoders' encodings.
 """
 
 from __future__ import annotations
