@@ -64,6 +64,10 @@ CONFIG_CASES = [
     ("model.backbone.path=/nonexistent", "model.backbone.path: folder not found: /nonexistent"),
     ("model.backbone.path=./no/such/folder", "model.backbone.path: folder not found: ./no/such/folder"),
     ("model=hf model.source=/nonexistent", "model.source: folder not found: /nonexistent"),
+    (  # late interaction on a data config without segment batches
+        "task.layers_online=1",
+        "task.layers_online=1: late interaction needs segment batches, but data is BehaviourLogDataModule: use ",
+    ),
 ]
 
 

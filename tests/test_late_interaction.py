@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 import run
 from m6rec import recommend as rec
+from m6rec.build import build_datamodule_and_system
 from m6rec.data import BehaviourLogDataModule
 from m6rec.data.protocol.history import recent_training_history
 from m6rec.data.protocol.splits import TEST, TRAIN
@@ -246,8 +247,12 @@ def test_late_interaction_needs_segment_batches_and_an_in_place_peft(ml100k_dir,
         ],
         tmp_path,
     )
+    with pytest.raises(ValueError, match="task.layers_online=1: late interaction needs segment batches, but data is "):
+        run.train(cfg)  # the config check, before any data work
+    datamodule, system = build_datamodule_and_system(cfg)  # built without run.py's check: the forward names it
+    datamodule.setup("test")
     with pytest.raises(ValueError, match="task.layers_online is set but batches have no `segments`"):
-        run.train(cfg)
+        system(next(iter(datamodule.test_dataloader())))
     from m6rec.peft import apply_peft
     from m6rec.peft.option import OptionTuning
     from m6rec.systems.ctr import CTRSystem

@@ -98,5 +98,6 @@ def _check_late_interaction(backbone: nn.Module, layers_online: int) -> None:
         raise ValueError(
             f"task.layers_online={layers_online}: late interaction needs a GPT-2 backbone adapted in "
             "place (peft=none|frozen|top_k_layers|lora|ia3|adapter), got "
-            f"{type(backbone).__name__}{' with virtual tokens' if virtual else ''}"
+            f"{type(backbone).__name__}{' with virtual tokens' if virtual else ''}; for full attention set "
+            "task.layers_online=null"
         )

@@ -1,5 +1,6 @@
 """Check a composed config before any data work: every `_target_` node's values against the target's type hints and
-parameter names, and local model folders that do not exist — each a one-line `ConfigError` naming the config key."""
+parameter names, local model folders that do not exist, and late interaction without segment data — each a one-line
+`ConfigError` naming the config key."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ DOC_ARG = re.compile(r"^\s*(\w+) \(`(int|float|str|bool)`", re.MULTILINE)  # Goo
 
 def check_config(cfg: DictConfig) -> None:
     """Raise `ConfigError` for the first value whose type its target rejects, for a key its target does not take,
-    or for a local model folder (`model.source` / `model.backbone.path`) that does not exist."""
+    for a local model folder (`model.source` / `model.backbone.path`) that does not exist, or for
+    `task.layers_online` (late interaction) with a data config that does not give segment batches."""
     for key, hint in TOP_LEVEL.items():
         if key in cfg and _matches(cfg[key], hint) is False:
             raise ConfigError(f"{key}: expected {_shown_hint(hint)}, got {_shown_value(cfg[key])}")
@@ -34,6 +36,7 @@ def check_config(cfg: DictConfig) -> None:
         if key != "hydra" and isinstance(cfg[key], DictConfig):
             _check_node(cfg[key], str(key))
     _check_model_folder(cfg)
+    _check_late_interaction_data(cfg)
 
 
 def _check_node(node: DictConfig, prefix: str) -> None:
@@ -144,3 +147,22 @@ def _check_model_folder(cfg: DictConfig) -> None:
         spec = model.backbone.get("path")
     if isinstance(spec, str) and spec.startswith(("/", "./", "../", "~")) and not Path(spec).expanduser().is_dir():
         raise ConfigError(f"{key}: folder not found: {spec}")
+
+
+def _check_late_interaction_data(cfg: DictConfig) -> None:
+    """`task.layers_online` set: `data._target_` must be a LateSegmentDataModule (its batches carry `segments`)."""
+    task, data = cfg.get("task"), cfg.get("data")
+    if not isinstance(task, DictConfig) or task.get("layers_online") is None or not isinstance(data, DictConfig):
+        return
+    from m6rec.data import LateSegmentDataModule
+
+    try:
+        target = get_object(str(data.get("_target_")))
+    except Exception:  # an unimportable target fails at instantiate with its own message
+        return
+    if not (inspect.isclass(target) and issubclass(target, LateSegmentDataModule)):
+        raise ConfigError(
+            f"task.layers_online={task.layers_online}: late interaction needs segment batches, but data is "
+            f"{getattr(target, '__name__', target)}: use data=ml100k_late | ml100k_late_id_tokens (or "
+            "data._target_=m6rec.data.LateSegmentDataModule), or task.layers_online=null for full attention"
+        )
