@@ -87,3 +87,34 @@ def test_retrieval_dump_recomputes_the_ranking_metrics_and_masks_seen_items(tmp_
         assert top_scores == sorted(top_scores, reverse=True) and target in top
         assert top_scores[top.index(target)] == score
         assert rank == sum(s >= score for i, s in zip(top, top_scores, strict=True) if i != target)  # pessimistic
+
+
+def test_id_ranking_dump_has_raw_ids_and_recomputes_the_ranking_metrics(tmp_path: Path, ml100k_dir: Path):
+    from m6rec.build import build_datamodule_and_system
+
+    cfg = compose_config(
+        ["experiment=p1_pop", f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'c'}", "data.eval_batch_size=5"],
+        tmp_path,
+    )
+    datamodule, system = build_datamodule_and_system(cfg)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        callbacks=[ScoreDump(tmp_path / "run")],
+    )
+    trainer.fit(system, datamodule=datamodule)  # Pop: counts the TRAIN items at fit start
+    trainer.test(system, datamodule=datamodule)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    dump = pq.read_table(tmp_path / "run" / "scores_test.parquet").to_pydict()
+    assert set(dump) == {"user_id", "item_id", "rank"} and dump["user_id"] == list(range(1, 17))  # raw ids, sorted
+    inter, codes = datamodule.interactions, datamodule.split_codes()
+    for user, item in zip(dump["user_id"], dump["item_id"], strict=True):  # the raw id of each user's test item
+        assert inter.loc[(inter["user_id"] == user).to_numpy() & (codes == TEST), "item_id"].tolist() == [item]
+    for name, value in ranking_values(torch.tensor(dump["rank"]), (10, 20)).items():
+        assert value.float().item() == metrics[f"test/{name}"], name

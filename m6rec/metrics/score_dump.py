@@ -3,7 +3,8 @@
 Columns: user_id, item_id (the target / the candidate), then what the system's `evaluate` returned for the row —
 CTR / zero-shot: label, score (the probability the AUC saw); rating: rating, prediction; retrieval: rank (0-based,
 m6rec.metrics.ranking's rule: pessimistic ties, masked items left out), score (the target's), top_items and
-top_scores (the `top_k` best non-masked items, best first). Rows are sorted by (user_id, item_id), whatever the
+top_scores (the `top_k` best non-masked items, best first); ID ranking (ItemRankingSystem, one target per query):
+rank only, with raw user and item ids the system returns itself. Rows are sorted by (user_id, item_id), whatever the
 number of ranks: under DDP each rank writes its own part and rank 0 merges them after a barrier (the run directory
 must be shared, as Hydra's is on one node).
 """
@@ -51,7 +52,7 @@ class ScoreDump(L.Callback):
         dataloader_idx: int = 0,
     ) -> None:
         if isinstance(outputs, Mapping):
-            ids = {"user_id": batch["user_ids"], "item_id": batch["item_ids"]}
+            ids = {"user_id": batch["user_ids"], "item_id": batch["item_ids"]} if "user_ids" in batch else {}
             self.parts.append({k: _numpy(v) for k, v in {**ids, **outputs}.items()})
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

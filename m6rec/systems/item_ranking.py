@@ -50,6 +50,7 @@ class ItemRankingSystem(TaskSystem):
         )
         self.trains = any(p.requires_grad for p in model.parameters()) and hasattr(model, "loss")
         self.ranked: torch.Tensor | None = None  # item indices of this evaluation epoch's catalogue, sorted
+        self.raw_ids: tuple[torch.Tensor, torch.Tensor] | None = None  # (user, item) index → raw id, for score dumps
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model.loss(batch)
@@ -73,6 +74,11 @@ class ItemRankingSystem(TaskSystem):
     def on_evaluation_start(self, datamodule) -> None:
         stage = "test" if self.trainer.testing else "val"
         self.ranked = torch.as_tensor(datamodule.ranking_items(stage), device=self.device)
+        if hasattr(datamodule, "user_ids") and hasattr(datamodule, "catalogue"):
+            pad = torch.zeros(1, dtype=torch.long)  # item index 0 is padding
+            items = torch.cat([pad, torch.as_tensor(datamodule.catalogue.item_ids, dtype=torch.long)])
+            users = torch.as_tensor(datamodule.user_ids, dtype=torch.long)
+            self.raw_ids = (users.to(self.device), items.to(self.device))
 
     def columns(self, item_ids: torch.Tensor) -> torch.Tensor:
         """Column of each item index in this epoch's catalogue; -1 for padding and items outside it."""
@@ -81,7 +87,9 @@ class ItemRankingSystem(TaskSystem):
         found = torch.searchsorted(self.ranked, item_ids.clamp_min(0)).clamp_max(len(self.ranked) - 1)
         return torch.where((item_ids >= 1) & (self.ranked[found] == item_ids), found, -1)
 
-    def evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+    def evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor] | None:
+        """Update the metrics; under `relevant="one"`, return each query's raw user id, raw target item id and 0-based
+        rank for a score dump (None when the datamodule has no raw ids, or under `relevant="all"`)."""
         targets, excluded = self.columns(batch["targets"]), self.columns(batch["excluded"])
         if bool(((batch["targets"] >= 1) & (targets < 0)).any()):
             raise ValueError("ItemRankingSystem: a target item is not in the ranked catalogue")
@@ -92,3 +100,7 @@ class ItemRankingSystem(TaskSystem):
                 raise ValueError("task.relevant=one: a query with several targets (use relevant=all)")
             ranks = ranks[:, 0]
         self.metrics[stage].update(ranks)
+        if self.hparams.relevant == "one" and self.raw_ids is not None:
+            users, items = self.raw_ids
+            return {"user_id": users[batch["user"]], "item_id": items[batch["targets"][:, 0]], "rank": ranks}
+        return None

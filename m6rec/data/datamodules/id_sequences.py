@@ -117,16 +117,20 @@ class SequenceDataModule(NextItemDataModule):
         return Catalogue(item_ids, meta, int(self.interactions["user_id"].nunique()))
 
     @cached_property
+    def user_ids(self) -> np.ndarray:
+        """Every user of the (k-cored) log, sorted by raw id: user index u is raw user `user_ids[u]`."""
+        return np.unique(self.interactions["user_id"].to_numpy()).astype(np.int64)
+
+    @cached_property
     def indexed(self) -> pd.DataFrame:
         """The log as (user index, item index, split code), sorted by user, split, then `loo_order` (time, ties by
         `data.tie_break`, as the loo split orders them)."""
         inter, hp = self.interactions, self.hparams
-        users = np.unique(inter["user_id"].to_numpy())
         position = np.empty(len(inter), np.int64)
         position[loo_order(inter, hp.tie_break, hp.split_seed)] = np.arange(len(inter))
         frame = pd.DataFrame(
             {
-                "user": np.searchsorted(users, inter["user_id"].to_numpy()),
+                "user": np.searchsorted(self.user_ids, inter["user_id"].to_numpy()),
                 "item": np.searchsorted(self.catalogue.item_ids, inter["item_id"].to_numpy()) + 1,
                 "split": self.split_codes(),
                 "position": position,
