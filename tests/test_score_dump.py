@@ -21,6 +21,19 @@ from tests.helpers import compose_config
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread (conftest)
 
 
+def _trainer(tmp_path: Path, **settings) -> L.Trainer:
+    """A quiet CPU trainer whose ScoreDump writes to `tmp_path / "run"`."""
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ScoreDump(tmp_path / "run")],
+        **settings,
+    )
+
+
 def _dump(experiment: str, tmp_path: Path, ml100k_dir: Path, *overrides: str):
     """Test an untrained `experiment` on the fixture with a ScoreDump; (datamodule, logged metrics, dumped table)."""
     cfg = compose_config(
@@ -37,14 +50,7 @@ def _dump(experiment: str, tmp_path: Path, ml100k_dir: Path, *overrides: str):
     datamodule = instantiate(cfg.data)
     backbone = instantiate(cfg.model.backbone, vocab_size=len(datamodule.tokenizer))
     system = instantiate(cfg.task, backbone=apply_peft(backbone, instantiate(cfg.peft)))
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[ScoreDump(tmp_path / "run")],
-    )
+    trainer = _trainer(tmp_path)
     trainer.test(system, datamodule=datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     return datamodule, metrics, pq.read_table(tmp_path / "run" / "scores_test.parquet").to_pydict()
@@ -97,17 +103,7 @@ def test_id_ranking_dump_has_raw_ids_and_recomputes_the_ranking_metrics(tmp_path
         tmp_path,
     )
     datamodule, system = build_datamodule_and_system(cfg)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=0,
-        callbacks=[ScoreDump(tmp_path / "run")],
-    )
+    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0)
     trainer.fit(system, datamodule=datamodule)  # Pop: counts the TRAIN items at fit start
     trainer.test(system, datamodule=datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
