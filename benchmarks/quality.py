@@ -248,6 +248,14 @@ MODELS: list[dict] = [
         "id_tokens": True,
         "overrides": ["experiment=p2_deepfm_idprofile"],
     },
+    # P2: the classic ID-profile model + title words as a multi-hot field (bag of words: reads text, no LM)
+    {
+        "protocol": "P2",
+        "model": "deepfm_idprofile_words",
+        "lm_based": False,
+        "id_tokens": True,
+        "overrides": ["experiment=p2_deepfm_idprofile_words"],
+    },
     # P2: both: MiniLM text joined to the identity codes (LM-based, reads language and which items)
     {
         "protocol": "P2",

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hydra.utils import instantiate
 
 from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule
-from m6rec.data.datamodules.features import FeatureDataModule
+from m6rec.data.datamodules.features import FeatureDataModule, title_words
 from m6rec.models.factorization import BiasedMF, DeepFM, FactorizationMachine, LogisticRegression, pairwise_interactions
 from m6rec.systems.features import FeatureCTRSystem, FeatureRatingSystem
 from tests.fixtures import make_log, write_grouplens
@@ -69,6 +70,22 @@ def test_feature_ids_of_one_row_by_hand(ml100k_dir: Path, tmp_path: Path):
         year + 2,
     ]
     assert dm.encode(np.array([99]), np.array([2]))[0, :5].tolist() == [user, item + 2, age, gender, occupation]
+
+
+def test_title_words_keep_words_shared_by_two_titles():
+    titles = pd.Series(["Toy Story", "Story of Us, The", "Café au lait", "The Café", "Schindler's List", None])
+    # story, the, café: in two titles each; every other word in one only
+    assert title_words(titles).tolist() == [["story"], ["story", "the"], ["café"], ["the", "café"], [], []]
+    assert title_words(titles, min_items=1)[4] == ["schindler's", "list"]
+
+
+def test_title_words_field_is_multi_hot_and_opt_in(ml100k_dir: Path, tmp_path: Path):
+    dm = features_of(ml100k_dir, tmp_path, fields=["item", "title_words"])
+    # fixture titles: Toy Story, Heat, Café au lait, Fargo, unknown, then "Movie 6" … "Movie 30": only "movie" repeats
+    assert dm.vocabularies["title_words"] == ["movie"] and dm.field_slots == [1, 1]
+    words = dm.offsets["title_words"]
+    assert dm.encode(np.array([1, 1]), np.array([1, 6]))[:, 1].tolist() == [0, words + 1]  # Toy Story: empty slot
+    assert "title_words" not in features_of(ml100k_dir, tmp_path).vocabularies  # not a default field
 
 
 def test_same_rows_labels_and_split_as_the_lm_ctr_datamodule(ml100k_dir: Path, tmp_path: Path):

@@ -17,8 +17,11 @@ from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule
 from m6rec.data.datamodules.resumable import split_loader
 from m6rec.data.protocol.splits import SPLIT_NAMES
 
-FIELDS = ("user", "item", "age", "gender", "occupation", "genres", "year")
-USER_FIELDS, ITEM_FIELDS = ("user", "age", "gender", "occupation"), ("item", "genres", "year")
+FIELDS = ("user", "item", "age", "gender", "occupation", "genres", "year")  # the default fields
+OPTIONAL_FIELDS = ("title_words",)  # on request only (data.fields)
+MULTI_VALUED = ("genres", "title_words")  # one slot per value, multi-hot
+USER_FIELDS, ITEM_FIELDS = ("user", "age", "gender", "occupation"), ("item", "genres", "year", "title_words")
+TITLE_WORD_MIN_ITEMS = 2  # a word in one title only would be a second item id
 AGE_EDGES = (18, 25, 35, 45, 50, 56)  # MovieLens-1M's age groups: <18, 18-24, 25-34, 35-44, 45-49, 50-55, 56+
 
 
@@ -51,6 +54,16 @@ def age_group(age: pd.Series) -> pd.Series:
     return groups.astype(object).where(age.notna(), None)
 
 
+def title_words(titles: pd.Series, min_items: int = TITLE_WORD_MIN_ITEMS) -> pd.Series:
+    """Each title's distinct lower-cased words (runs of Unicode letters and digits, inner apostrophes kept), in order,
+    keeping the words that occur in at least `min_items` titles of `titles` (item metadata: no interactions)."""
+    words = titles.fillna("").astype(str).str.lower().str.findall(r"[^\W_]+(?:'[^\W_]+)*")
+    words = words.map(lambda w: list(dict.fromkeys(w)))
+    counts = words.explode().dropna().value_counts()
+    kept = set(counts.index[counts >= min_items])
+    return words.map(lambda w: [x for x in w if x in kept])
+
+
 def decade(year: pd.Series) -> pd.Series:
     """Release decade ("1990s") of four-digit year strings; "" (unknown year) → missing."""
     known = year.fillna("").str.fullmatch(r"\d{4}")
@@ -60,7 +73,7 @@ def decade(year: pd.Series) -> pd.Series:
 class FeatureDataModule(L.LightningDataModule):
     """`behaviour`'s scored events (its `samples()`: log, `split_codes()` and label rule, row for row) with one
     integer feature id per field slot: `fields` from user id, item id, age group, gender, occupation, genres (one slot
-    per genre, multi-hot) and release decade.
+    per genre, multi-hot), release decade and, on request, `title_words` (multi-hot words shared by >= 2 titles).
 
     Vocabularies come from the user and item tables (metadata, no interactions). Feature ids are global: id 0 is an
     empty slot, then each field's block in order, starting with its "unknown" id (a user or item absent from the
@@ -77,9 +90,9 @@ class FeatureDataModule(L.LightningDataModule):
     ):
         super().__init__()
         fields = [str(f) for f in fields]
-        unknown = [f for f in fields if f not in FIELDS]
+        unknown = [f for f in fields if f not in (*FIELDS, *OPTIONAL_FIELDS)]
         if unknown or not fields or len(set(fields)) != len(fields):
-            raise ValueError(f"data.fields: need distinct names from {list(FIELDS)}, got {fields}")
+            raise ValueError(f"data.fields: need distinct names from {[*FIELDS, *OPTIONAL_FIELDS]}, got {fields}")
         self.save_hyperparameters(ignore=["behaviour"])
         self.behaviour = behaviour
         self.datasets: dict[str, FeatureDataset] = {}
@@ -103,7 +116,11 @@ class FeatureDataModule(L.LightningDataModule):
                 age=age_group(users["age"]), gender=users["gender"], occupation=users["occupation"]
             )
         genres = items["genres"].fillna("").str.split("|").map(lambda g: [x for x in g if x])
-        item_frame = pd.DataFrame({"item": item_ids, "genres": genres, "year": decade(items["year"])}, index=item_ids)
+        titles = items["title"] if "title" in items else pd.Series("", index=items.index)
+        words = title_words(titles)
+        item_frame = pd.DataFrame(
+            {"item": item_ids, "genres": genres, "year": decade(items["year"]), "title_words": words}, index=item_ids
+        )
         return {"user": user_frame, "item": item_frame}
 
     @cached_property
@@ -114,7 +131,7 @@ class FeatureDataModule(L.LightningDataModule):
         for field in self.hparams.fields:
             frame = frames["user" if field in USER_FIELDS else "item"]
             column = frame[field] if field in frame else pd.Series([], dtype=object)
-            values = column.explode() if field == "genres" else column
+            values = column.explode() if field in MULTI_VALUED else column
             vocab[field] = sorted(values.dropna().unique().tolist())
         return vocab
 
@@ -124,9 +141,9 @@ class FeatureDataModule(L.LightningDataModule):
 
     @cached_property
     def field_slots(self) -> list[int]:
-        """Slots per field in `fields` order: 1, or the most genres any item has for "genres"."""
-        genres = self.entity_values["item"]["genres"]
-        return [max(1, int(genres.map(len).max())) if f == "genres" else 1 for f in self.hparams.fields]
+        """Slots per field in `fields` order: 1, or the most values any item has for a multi-valued field (genres)."""
+        items = self.entity_values["item"]
+        return [max(1, int(items[f].map(len).max())) if f in MULTI_VALUED else 1 for f in self.hparams.fields]
 
     @cached_property
     def offsets(self) -> dict[str, int]:
@@ -149,7 +166,7 @@ class FeatureDataModule(L.LightningDataModule):
             ids = user_ids if entity == "user" else item_ids
             frame = frames[entity]
             values = frame[field].reindex(ids) if field in frame else pd.Series([None] * len(ids), dtype=object)
-            if field == "genres":  # multi-hot: the item's genres, then empty slots
+            if field in MULTI_VALUED:  # multi-hot: the item's values, then empty slots
                 ragged = values.map(lambda g: g if isinstance(g, list) else [])
                 nth = [ragged.map(lambda g, s=slot: g[s] if s < len(g) else None) for slot in range(slots)]
                 slot_ids = [np.where(v.notna().to_numpy(), self.offsets[field] + self._codes(field, v), 0) for v in nth]
