@@ -248,6 +248,14 @@ MODELS: list[dict] = [
         "id_tokens": True,
         "overrides": ["experiment=p2_deepfm_idprofile"],
     },
+    # P2: make run's transformer on ID tokens and ratings only (no language): a classic control for ctr_lora
+    {
+        "protocol": "P2",
+        "model": "ctr_lora_ids",
+        "lm_based": False,
+        "id_tokens": True,
+        "overrides": ["experiment=ctr_lora_ids"],
+    },
     # P2: the classic ID-profile model + title words as a multi-hot field (bag of words: reads text, no LM)
     {
         "protocol": "P2",

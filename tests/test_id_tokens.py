@@ -4,6 +4,7 @@ embedding rows learn while the frozen backbone does not."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +109,17 @@ def test_embedding_rows_train_beside_lora_while_the_backbone_stays_frozen(ml100k
     assert set(seen) & set(id_token_ids(dm.tokenizer))  # including ID-token rows
     for name, value in frozen.items():
         assert torch.equal(params[name].detach(), value), name
+
+
+def test_the_no_language_control_prompts_hold_ids_and_ratings_only(ml100k_dir: Path, tmp_path: Path):
+    """experiment=ctr_lora_ids: every prompt decodes to ID tokens, ratings and the fixed prompt words — no title, year,
+    genre or user attribute."""
+    cfg = compose_config(["experiment=ctr_lora_ids", f"data.root={ml100k_dir}", f"paths.data_dir={tmp_path}"], tmp_path)
+    datamodule, _ = build_datamodule_and_system(cfg)
+    datamodule.setup()
+    tok = datamodule.tokenizer
+    fixed = {"rated", "nothing", "yet.", "Will", "he", "she", "enjoy"}
+    for ids in datamodule.datasets["train"].input_ids[:50]:
+        text = tok.decode(ids.tolist())
+        words = re.sub(r"<[ui]_\d+>|\(\d/5\)[;.]?|\?", " ", text).split()
+        assert set(words) <= fixed, text
