@@ -23,15 +23,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from torchmetrics.functional.classification import binary_auroc
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality import MODELS, run_dir  # noqa: E402
+from quality import METRICS, MODELS, run_dir  # noqa: E402
+
+from m6rec.metrics.ranking import ranking_values  # noqa: E402
 
 EDGES = (0, 20, 50, 100, 200)  # bucket b holds items with EDGES[b] <= training count < EDGES[b + 1]
-RUN_METRICS = {"P1": {"NDCG@10": "test/ndcg@10", "HR@10": "test/hr@10"}, "P2": {"AUC": "test/auc"}}
+RUN_METRICS = {
+    p: {name: METRICS[name] for name in names} for p, names in {"P1": ("NDCG@10", "HR@10"), "P2": ("AUC",)}.items()
+}
 
 
 def bucket_names(edges: tuple[int, ...] = EDGES) -> list[str]:
@@ -45,21 +51,17 @@ def bucket_of(counts: np.ndarray, edges: tuple[int, ...] = EDGES) -> np.ndarray:
 
 
 def ranking_metrics(rank: np.ndarray, k: int = 10) -> dict[str, float]:
-    """Mean NDCG@k and HR@k of one relevant item per row at 0-based `rank` (the leave-one-out case)."""
-    hit = rank < k
-    return {
-        f"NDCG@{k}": float(np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0).mean()),
-        f"HR@{k}": float(hit.mean()),
-    }
+    """Mean NDCG@k and HR@k of one relevant item per row at 0-based `rank` (the evaluator's `ranking_values`)."""
+    values = ranking_values(torch.as_tensor(rank), (k,))
+    return {f"NDCG@{k}": float(values[f"ndcg@{k}"]), f"HR@{k}": float(values[f"hr@{k}"])}
 
 
 def auc(label: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC with ties counted one half (Mann-Whitney); NaN when a class is missing."""
-    pos, neg = int((label > 0.5).sum()), int((label <= 0.5).sum())
-    if not pos or not neg:
+    """ROC AUC as the evaluator computes it (torchmetrics, ties counted one half); NaN when a class is missing."""
+    positive = torch.as_tensor(np.asarray(label) > 0.5)
+    if positive.all() or not positive.any():
         return float("nan")
-    ranks = pd.Series(score).rank(method="average").to_numpy()  # 1-based, ties averaged
-    return float((ranks[label > 0.5].sum() - pos * (pos + 1) / 2) / (pos * neg))
+    return float(binary_auroc(torch.as_tensor(np.asarray(score, np.float64)), positive.long()))
 
 
 def bucket_metrics(protocol: str, dump: pd.DataFrame, counts: np.ndarray) -> list[dict]:
@@ -109,11 +111,17 @@ def dump_run(row: dict, seed: int, log_dir: Path) -> Path:
         proc = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=env, capture_output=True)
         if proc.returncode != 0:
             raise SystemExit(f"re-test of {source} failed:\n{proc.stderr.decode()[-3000:]}")
-    for name, key in RUN_METRICS[row["protocol"]].items():  # the dump must reproduce the quality run's test metric
-        ran, tested = metrics[key], json.loads((out / "metrics.json").read_text())[key]
-        if abs(ran - tested) > 1e-4:
-            raise SystemExit(f"{out}: {name} {tested:.4f} on re-test, {ran:.4f} in {source}/metrics.json")
+    tested = json.loads((out / "metrics.json").read_text())
+    names = RUN_METRICS[row["protocol"]]
+    check_metrics({name: tested[key] for name, key in names.items()}, metrics, row["protocol"], f"{out} (re-test)")
     return out
+
+
+def check_metrics(values: dict[str, float], logged: dict, protocol: str, where: str) -> None:
+    """Stop unless each of the protocol's metrics in `values` (by name) equals the quality run's `logged` one."""
+    for name, key in RUN_METRICS[protocol].items():
+        if abs(values[name] - logged[key]) > 1e-4:
+            raise SystemExit(f"{where}: {name} {values[name]:.4f}, the quality run logged {logged[key]:.4f}")
 
 
 def summarise(per_run: dict[str, list[list[dict]]], models: list[str]) -> list[dict]:
@@ -127,13 +135,14 @@ def summarise(per_run: dict[str, list[list[dict]]], models: list[str]) -> list[d
                 values = [run[b][metric] for run in runs]
                 base = [run[b][metric] for run in per_run[models[0]]]
                 diffs = [v - w for v, w in zip(values, base, strict=True)]
-                entry[metric] = {"mean": statistics.mean(values), "std": _std(values), "values": values}
-                entry[f"{metric} − {models[0]}"] = {"mean": statistics.mean(diffs), "std": _std(diffs)}
+                entry[metric] = {"mean": statistics.mean(values), "std": sample_std(values), "values": values}
+                entry[f"{metric} − {models[0]}"] = {"mean": statistics.mean(diffs), "std": sample_std(diffs)}
             rows.append(entry)
     return rows
 
 
-def _std(values: list[float]) -> float:
+def sample_std(values: list[float]) -> float:
+    """Sample standard deviation over seeds; 0 for one seed."""
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
@@ -204,13 +213,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for seed in args.seeds:
             out = dump_run(rows_by_name[model], seed, args.log_dir)
             config = out / "config_resolved.yaml"
-            dump = pd.read_parquet(out / "scores_test.parquet")
-            key = json.loads((out / "metrics.json").read_text())["data"].get("fingerprint", str(config))
+            dump, tested = pd.read_parquet(out / "scores_test.parquet"), json.loads((out / "metrics.json").read_text())
+            key = tested["data"].get("fingerprint", str(config))
             if key not in counts_cache:
                 counts_cache[key] = train_counts(config)
             counts = counts_cache[key].reindex(dump["item_id"].to_numpy(), fill_value=0).to_numpy()
             buckets = bucket_metrics(args.protocol, dump, counts)
-            _check_overall(buckets[-1], json.loads((out / "metrics.json").read_text()), args.protocol, out)
+            check_metrics(buckets[-1], tested, args.protocol, f"{out}/scores_test.parquet")  # dump or buckets wrong
             per_run[model].append(buckets)
             print(f"{model} seed {seed}: " + ", ".join(f"{b['bucket']} {_first(b):.4f}" for b in buckets), flush=True)
 
@@ -229,13 +238,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 def _first(bucket: dict) -> float:
     return next((v for k, v in bucket.items() if k not in ("bucket", "n")), float("nan"))
-
-
-def _check_overall(overall: dict, metrics: dict, protocol: str, out: Path) -> None:
-    """The dump's metric over all rows must be the run's own test metric: else the dump or the bucketing is wrong."""
-    for name, key in RUN_METRICS[protocol].items():
-        if abs(overall[name] - metrics[key]) > 1e-4:
-            raise SystemExit(f"{out}: {name} {overall[name]:.4f} from scores_test.parquet, {metrics[key]:.4f} logged")
 
 
 if __name__ == "__main__":

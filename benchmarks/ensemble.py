@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from by_popularity import auc, dump_run  # noqa: E402
+from by_popularity import auc, dump_run, sample_std  # noqa: E402
 from quality import MODELS  # noqa: E402
 
 EPS = 1e-7  # probabilities are clipped to [EPS, 1 - EPS] before the logit (a saturated score stays finite)
@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for metric in ("AUC", "LogLoss"):
             values = [r["ensemble"][metric] for r in runs]
             diffs = [r["ensemble"][metric] - r["alone"][metric] for r in runs]
-            entry[metric] = {"mean": statistics.mean(values), "std": _std(values), "values": values}
-            entry[f"{metric} − A"] = {"mean": statistics.mean(diffs), "std": _std(diffs)}
+            entry[metric] = {"mean": statistics.mean(values), "std": sample_std(values), "values": values}
+            entry[f"{metric} − A"] = {"mean": statistics.mean(diffs), "std": sample_std(diffs)}
         results.append(entry)
 
     print("| pair (equal-weight logit mean) | reads text | AUC | LogLoss | AUC − A alone |")
@@ -108,10 +108,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     tmp.replace(args.out)
     print(f"wrote {args.out}")
     return results
-
-
-def _std(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 if __name__ == "__main__":
