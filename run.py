@@ -55,7 +55,7 @@ def train(cfg: DictConfig) -> dict:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    metrics: dict = {"params": count_parameters(system.model)}
+    metrics: dict = {"params": count_parameters(system)}
     ckpt_path = _resolve_ckpt_path(cfg.ckpt_path, output_dir)
     if cfg.train:
         trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)

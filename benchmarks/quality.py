@@ -256,6 +256,44 @@ MODELS: list[dict] = [
         "id_tokens": True,
         "overrides": ["experiment=ctr_lora_ids"],
     },
+    # P2: make run's prompt model + the ID-profile DeepFM beside it, trained jointly (logits added; wide & deep)
+    {
+        "protocol": "P2",
+        "model": "ctr_lora_deepfm",
+        "lm_based": True,
+        "id_tokens": True,
+        "overrides": ["experiment=ctr_lora_deepfm"],
+    },
+    # P2: its no-language control: the joint model's transformer on ID tokens and ratings only (classic)
+    {
+        "protocol": "P2",
+        "model": "ctr_lora_ids_deepfm",
+        "lm_based": False,
+        "id_tokens": True,
+        "overrides": ["experiment=ctr_lora_ids_deepfm"],
+    },
+    # P2: make run's prompt model learning the residual of a finished deepfm_idprofile run of the same seed (fixed)
+    {
+        "protocol": "P2",
+        "model": "ctr_lora_deepfm_residual",
+        "lm_based": True,
+        "id_tokens": True,
+        "overrides": [
+            "experiment=ctr_lora_deepfm_residual",
+            "task.features.checkpoint={log_dir}/quality/P2/deepfm_idprofile/default/seed{seed}",
+        ],
+    },
+    # P2: its no-language control (ID-token prompts; classic)
+    {
+        "protocol": "P2",
+        "model": "ctr_lora_ids_deepfm_residual",
+        "lm_based": False,
+        "id_tokens": True,
+        "overrides": [
+            "experiment=ctr_lora_ids_deepfm_residual",
+            "task.features.checkpoint={log_dir}/quality/P2/deepfm_idprofile/default/seed{seed}",
+        ],
+    },
     # P2: the classic ID-profile model + title words as a multi-hot field (bag of words: reads text, no LM)
     {
         "protocol": "P2",
@@ -299,7 +337,8 @@ def run_dir(log_dir: Path, row: dict, trial: str, seed: int) -> Path:
 def run_once(row: dict, extra: list[str], trial: str, seed: int, log_dir: Path, reuse: bool) -> dict:
     """Run (or, with `reuse`, read back) one job; its metrics.json plus `wall_s` and `command`."""
     out = run_dir(log_dir, row, trial, seed)
-    args = [*row["overrides"], *extra, f"seed={seed}", "logger=csv", f"hydra.run.dir={out}"]
+    overrides = [o.replace("{log_dir}", str(log_dir)).replace("{seed}", str(seed)) for o in row["overrides"]]
+    args = [*overrides, *extra, f"seed={seed}", "logger=csv", f"hydra.run.dir={out}"]
     command = ("python run.py " + " ".join(args)).replace(f"={ROOT}/", "=")  # paths inside the repository: relative
     if reuse and (out / "metrics.json").is_file():
         metrics = json.loads((out / "metrics.json").read_text())

@@ -10,7 +10,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from m6rec.utils.resolvers import register_resolvers
 
@@ -95,7 +95,18 @@ class DumpTestMetrics:
 
 
 def experiment_data(cfg, ml100k_dir: Path, tmp_path: Path) -> list[str]:
-    """Point an experiment's behaviour data (wherever its data config nests it) at a fixture."""
+    """Point an experiment's behaviour data (wherever its data config nests it) at a fixture; an experiment that
+    starts from a finished feature run (task.features.checkpoint: ???) gets one built on the fixture."""
+    features = cfg.task.get("features")
+    if isinstance(features, DictConfig) and OmegaConf.is_missing(features, "checkpoint"):
+        return [
+            *_fixture_data(cfg, ml100k_dir, tmp_path),
+            f"task.features.checkpoint={feature_checkpoint(ml100k_dir, tmp_path)[0]}",
+        ]
+    return _fixture_data(cfg, ml100k_dir, tmp_path)
+
+
+def _fixture_data(cfg, ml100k_dir: Path, tmp_path: Path) -> list[str]:
     cache = f"paths.data_dir={tmp_path / 'cache'}"
     if cfg.data.get("behaviour"):  # a corpus derived from a behaviour log
         return [f"data.behaviour.root={ml100k_dir}", cache]
@@ -182,3 +193,21 @@ class CrashAt:
                     raise RuntimeError(f"crash at step {step}")
 
         return _Crash()
+
+
+def feature_checkpoint(ml100k_dir: Path, tmp_path: Path) -> tuple[Path, object, object]:
+    """A p2_deepfm_idprofile system built on the fixture, saved as a Lightning checkpoint would hold it (untrained:
+    its weights are random, which is what a loading test needs). Returns (path, datamodule, system)."""
+    import torch
+
+    from m6rec.build import build_datamodule_and_system
+
+    out = tmp_path / "deepfm"
+    cfg = compose_config(
+        ["experiment=p2_deepfm_idprofile", f"data.behaviour.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}"],
+        out,
+    )
+    datamodule, system = build_datamodule_and_system(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": system.state_dict()}, out / "best.ckpt")
+    return out / "best.ckpt", datamodule, system

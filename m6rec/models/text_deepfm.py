@@ -70,10 +70,11 @@ class TextDeepFM(DeepFM):
         self.item_text = _projection(width, embed_dim, text_dropout, init_std)
         if profiles is not None:
             users, items, labels = profiles.long().T
-            sums = torch.zeros(2, int(users.max()) + 1, width).index_put_(
-                (labels, users), self.item_encodings[items], accumulate=True
-            )
-            counts = torch.zeros(2, len(sums[0])).index_put_((labels, users), torch.ones(len(users)), accumulate=True)
+            num_users = int(users.max()) + 1
+            rows = labels * num_users + users  # index_add_ sums in a fixed order (index_put_ does not): same bits
+            sums = torch.zeros(2 * num_users, width).index_add_(0, rows, self.item_encodings[items])
+            counts = torch.zeros(2 * num_users).index_add_(0, rows, torch.ones(len(rows)))
+            sums, counts = sums.view(2, num_users, width), counts.view(2, num_users)
             self.register_buffer("profile_sums", sums)  # [disliked, liked] × user × width
             self.register_buffer("profile_counts", counts)
             self.profile_text = _projection(width, embed_dim, text_dropout, init_std)

@@ -56,6 +56,10 @@ class CTRSystem(CTRObjective, TaskSystem):
     `layers_online` (task.layers_online; GPT-2 backbones): M6-Rec late interaction — the lower blocks read each
     segment alone, only the top `layers_online` blocks read the whole prompt; batches must carry `segments`
     (data=ml100k_late, or data._target_=m6rec.data.LateSegmentDataModule).
+
+    `features` (task.features; m6rec.models.row_features.RowFeatureModel): a feature model (e.g. DeepFM) reading the
+    same rows by user and item id; its logit is added to the prompt model's. Trained jointly (wide & deep), or, loaded
+    from a finished run and fixed, a prior whose residual the prompt model learns (its head then starts at zero).
     """
 
     def __init__(
@@ -65,19 +69,32 @@ class CTRSystem(CTRObjective, TaskSystem):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         pooling: str = "last",
         layers_online: int | None = None,
+        features: nn.Module | None = None,
     ):
         super().__init__(optimizer, scheduler)
         # Only plain values go into checkpoints (they load with weights_only=True); the run's resolved config
         # records the optimizer and scheduler.
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"], logger=False)
+        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler", "features"], logger=False)
         if layers_online is None:
             self.model = TextScorer(backbone, backbone.config.hidden_size, num_outputs=1, pooling=pooling)
         else:
             _check_late_interaction(backbone, layers_online)
             self.model = LateInteractionScorer(backbone, layers_online)
+        self.features = features
+        if features is not None and not getattr(features, "trainable", True):
+            for weight in self.model.head.parameters():  # a fixed prior: the sum starts at its logits, exactly
+                nn.init.zeros_(weight)
         self.metrics = ctr_metrics()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = self.prompt_logits(batch)
+        if self.features is None:
+            return logits
+        labels = batch["labels"] if self.training else None  # a TextDeepFM leaves a training row out of its profile
+        return logits + self.features(batch["user_ids"], batch["item_ids"], labels)
+
+    def prompt_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The prompt model's logit per row (full attention, or late interaction over `segments`)."""
         if not isinstance(self.model, LateInteractionScorer):
             return self.model(batch["input_ids"], batch["attention_mask"])
         if "segments" not in batch:
