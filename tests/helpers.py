@@ -211,3 +211,18 @@ def feature_checkpoint(ml100k_dir: Path, tmp_path: Path) -> tuple[Path, object, 
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": system.state_dict()}, out / "best.ckpt")
     return out / "best.ckpt", datamodule, system
+
+
+def fit_one_batch(system, batch: dict, steps: int, lr: float) -> list[float]:
+    """`steps` AdamW steps (no weight decay) of `system.loss` on one batch over its trainable parameters; losses."""
+    import torch
+
+    optimizer = torch.optim.AdamW([p for p in system.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = system.loss(batch)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses

@@ -16,7 +16,7 @@ from m6rec.data import BehaviourLogDataModule
 from m6rec.data.protocol.splits import TRAIN
 from m6rec.data.text.id_tokens import id_token_ids, item_token, user_token
 from m6rec.peft import count_parameters
-from tests.helpers import compose_config
+from tests.helpers import compose_config, fit_one_batch
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing")]
 ID_TEMPLATES = {
@@ -94,14 +94,7 @@ def test_embedding_rows_train_beside_lora_while_the_backbone_stays_frozen(ml100k
     assert any("c_attn.base_layer" in n for n in frozen)  # the GPT-2 blocks are frozen, LoRA trains
     before = emb.detach().clone()
     batch = next(iter(dm.train_dataloader()))
-    optimizer = torch.optim.AdamW([p for p in params.values() if p.requires_grad], lr=1e-3, weight_decay=0.0)
-    losses = []
-    for _ in range(5):
-        optimizer.zero_grad()
-        loss = system.loss(batch)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit_one_batch(system, batch, steps=5, lr=1e-3)
     assert losses[-1] < losses[0]
     seen = np.unique(batch["input_ids"][batch["attention_mask"].bool()].numpy())
     changed = np.flatnonzero((emb.detach() != before).any(dim=1).numpy())

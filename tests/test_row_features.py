@@ -15,7 +15,7 @@ from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule
 from m6rec.data.datamodules.features import FeatureDataModule
 from m6rec.models.factorization import DeepFM
 from m6rec.models.row_features import RowFeatureModel, RowFeatures
-from tests.helpers import compose_config, feature_checkpoint, run_cli
+from tests.helpers import compose_config, feature_checkpoint, fit_one_batch, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -55,16 +55,9 @@ def test_joint_system_adds_the_feature_logit_and_trains_both_parts(ml100k_dir: P
         assert wide.abs().max() > 0 and prompt.abs().max() > 0  # both parts speak from the start
 
     system.train()
-    optimizer = torch.optim.AdamW([p for p in system.parameters() if p.requires_grad], lr=1e-2)
     feature_weights = system.features.model.mlp[0].weight.detach().clone()
     lora = {n: p.detach().clone() for n, p in system.model.named_parameters() if p.requires_grad and "lora_B" in n}
-    losses = []
-    for _ in range(30):
-        optimizer.zero_grad()
-        loss = system.loss(batch)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit_one_batch(system, batch, steps=30, lr=1e-2)
     assert losses[-1] < 0.5 * losses[0], losses  # one batch, fitted
     assert not torch.equal(system.features.model.mlp[0].weight, feature_weights)  # the DeepFM trains…
     moved = [n for n, p in system.model.named_parameters() if n in lora and not torch.equal(p, lora[n])]
@@ -94,11 +87,7 @@ def test_residual_starts_at_the_loaded_prior_and_keeps_it_fixed(ml100k_dir: Path
     assert not system.features.model.training and system.model.training
     assert torch.allclose(system(batch), prior, rtol=0, atol=1e-6)
 
-    optimizer = torch.optim.AdamW([p for p in system.parameters() if p.requires_grad], lr=1e-2)
-    for _ in range(3):
-        optimizer.zero_grad()
-        system.loss(batch).backward()
-        optimizer.step()
+    fit_one_batch(system, batch, steps=3, lr=1e-2)
     assert not any(p.requires_grad for p in system.features.parameters())
     assert all(torch.equal(w, system.features.model.state_dict()[n]) for n, w in deepfm.model.state_dict().items())
     assert not torch.equal(system(batch), prior)  # the prompt model has learned something on top
