@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from quality import METRICS, MODELS, run_dir  # noqa: E402
 
 from m6rec.metrics.ranking import ranking_values  # noqa: E402
+from m6rec.utils.run_record import best_checkpoint  # noqa: E402
 
 EDGES = (0, 20, 50, 100, 200)  # bucket b holds items with EDGES[b] <= training count < EDGES[b + 1]
 RUN_METRICS = {
@@ -98,11 +99,9 @@ def dump_run(row: dict, seed: int, log_dir: Path) -> Path:
     """Re-test the quality run's best checkpoint with scores dumped; return the new run directory (reused if done)."""
     source = run_dir(log_dir, row, "default", seed)
     metrics = json.loads((source / "metrics.json").read_text())
-    ckpt = Path(metrics.get("best_checkpoint", ""))
-    if not ckpt.is_file():  # a run made elsewhere and copied: its best checkpoint under the same name here
-        ckpt = source / "checkpoints" / ckpt.name
-    if not ckpt.is_file():
-        raise SystemExit(f"{source}: no best checkpoint ({metrics.get('best_checkpoint')}); rerun quality.py first")
+    ckpt = best_checkpoint(source)
+    if ckpt is None:
+        raise SystemExit(f"{source}: no best checkpoint (metrics.json best_checkpoint); rerun quality.py first")
     out = log_dir / "by_popularity" / row["protocol"] / row["model"] / f"seed{seed}"
     if not (out / "scores_test.parquet").is_file():
         args = [*row["overrides"], f"seed={seed}", "train=false", f"ckpt_path={ckpt}", "eval.dump_scores=true"]

@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from m6rec.build import build_datamodule_and_system  # noqa: E402
 from m6rec.utils.resolvers import register_resolvers  # noqa: E402
+from m6rec.utils.run_record import best_checkpoint  # noqa: E402
 
 PARTS = ("prompt", "features", "sum")
 
@@ -37,7 +38,7 @@ def part_aucs(run: Path) -> dict[str, float]:
     datamodule, system = build_datamodule_and_system(cfg)
     if getattr(system, "features", None) is None:
         raise ValueError(f"{run}: not a joint model (its task has no `features`)")
-    state = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    state = torch.load(best_checkpoint(run), map_location="cpu", weights_only=True)["state_dict"]
     system.load_state_dict(state, strict=False)  # adapter-only checkpoints omit the frozen weights, built as saved
     datamodule.setup("test")
     system.eval()

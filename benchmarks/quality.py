@@ -240,6 +240,16 @@ MODELS: list[dict] = [
         "id_tokens": True,
         "overrides": ["experiment=ctr_lora_late"],
     },
+    # P2: ctr_lora_late from M6-Rec-style pretraining (causal LM on the TRAIN split's behaviour text with ID tokens,
+    # same seed); chosen over ctr_lora from the same pretraining on seed 0's validation (docs/lm_recipes.md)
+    {
+        "protocol": "P2",
+        "model": "ctr_lora_late_pretrained",
+        "lm_based": True,
+        "id_tokens": True,
+        "before": ["experiment=pretrain_lm_id_tokens"],
+        "overrides": ["experiment=ctr_lora_late", "model.backbone.path={before}/hf"],
+    },
     # P2: deepfm_text_profile's no-language control: every text encoding a random code per distinct text (classic)
     {
         "protocol": "P2",
@@ -335,9 +345,30 @@ def run_dir(log_dir: Path, row: dict, trial: str, seed: int) -> Path:
 
 
 def run_once(row: dict, extra: list[str], trial: str, seed: int, log_dir: Path, reuse: bool) -> dict:
-    """Run (or, with `reuse`, read back) one job; its metrics.json plus `wall_s` and `command`."""
+    """Run (or, with `reuse`, read back) one job; its metrics.json plus `wall_s` and `command`. A row's `before`
+    overrides run first, same seed, into `<trial>_before`; `{before}` in the row's overrides
+    names that run's directory, and `wall_s` / `command` count both jobs."""
     out = run_dir(log_dir, row, trial, seed)
-    overrides = [o.replace("{log_dir}", str(log_dir)).replace("{seed}", str(seed)) for o in row["overrides"]]
+    first = None
+    if row.get("before"):
+        first = run_once(
+            {**row, "overrides": row["before"], "before": None}, [], f"{trial}_before", seed, log_dir, reuse
+        )
+    before = str(run_dir(log_dir, row, f"{trial}_before", seed))
+    overrides = [
+        o.replace("{log_dir}", str(log_dir)).replace("{seed}", str(seed)).replace("{before}", before)
+        for o in row["overrides"]
+    ]
+    metrics = _run_job(out, overrides, extra, seed, reuse)
+    if first is not None:
+        metrics |= {
+            "wall_s": first["wall_s"] + metrics["wall_s"],
+            "command": f"{first['command']} && {metrics['command']}",
+        }
+    return metrics
+
+
+def _run_job(out: Path, overrides: list[str], extra: list[str], seed: int, reuse: bool) -> dict:
     args = [*overrides, *extra, f"seed={seed}", "logger=csv", f"hydra.run.dir={out}"]
     command = ("python run.py " + " ".join(args)).replace(f"={ROOT}/", "=")  # paths inside the repository: relative
     if reuse and (out / "metrics.json").is_file():

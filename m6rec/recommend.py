@@ -16,7 +16,6 @@ Every item the user has interacted with (any split) is left out of the ranking u
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from m6rec.data.datamodules.eval_history import ALL_SPLITS
 from m6rec.systems.ctr import CTRSystem
 from m6rec.systems.rating import RatingSystem
 from m6rec.systems.retrieval import RetrievalSystem
+from m6rec.utils.run_record import best_checkpoint
 
 SCORING_SYSTEMS = (CTRSystem, RatingSystem)  # a forward that scores (user, item) prompts
 EMBEDDING_SYSTEMS = (RetrievalSystem,)  # towers that embed user queries and items
@@ -96,11 +96,9 @@ def load_run(
 
 
 def _best_checkpoint(run_dir: Path) -> Path:
-    metrics = run_dir / "metrics.json"
-    best = json.loads(metrics.read_text()).get("best_checkpoint") if metrics.is_file() else None
-    for path in (Path(best) if best else None, run_dir / "checkpoints" / "last.ckpt"):
-        if path is not None and path.is_file():
-            return path
+    path = best_checkpoint(run_dir, last_ok=True)
+    if path is not None:
+        return path
     raise RecommendError(f"--run {run_dir}: no checkpoint (metrics.json best_checkpoint or checkpoints/last.ckpt)")
 
 

@@ -426,3 +426,29 @@ def test_corpus_configs_instantiate(tmp_path: Path, ml100k_dir: Path):
     assert [p.name for p in dm.files] == ["c.txt"] and len(list(dm.training_documents(10))) == 10
     dm.setup()
     assert dm.stats["train_documents"] + dm.stats["valid_documents"] == 30
+
+
+def test_id_token_corpus_reads_the_logs_vocabulary_and_fine_tuning_keeps_its_ids(tmp_path: Path, ml100k_dir: Path):
+    templates = {
+        "user": "{user_token} A {age}-year-old {gender} {occupation}",
+        "history_item": "{item_token} {title} ({rating:.0f}/5)",
+        "candidate": "{item_token} {title} ({year}), {genres}",
+    }
+    behaviour = {"root": str(ml100k_dir), "id_tokens": True, "templates": templates}
+    dm = TextCorpusDataModule(str(tmp_path / "data"), behaviour=behaviour, block_size=32)
+    log = BehaviourLogDataModule(str(tmp_path / "data"), **behaviour)
+    assert dm.tokenizer.get_vocab() == log.tokenizer.get_vocab()  # metadata BPE + one token per user / item
+    sentence = next(d for d in dm.documents() if " rated <i_" in d)
+    words = sentence.split()
+    ids = dm.tokenizer(sentence)["input_ids"]
+    assert ids[0] == log.tokenizer.convert_tokens_to_ids(words[0]) >= len(log.tokenizer) - 46  # <u_N>: 16 + 30 ids
+    item = next(w for w in words if w.startswith("<i_"))
+    assert log.tokenizer.convert_tokens_to_ids(item) in ids  # one id, not BPE pieces of "<i_12>"
+    dm.setup()
+    assert dm.stats["vocab_size"] == len(log.tokenizer)
+    saved = tmp_path / "hf"  # what the pretraining run saves beside its weights; fine-tuning loads it as its tokenizer
+    dm.tokenizer.save_pretrained(saved)
+    tuned = BehaviourLogDataModule(str(tmp_path / "data"), tokenizer=str(saved), **behaviour)
+    assert tuned.tokenizer.get_vocab() == log.tokenizer.get_vocab() and len(tuned.tokenizer) == len(log.tokenizer)
+    with pytest.raises(ValueError, match="data.tokenizer_type=wordpiece: a behaviour log with id_tokens"):
+        _ = TextCorpusDataModule(str(tmp_path / "data"), behaviour=behaviour, tokenizer_type="wordpiece").tokenizer

@@ -142,6 +142,15 @@ def test_hybrid_is_id_plus_text_and_all_items_matches_forward():
     assert module.all_items().shape == (5, 3)
 
 
+def test_hybrid_with_text_on_the_input_side_only_scores_against_ids():
+    torch.manual_seed(0)
+    module = HybridItemEmbedding(torch.randn(6, 4), dim=3, text_in_output=False)
+    ids = torch.tensor([[0, 5, 2]])
+    torch.testing.assert_close(module(ids), module.ids(ids) + module.text(ids))  # the input still reads the text
+    assert torch.equal(module.all_items(), module.ids.weight[1:])
+    assert not torch.equal(module(torch.tensor([5])), module.all_items()[4:5])
+
+
 def test_text_embedding_ranks_items_it_never_trained_on():
     """Items in two text clusters; a user likes cluster A. Trained on half the items, the text-only embedding puts
     the held-out half of cluster A above the held-out half of B (an ID embedding cannot: unseen rows stay random)."""

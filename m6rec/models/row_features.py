@@ -4,7 +4,6 @@ DataModule's batches (which carry `user_ids`, `item_ids`) — the "wide" part of
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from m6rec.data.datamodules.features import USER_FIELDS, FeatureDataModule
+from m6rec.utils.run_record import best_checkpoint
 
 
 class RowFeatures(nn.Module):
@@ -92,10 +92,12 @@ def load_feature_weights(model: nn.Module, checkpoint: str | Path) -> None:
     `model`; `checkpoint` is the .ckpt or the run directory whose metrics.json names its best checkpoint."""
     path = Path(checkpoint)
     if path.is_dir():
-        metrics = path / "metrics.json"
-        if not metrics.is_file():
+        if not (path / "metrics.json").is_file():
             raise FileNotFoundError(f"task.features.checkpoint: {path} has no metrics.json (run it to the end first)")
-        path = Path(json.loads(metrics.read_text())["best_checkpoint"])
+        best = best_checkpoint(path)
+        if best is None:
+            raise FileNotFoundError(f"task.features.checkpoint: {path}/metrics.json names no checkpoint that exists")
+        path = best
     if not path.is_file():
         raise FileNotFoundError(f"task.features.checkpoint: no checkpoint at {path}")
     state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]

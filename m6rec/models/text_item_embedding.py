@@ -90,10 +90,20 @@ class TextItemEmbedding(nn.Module):
 
 
 class HybridItemEmbedding(nn.Module):
-    """Item vector = a learned ID embedding (normal, std `id_init_std`) + `TextItemEmbedding` of the item's text."""
+    """Item vector = a learned ID embedding (normal, std `id_init_std`) + `TextItemEmbedding` of the item's text.
+    `text_in_output=False` keeps the text on the input side only: `all_items()` (what a sequence is scored against)
+    is then the ID embedding alone (feature-level fusion, as FDSA / S3Rec feed attributes)."""
 
-    def __init__(self, encodings: torch.Tensor, dim: int, id_init_std: float = 0.02, **text_kwargs: Any):
+    def __init__(
+        self,
+        encodings: torch.Tensor,
+        dim: int,
+        id_init_std: float = 0.02,
+        text_in_output: bool = True,
+        **text_kwargs: Any,
+    ):
         super().__init__()
+        self.text_in_output = text_in_output
         self.text = TextItemEmbedding(encodings, dim, **text_kwargs)
         self.ids = nn.Embedding(len(encodings), dim, padding_idx=0)
         nn.init.normal_(self.ids.weight, std=id_init_std)
@@ -109,7 +119,8 @@ class HybridItemEmbedding(nn.Module):
 
     def all_items(self) -> torch.Tensor:
         """Every catalogue item's vector, `[num_items, dim]` (row i - 1 = item index i)."""
-        return self.ids.weight[1:] + self.text.all_items()
+        ids = self.ids.weight[1:]
+        return ids + self.text.all_items() if self.text_in_output else ids
 
 
 def principal_components(encodings: torch.Tensor, dim: int) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -48,3 +49,13 @@ def write_metrics(output_dir: Path, metrics: dict[str, Any]) -> Path:
     path = output_dir / "metrics.json"
     write_json_atomic(path, metrics)
     return path
+
+
+def best_checkpoint(run_dir: Path, last_ok: bool = False) -> Path | None:
+    """The checkpoint a finished run chose (metrics.json `best_checkpoint`; a copied run dir: the same file name under
+    its own checkpoints/), else `checkpoints/last.ckpt` if `last_ok`; None when there is none (callers say why)."""
+    metrics = run_dir / "metrics.json"
+    best = json.loads(metrics.read_text()).get("best_checkpoint") if metrics.is_file() else None
+    candidates = [Path(best), run_dir / "checkpoints" / Path(best).name] if best else []
+    candidates += [run_dir / "checkpoints" / "last.ckpt"] if last_ok else []
+    return next((path for path in candidates if path.is_file()), None)

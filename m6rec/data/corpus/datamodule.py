@@ -116,10 +116,19 @@ class TextCorpusDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ tokenizer
     @cached_property
     def tokenizer(self):
-        """The pretrained tokenizer `tokenizer` names, else one trained on the training documents (cached by hash)."""
+        """The pretrained tokenizer `tokenizer` names; else, when the behaviour log has ID tokens, the log's own
+        tokenizer (its metadata BPE + one token per user / item: the vocabulary a model fine-tuned on that log reads);
+        else one trained on the training documents (cached by hash)."""
         hp = self.hparams
         if hp.tokenizer:
             return load_pretrained_tokenizer(hp.tokenizer)
+        if self.behaviour is not None and self.behaviour.module.hparams.id_tokens:
+            if hp.tokenizer_type != "bpe":
+                raise ValueError(
+                    f"data.tokenizer_type={hp.tokenizer_type}: a behaviour log with id_tokens brings its own BPE "
+                    "tokenizer (its ID tokens must keep their ids); use tokenizer_type=bpe"
+                )
+            return self.behaviour.module.tokenizer
         key = hashlib.sha256(f"{self.source_key}|{hp.tokenizer_sample_docs}".encode()).hexdigest()[:16]
         path = Path(hp.data_dir) / "tokenizers" / f"corpus-{hp.tokenizer_type}-{hp.vocab_size}-{key}"
         return train_tokenizer(
