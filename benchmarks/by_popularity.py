@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality import METRICS, MODELS, run_dir  # noqa: E402
+from quality import METRICS, MODELS, resolved_overrides, run_dir  # noqa: E402
 
 from m6rec.metrics.ranking import ranking_values  # noqa: E402
 from m6rec.utils.run_record import best_checkpoint  # noqa: E402
@@ -104,7 +104,8 @@ def dump_run(row: dict, seed: int, log_dir: Path) -> Path:
         raise SystemExit(f"{source}: no best checkpoint (metrics.json best_checkpoint); rerun quality.py first")
     out = log_dir / "by_popularity" / row["protocol"] / row["model"] / f"seed{seed}"
     if not (out / "scores_test.parquet").is_file():
-        args = [*row["overrides"], f"seed={seed}", "train=false", f"ckpt_path={ckpt}", "eval.dump_scores=true"]
+        args = [*resolved_overrides(row, "default", seed, log_dir), f"seed={seed}", "train=false", f"ckpt_path={ckpt}"]
+        args += ["eval.dump_scores=true"]
         args += ["logger=csv", f"hydra.run.dir={out}"]
         env = {**os.environ, "WANDB_MODE": "disabled"}
         proc = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=env, capture_output=True)

@@ -344,6 +344,18 @@ def run_dir(log_dir: Path, row: dict, trial: str, seed: int) -> Path:
     return log_dir / "quality" / row["protocol"] / row["model"] / trial / f"seed{seed}"
 
 
+def resolved_overrides(row: dict, trial: str, seed: int, log_dir: Path) -> list[str]:
+    """The row's overrides with `{log_dir}`, `{seed}` and `{before}` (its `before` job's run directory) filled in."""
+    before = str(run_dir(log_dir, row, f"{trial}_before", seed))
+    fill = {"{log_dir}": str(log_dir), "{seed}": str(seed), "{before}": before}
+    overrides = []
+    for override in row["overrides"]:
+        for key, value in fill.items():
+            override = override.replace(key, value)
+        overrides.append(override)
+    return overrides
+
+
 def run_once(row: dict, extra: list[str], trial: str, seed: int, log_dir: Path, reuse: bool) -> dict:
     """Run (or, with `reuse`, read back) one job; its metrics.json plus `wall_s` and `command`. A row's `before`
     overrides run first, same seed, into `<trial>_before`; `{before}` in the row's overrides
@@ -354,12 +366,7 @@ def run_once(row: dict, extra: list[str], trial: str, seed: int, log_dir: Path, 
         first = run_once(
             {**row, "overrides": row["before"], "before": None}, [], f"{trial}_before", seed, log_dir, reuse
         )
-    before = str(run_dir(log_dir, row, f"{trial}_before", seed))
-    overrides = [
-        o.replace("{log_dir}", str(log_dir)).replace("{seed}", str(seed)).replace("{before}", before)
-        for o in row["overrides"]
-    ]
-    metrics = _run_job(out, overrides, extra, seed, reuse)
+    metrics = _run_job(out, resolved_overrides(row, trial, seed, log_dir), extra, seed, reuse)
     if first is not None:
         metrics |= {
             "wall_s": first["wall_s"] + metrics["wall_s"],
