@@ -37,11 +37,15 @@ def train(cfg: DictConfig) -> dict:
     from m6rec.build import build_datamodule_and_system  # here, not at the top: `run.py --help` skips Lightning
     from m6rec.metrics.score_dump import ScoreDump
     from m6rec.peft import count_parameters
+    from m6rec.utils.init_weights import initial_checkpoint, load_initial_weights
 
     start = time.time()
     output_dir = Path(cfg.paths.output_dir)
     check_config(cfg)  # types and local folders, before any data work
+    init_from = initial_checkpoint(cfg)  # before any data work: a wrong path fails at once
     datamodule, system = build_datamodule_and_system(cfg)
+    if init_from is not None:  # another run's weights, with a fresh optimizer from epoch 0 (not a resume)
+        load_initial_weights(system, init_from, cfg.init_weights.get("rename"))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     if cfg.get("eval", {}).get("dump_scores"):  # docs/protocols.md
         callbacks.append(ScoreDump(output_dir))

@@ -105,8 +105,7 @@ def dump_run(row: dict, seed: int, log_dir: Path) -> Path:
     out = log_dir / "by_popularity" / row["protocol"] / row["model"] / f"seed{seed}"
     if not (out / "scores_test.parquet").is_file():
         args = [*resolved_overrides(row, "default", seed, log_dir), f"seed={seed}", "train=false", f"ckpt_path={ckpt}"]
-        args += ["eval.dump_scores=true"]
-        args += ["logger=csv", f"hydra.run.dir={out}"]
+        args += ["eval.dump_scores=true", "logger=csv", f"hydra.run.dir={out}"]
         env = {**os.environ, "WANDB_MODE": "disabled"}
         proc = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=env, capture_output=True)
         if proc.returncode != 0:

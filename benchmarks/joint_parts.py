@@ -33,12 +33,15 @@ PARTS = ("prompt", "features", "sum")
 @torch.no_grad()
 def part_aucs(run: Path) -> dict[str, float]:
     """Test AUC of the prompt part, the feature part and their sum, for one finished joint run."""
+    ckpt = best_checkpoint(run)
+    if ckpt is None:
+        raise SystemExit(f"{run}: no best checkpoint (metrics.json best_checkpoint); rerun quality.py first")
     cfg = OmegaConf.load(run / "config_resolved.yaml")
     metrics = json.loads((run / "metrics.json").read_text())
     datamodule, system = build_datamodule_and_system(cfg)
     if getattr(system, "features", None) is None:
         raise ValueError(f"{run}: not a joint model (its task has no `features`)")
-    state = torch.load(best_checkpoint(run), map_location="cpu", weights_only=True)["state_dict"]
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     system.load_state_dict(state, strict=False)  # adapter-only checkpoints omit the frozen weights, built as saved
     datamodule.setup("test")
     system.eval()

@@ -215,6 +215,21 @@ MODELS: list[dict] = [
             ),
         ]
     ),
+    # P1: UniSRec's two stages: the text-only SASRec trains first (same seed, 40-epoch cap); the hybrid with text
+    # dropout then starts from all its weights (chosen over no dropout on seed 0's validation, docs/lm_recipes.md)
+    {
+        "protocol": "P1",
+        "model": "sasrec_hybrid_from_text_cap40",
+        "lm_based": True,
+        "id_tokens": True,
+        "before": ["experiment=p1_sasrec_text", "trainer.max_epochs=40"],
+        "overrides": [
+            "experiment=p1_sasrec_hybrid_from_text",
+            "init_weights.path={before}",
+            "model.item_embedding.dropout=0.5",
+            "trainer.max_epochs=40",
+        ],
+    },
     # P2: DeepFM + MiniLM user / item text fields (+ liked / disliked history-text profiles)
     {
         "protocol": "P2",
@@ -346,8 +361,11 @@ def run_dir(log_dir: Path, row: dict, trial: str, seed: int) -> Path:
 
 def resolved_overrides(row: dict, trial: str, seed: int, log_dir: Path) -> list[str]:
     """The row's overrides with `{log_dir}`, `{seed}` and `{before}` (its `before` job's run directory) filled in."""
-    before = str(run_dir(log_dir, row, f"{trial}_before", seed))
-    fill = {"{log_dir}": str(log_dir), "{seed}": str(seed), "{before}": before}
+    fill = {"{log_dir}": str(log_dir), "{seed}": str(seed)}
+    if row.get("before"):
+        fill["{before}"] = str(run_dir(log_dir, row, f"{trial}_before", seed))
+    elif any("{before}" in override for override in row["overrides"]):
+        raise ValueError(f"quality row {row['model']}: its overrides name {{before}} but it has no `before` job")
     overrides = []
     for override in row["overrides"]:
         for key, value in fill.items():

@@ -94,9 +94,16 @@ class DumpTestMetrics:
         return _Dump()
 
 
+INIT_SOURCES = {"p1_sasrec_hybrid_from_text": "p1_sasrec_text"}  # experiment (init_weights.required) -> its source's
+
+
 def experiment_data(cfg, ml100k_dir: Path, tmp_path: Path) -> list[str]:
     """Point an experiment's behaviour data (wherever its data config nests it) at a fixture; an experiment that
-    starts from a finished feature run (task.features.checkpoint: ???) gets one built on the fixture."""
+    starts from a finished feature run (task.features.checkpoint: ???) or from another run's weights
+    (init_weights.required) gets one built on the fixture."""
+    if cfg.init_weights.required:
+        source = untrained_checkpoint(INIT_SOURCES[cfg.task_name], ml100k_dir, tmp_path)[0]
+        return [*_fixture_data(cfg, ml100k_dir, tmp_path), f"init_weights.path={source}"]
     features = cfg.task.get("features")
     if isinstance(features, DictConfig) and OmegaConf.is_missing(features, "checkpoint"):
         return [
@@ -195,22 +202,25 @@ class CrashAt:
         return _Crash()
 
 
-def feature_checkpoint(ml100k_dir: Path, tmp_path: Path) -> tuple[Path, object, object]:
-    """A p2_deepfm_idprofile system built on the fixture, saved as a Lightning checkpoint would hold it (untrained:
-    its weights are random, which is what a loading test needs). Returns (path, datamodule, system)."""
+def untrained_checkpoint(experiment: str, ml100k_dir: Path, tmp_path: Path) -> tuple[Path, object, object]:
+    """The experiment's system built on the fixture, saved as a Lightning checkpoint would hold it (untrained: its
+    weights are random, which is what a loading test needs). Returns (path, datamodule, system)."""
     import torch
 
     from m6rec.build import build_datamodule_and_system
 
-    out = tmp_path / "deepfm"
-    cfg = compose_config(
-        ["experiment=p2_deepfm_idprofile", f"data.behaviour.root={ml100k_dir}", f"paths.data_dir={tmp_path / 'cache'}"],
-        out,
-    )
+    out = tmp_path / experiment
+    cfg = compose_config([f"experiment={experiment}"], out)
+    cfg = compose_config([f"experiment={experiment}", *_fixture_data(cfg, ml100k_dir, tmp_path)], out)
     datamodule, system = build_datamodule_and_system(cfg)
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": system.state_dict()}, out / "best.ckpt")
     return out / "best.ckpt", datamodule, system
+
+
+def feature_checkpoint(ml100k_dir: Path, tmp_path: Path) -> tuple[Path, object, object]:
+    """An untrained p2_deepfm_idprofile checkpoint on the fixture (what `task.features.checkpoint` loads)."""
+    return untrained_checkpoint("p2_deepfm_idprofile", ml100k_dir, tmp_path)
 
 
 def fit_one_batch(system, batch: dict, steps: int, lr: float) -> list[float]:

@@ -39,5 +39,10 @@ def test_before_job_runs_first_and_counts_in_wall_and_command(tmp_path: Path, mo
         metrics["command"] == f"python run.py experiment=pretrain_lm_id_tokens && python run.py {' '.join(calls[1][1])}"
     )
     calls.clear()
-    assert quality.run_once({**row, "before": None}, [], "default", 3, tmp_path, reuse=False)["wall_s"] == 10.0
-    assert len(calls) == 1
+    plain = {**row, "before": None, "overrides": ["experiment=ctr_lora", "seed={seed}"]}
+    assert quality.run_once(plain, [], "default", 3, tmp_path, reuse=False)["wall_s"] == 10.0
+    assert calls == [
+        (tmp_path / "quality" / "P2" / "m" / "default" / "seed3", ["experiment=ctr_lora", "seed=3"], 3, False)
+    ]
+    with pytest.raises(ValueError, match=r"quality row m: its overrides name \{before\} but it has no `before` job"):
+        quality.resolved_overrides({**row, "before": None}, "default", 3, tmp_path)

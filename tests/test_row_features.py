@@ -119,3 +119,13 @@ def test_joint_parts_rescores_a_finished_joint_run(ml100k_dir: Path, tmp_path: P
     assert row["sum"]["mean"] == pytest.approx(logged, abs=1e-4)  # the rebuilt joint model is the one tested
     assert all(0.0 <= row[part]["mean"] <= 1.0 for part in ("prompt", "features"))
     assert json.loads(out.read_text()) == [row]
+
+
+def test_joint_parts_without_a_checkpoint_is_a_clear_error(tmp_path: Path):
+    from benchmarks.joint_parts import part_aucs
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"test/auc": 0.78}))
+    with pytest.raises(
+        SystemExit, match=r"no best checkpoint \(metrics.json best_checkpoint\); rerun quality.py first"
+    ):
+        part_aucs(tmp_path)
