@@ -151,6 +151,45 @@ def test_hybrid_with_text_on_the_input_side_only_scores_against_ids():
     assert not torch.equal(module(torch.tensor([5])), module.all_items()[4:5])
 
 
+def test_count_gate_starts_as_the_plain_hybrid_and_weighs_text_by_training_count():
+    counts = torch.tensor([0, 1, 3, 7, 15, 0])  # index 0 = padding; item 5 never trained on
+    torch.manual_seed(0)
+    plain = HybridItemEmbedding(torch.randn(6, 4), dim=3)
+    torch.manual_seed(0)
+    gated = HybridItemEmbedding(torch.randn(6, 4), dim=3, count_gate=True, train_counts=counts)
+    ids = torch.tensor([[0, 5, 2, 4]])
+    assert torch.equal(gated(ids), plain(ids)) and torch.equal(gated.all_items(), plain.all_items())  # a = b = 0
+    logs = torch.log(1 + counts[1:].float())  # by hand: z over the catalogue items (not the padding row)
+    z = (logs - logs.mean()) / logs.std()
+    with torch.no_grad():
+        gated.gate.copy_(torch.tensor([0.5, -1.0]))
+    weight = 2 * torch.sigmoid(0.5 - z)
+    torch.testing.assert_close(gated.all_items(), gated.ids.weight[1:] + weight[:, None] * gated.text.all_items())
+    torch.testing.assert_close(
+        gated(torch.tensor([2])), gated.ids(torch.tensor([2])) + weight[1] * gated.text(torch.tensor([2]))
+    )
+    assert (
+        weight[4] > weight[0] > weight[1] > weight[2] > weight[3]
+    )  # b < 0: more text the rarer (counts 0 < 1 < … < 15)
+    gated.all_items().sum().backward()
+    assert gated.gate.grad is not None and torch.all(gated.gate.grad != 0)  # a and b are trained
+    with pytest.raises(ValueError, match=r"count_gate needs train_counts of length 6, got None"):
+        HybridItemEmbedding(torch.randn(6, 4), dim=3, count_gate=True)
+
+
+def test_catalogue_train_counts_are_the_train_split_only(ml100k_dir: Path, tmp_path: Path):
+    from m6rec.data.datamodules.id_sequences import SequenceDataModule
+    from m6rec.data.protocol.splits import TRAIN
+
+    data = SequenceDataModule(data_dir=str(tmp_path), root=str(ml100k_dir), tokenizer=None)
+    catalogue = data.model_inputs()["catalogue"]
+    frame = data.indexed
+    assert catalogue.train_counts[0] == 0 and len(catalogue.train_counts) == catalogue.num_items + 1
+    by_hand = frame[frame["split"] == TRAIN]["item"].value_counts()
+    assert all(catalogue.train_counts[item] == n for item, n in by_hand.items())
+    assert catalogue.train_counts.sum() == (frame["split"] == TRAIN).sum() < len(frame)  # no valid / test row
+
+
 def test_text_embedding_ranks_items_it_never_trained_on():
     """Items in two text clusters; a user likes cluster A. Trained on half the items, the text-only embedding puts
     the held-out half of cluster A above the held-out half of B (an ID embedding cannot: unseen rows stay random)."""

@@ -92,7 +92,10 @@ class TextItemEmbedding(nn.Module):
 class HybridItemEmbedding(nn.Module):
     """Item vector = a learned ID embedding (normal, std `id_init_std`) + `TextItemEmbedding` of the item's text.
     `text_in_output=False` keeps the text on the input side only: `all_items()` (what a sequence is scored against)
-    is then the ID embedding alone (feature-level fusion, as FDSA / S3Rec feed attributes)."""
+    is then the ID embedding alone (feature-level fusion, as FDSA / S3Rec feed attributes). `count_gate=True` scales
+    each item's text by 2·sigmoid(a + b·z), z = its standardised log(1 + training interactions), a and b learned
+    from 0 (so training starts from the plain hybrid and decides whether text should weigh more on rare or on popular
+    items); `train_counts` (`[num_items + 1]`, index 0 = padding) comes from the catalogue."""
 
     def __init__(
         self,
@@ -100,6 +103,8 @@ class HybridItemEmbedding(nn.Module):
         dim: int,
         id_init_std: float = 0.02,
         text_in_output: bool = True,
+        count_gate: bool = False,
+        train_counts: torch.Tensor | None = None,
         **text_kwargs: Any,
     ):
         super().__init__()
@@ -110,17 +115,46 @@ class HybridItemEmbedding(nn.Module):
         with torch.no_grad():
             self.ids.weight[0].zero_()
         self.num_items, self.dim = self.text.num_items, dim
+        self.gate = None
+        if count_gate:
+            if train_counts is None or len(train_counts) != len(encodings):
+                got = None if train_counts is None else len(train_counts)
+                raise ValueError(
+                    f"HybridItemEmbedding: count_gate needs train_counts of length {len(encodings)}, got {got}"
+                )
+            logs = torch.log1p(torch.as_tensor(train_counts, dtype=torch.float32))
+            self.register_buffer("count_z", (logs - logs[1:].mean()) / logs[1:].std().clamp_min(1e-6))
+            self.gate = nn.Parameter(torch.zeros(2))  # (a, b)
 
-    from_catalogue = classmethod(TextItemEmbedding.from_catalogue.__func__)  # the same factory, built as this class
+    @classmethod
+    def from_catalogue(
+        cls, catalogue: Any, dim: int, *args: Any, count_gate: bool = False, **kwargs: Any
+    ) -> HybridItemEmbedding:
+        """As `TextItemEmbedding.from_catalogue`; with `count_gate`, the catalogue's `train_counts` go to the gate."""
+        if count_gate:
+            kwargs |= {"count_gate": True, "train_counts": getattr(catalogue, "train_counts", None)}
+        return TextItemEmbedding.from_catalogue.__func__(cls, catalogue, dim, *args, **kwargs)
+
+    def text_weight(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """`[..., 1]`: each item's text weight (1 without the gate)."""
+        if self.gate is None:
+            return torch.ones(*item_ids.shape, 1, device=item_ids.device)
+        return 2 * torch.sigmoid(self.gate[0] + self.gate[1] * self.count_z[item_ids]).unsqueeze(-1)
 
     def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
         """`[...]` item indices → `[..., dim]` (zeros at the padding index 0)."""
-        return self.ids(item_ids) + self.text(item_ids)
+        text = self.text(item_ids)
+        return self.ids(item_ids) + (text if self.gate is None else self.text_weight(item_ids) * text)
 
     def all_items(self) -> torch.Tensor:
         """Every catalogue item's vector, `[num_items, dim]` (row i - 1 = item index i)."""
         ids = self.ids.weight[1:]
-        return ids + self.text.all_items() if self.text_in_output else ids
+        if not self.text_in_output:
+            return ids
+        text = self.text.all_items()
+        if self.gate is not None:
+            text = self.text_weight(torch.arange(1, self.num_items + 1, device=ids.device)) * text
+        return ids + text
 
 
 def principal_components(encodings: torch.Tensor, dim: int) -> torch.Tensor:

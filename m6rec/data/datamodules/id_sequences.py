@@ -36,11 +36,13 @@ RIGHT_PADDED = ("targets", "excluded")  # item sets (padding -1 on the right)
 
 class Catalogue:
     """The items a model can score: index i (1..N) is raw item `item_ids[i - 1]` with metadata `items.iloc[i - 1]`
-    (title, genres, …); `num_users` users are indexed 0..num_users - 1 in sorted raw-id order. (A plain class, not a
-    dataclass: Hydra's instantiate would turn a dataclass keyword argument into a config node.)"""
+    (title, genres, …); `num_users` users are indexed 0..num_users - 1 in sorted raw-id order; `train_counts[i]` =
+    item i's TRAIN interactions (index 0 = padding), set by the datamodule that split the log, else None. (A plain
+    class, not a dataclass: Hydra's instantiate would turn a dataclass keyword argument into a config node.)"""
 
     def __init__(self, item_ids: np.ndarray, items: pd.DataFrame, num_users: int):
         self.item_ids, self.items, self.num_users = item_ids, items, num_users
+        self.train_counts: np.ndarray | None = None
 
     @property
     def num_items(self) -> int:
@@ -106,8 +108,10 @@ class SequenceDataModule(NextItemDataModule):
         self.history_splits = {VALID: (TRAIN,), TEST: (TRAIN, VALID)}  # the splits a query's history is drawn from
 
     def model_inputs(self) -> dict[str, Catalogue]:
-        """What an ID model is built for (m6rec.build): this log's item catalogue."""
-        return {"catalogue": self.catalogue}
+        """What an ID model is built for (m6rec.build): this log's item catalogue, with its TRAIN counts."""
+        catalogue = self.catalogue
+        catalogue.train_counts = np.bincount(self.train_pairs()[1].numpy(), minlength=catalogue.num_items + 1)
+        return {"catalogue": catalogue}
 
     @cached_property
     def catalogue(self) -> Catalogue:
