@@ -136,15 +136,15 @@ class HybridItemEmbedding(nn.Module):
         return TextItemEmbedding.from_catalogue.__func__(cls, catalogue, dim, *args, **kwargs)
 
     def text_weight(self, item_ids: torch.Tensor) -> torch.Tensor:
-        """`[..., 1]`: each item's text weight (1 without the gate)."""
-        if self.gate is None:
-            return torch.ones(*item_ids.shape, 1, device=item_ids.device)
+        """`[..., 1]`: each item's text weight under the count gate (built with `count_gate=True`)."""
         return 2 * torch.sigmoid(self.gate[0] + self.gate[1] * self.count_z[item_ids]).unsqueeze(-1)
 
     def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
         """`[...]` item indices → `[..., dim]` (zeros at the padding index 0)."""
         text = self.text(item_ids)
-        return self.ids(item_ids) + (text if self.gate is None else self.text_weight(item_ids) * text)
+        if self.gate is not None:
+            text = self.text_weight(item_ids) * text
+        return self.ids(item_ids) + text
 
     def all_items(self) -> torch.Tensor:
         """Every catalogue item's vector, `[num_items, dim]` (row i - 1 = item index i)."""

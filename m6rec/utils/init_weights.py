@@ -53,10 +53,10 @@ def load_initial_weights(system: nn.Module, path: str | Path, rename: dict[str, 
     A key in both with different shapes, or no key in common, is a `ConfigError`."""
     ckpt = source_checkpoint(path)
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    own = system.state_dict()
+    own, rename = system.state_dict(), dict(rename or {})
     taken = {}
     for key, value in state.items():
-        key = renamed(key, dict(rename or {}))
+        key = renamed(key, rename)
         if key not in own:
             continue
         if own[key].shape != value.shape:
