@@ -10,9 +10,10 @@ Protocols (docs/baselines.md): P1 next item (loo, full ranking, seen items maske
 80/10/10; rows added by the CTR baselines), P3 cold items (10 % of items held out, rank the held-out items).
 Each run is `run.py <overrides> seed=S logger=csv hydra.run.dir=<log dir>/quality/<protocol>/<model>/<trial>/seed<S>`;
 its wall time is the subprocess's (start-up included; `--from-existing` reads it back from the run dir, or takes
-run.py's `wall_time_s` for runs started by hand). Tuning budget: a model's `grid` (at most GRID_TRIALS points) is
-searched on seed 0 by its validation metric (run.py's `optimized_metric`); models without hyperparameters run once
-per seed.
+run.py's `wall_time_s` for runs started by hand). A row's `before` job (the run its model starts from, same seed)
+goes to `<log dir>/quality/<protocol>/before/<its overrides>/seed<S>`, shared by every row with the same `before`.
+Tuning budget: a model's `grid` (at most GRID_TRIALS points) is searched on seed 0 by its validation metric (run.py's
+`optimized_metric`); models without hyperparameters run once per seed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -359,11 +361,18 @@ def run_dir(log_dir: Path, row: dict, trial: str, seed: int) -> Path:
     return log_dir / "quality" / row["protocol"] / row["model"] / trial / f"seed{seed}"
 
 
+def before_dir(log_dir: Path, row: dict, seed: int) -> Path:
+    """Where a row's `before` job runs: keyed by its overrides, not the row, so rows with the same `before` share it
+    (`["experiment=p1_sasrec_text", "trainer.max_epochs=40"]` → `experiment-p1_sasrec_text__trainer.max_epochs-40`)."""
+    name = "__".join(re.sub(r"[^\w.-]+", "_", override.replace("=", "-")) for override in row["before"])
+    return log_dir / "quality" / row["protocol"] / "before" / name / f"seed{seed}"
+
+
 def resolved_overrides(row: dict, trial: str, seed: int, log_dir: Path) -> list[str]:
     """The row's overrides with `{log_dir}`, `{seed}` and `{before}` (its `before` job's run directory) filled in."""
     fill = {"{log_dir}": str(log_dir), "{seed}": str(seed)}
     if row.get("before"):
-        fill["{before}"] = str(run_dir(log_dir, row, f"{trial}_before", seed))
+        fill["{before}"] = str(before_dir(log_dir, row, seed))
     elif any("{before}" in override for override in row["overrides"]):
         raise ValueError(f"quality row {row['model']}: its overrides name {{before}} but it has no `before` job")
     overrides = []
@@ -374,16 +383,20 @@ def resolved_overrides(row: dict, trial: str, seed: int, log_dir: Path) -> list[
     return overrides
 
 
+_BEFORE_RUNS: dict[Path, dict] = {}  # before jobs run by this process: each runs once, whichever rows share it
+
+
 def run_once(row: dict, extra: list[str], trial: str, seed: int, log_dir: Path, reuse: bool) -> dict:
     """Run (or, with `reuse`, read back) one job; its metrics.json plus `wall_s` and `command`. A row's `before`
-    overrides run first, same seed, into `<trial>_before`; `{before}` in the row's overrides
-    names that run's directory, and `wall_s` / `command` count both jobs."""
+    overrides run first, same seed, into `before_dir` (once per process, shared by rows with the same `before`);
+    `{before}` in the row's overrides names that run's directory, and `wall_s` / `command` count both jobs."""
     out = run_dir(log_dir, row, trial, seed)
     first = None
     if row.get("before"):
-        first = run_once(
-            {**row, "overrides": row["before"], "before": None}, [], f"{trial}_before", seed, log_dir, reuse
-        )
+        first_dir = before_dir(log_dir, row, seed)
+        if first_dir not in _BEFORE_RUNS:
+            _BEFORE_RUNS[first_dir] = _run_job(first_dir, row["before"], [], seed, reuse)
+        first = _BEFORE_RUNS[first_dir]
     metrics = _run_job(out, resolved_overrides(row, trial, seed, log_dir), extra, seed, reuse)
     if first is not None:
         metrics |= {
