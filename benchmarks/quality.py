@@ -5,6 +5,7 @@ model chosen on validation, mean ± std over seeds, written to benchmarks/result
     python benchmarks/quality.py --protocols P1 --models pop ease --seeds 0 1 2
     python benchmarks/quality.py --tune --models ease               # the ease grid on seed 0, best val, then seeds
     python benchmarks/quality.py --from-existing                    # reuse finished runs (their metrics.json)
+    python benchmarks/quality.py --merge a.json b.json              # fold the records of runs made with --out a.json …
 
 Protocols (docs/baselines.md): P1 next item (loo, full ranking, seen items masked), P2 CTR / rating (random
 80/10/10; rows added by the CTR baselines), P3 cold items (10 % of items held out, rank the held-out items).
@@ -490,7 +491,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--tune", action="store_true", help="search each model's grid on seed 0 first")
     parser.add_argument("--log-dir", type=Path, default=ROOT / "logs")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--merge", nargs="+", type=Path, default=None, help="runs nothing: fold these record files into --out"
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        merged = merge(args.out, args.merge)
+        print(table(merged))
+        return merged
     rows = [r for r in MODELS if r["protocol"] in args.protocols and (not args.models or r["model"] in args.models)]
     if not rows:
         raise SystemExit(f"no MODELS row matches --protocols {args.protocols} --models {args.models}")
@@ -509,6 +517,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
             merged = save(args.out, kept, records)
     print(table(merged))
     return merged
+
+
+def merge(path: Path, sources: list[Path]) -> list[dict]:
+    """Fold the records of `sources` (files written by `--out`, e.g. by jobs run in parallel) into `path`: a source
+    record replaces the one with the same (protocol, model, seed), later sources win; nothing is run."""
+
+    def key(r: dict) -> tuple:
+        return r["protocol"], r["model"], r["seed"]
+
+    records = {key(r): r for r in (json.loads(path.read_text()) if path.is_file() else [])}
+    for source in sources:
+        try:
+            new = json.loads(source.read_text())
+            records |= {key(r): r for r in new}
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            raise SystemExit(
+                f"--merge {source}: not a quality.py record file ({type(error).__name__}: {error})"
+            ) from None
+    return save(path, [], list(records.values()))
 
 
 def save(path: Path, kept: list[dict], records: list[dict]) -> list[dict]:

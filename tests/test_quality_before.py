@@ -1,7 +1,9 @@
-"""benchmarks/quality.py: a row's `before` job (the pretraining its model starts from) runs first, same seed."""
+"""benchmarks/quality.py: a row's `before` job (the run its model starts from) runs first, same seed, once per process;
+`--merge` folds record files written by parallel jobs into one."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,24 @@ def test_rows_with_the_same_before_job_share_one_run(tmp_path: Path, monkeypatch
     shared = shared / "experiment-p1_sasrec_text__trainer.max_epochs-40__hydra.job.name-a_b_c" / "seed1"
     assert calls == [shared, tmp_path / "quality/P1/first/default/seed1", tmp_path / "quality/P1/second/default/seed1"]
     assert walls == [10.0, 10.0]  # each row's wall still counts the before job it starts from
+
+
+def test_merge_folds_parallel_record_files_by_seed_and_runs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(quality, "_run_job", lambda *a, **k: pytest.fail("--merge must not run a job"))
+
+    def rec(model: str, seed: int, ndcg: float) -> dict:
+        return {"protocol": "P1", "model": model, "seed": seed, "metrics": {"NDCG@10": ndcg}, "wall_s": 1.0}
+
+    out, a, b = tmp_path / "results.json", tmp_path / "a.json", tmp_path / "b.json"
+    out.write_text(json.dumps([rec("sasrec", 0, 0.10), rec("sasrec", 1, 0.11), rec("pop", 0, 0.04)]))
+    a.write_text(json.dumps([rec("sasrec", 1, 0.12), rec("sasrec", 2, 0.13)]))
+    b.write_text(json.dumps([rec("sasrec", 2, 0.14)]))
+    merged = quality.main(["--out", str(out), "--merge", str(a), str(b)])
+    values = {(r["model"], r["seed"]): r["metrics"]["NDCG@10"] for r in json.loads(out.read_text())}
+    assert values == {("sasrec", 0): 0.10, ("sasrec", 1): 0.12, ("sasrec", 2): 0.14, ("pop", 0): 0.04}
+    assert len(merged) == 4
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"not": "records"}')
+    with pytest.raises(SystemExit, match=r"--merge .*bad.json: not a quality.py record file \(TypeError"):
+        quality.main(["--out", str(out), "--merge", str(bad)])
+    assert json.loads(out.read_text()) == merged  # a failed merge leaves the file as it was
