@@ -356,6 +356,13 @@ MODELS: list[dict] = [
         "overrides": ["experiment=p3_content_minilm"],
     },
 ]
+# P1: SASRec and the two-stage hybrid with RecBole's early-stopping patience (stopping_step 10) instead of 5: does the
+# noisy validation curve stop them early? The two-stage row shares its stage one (`before`) with the patience-5 row
+MODELS += [
+    {**row, "model": f"{row['model']}_p10", "overrides": [*row["overrides"], "callbacks.early_stopping.patience=10"]}
+    for row in MODELS
+    if row["model"] in ("sasrec_cap40", "sasrec_hybrid_from_text_cap40")
+]
 
 
 def run_dir(log_dir: Path, row: dict, trial: str, seed: int) -> Path:
