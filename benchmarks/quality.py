@@ -363,6 +363,28 @@ MODELS += [
     for row in MODELS
     if row["model"] in ("sasrec_cap40", "sasrec_hybrid_from_text_cap40")
 ]
+# P1: the same two at patience 10 with a 100-epoch cap (SASRec met the 40-epoch cap on 5 of 10 seeds); the two-stage
+# row's stage one is unchanged (40-epoch cap, shared)
+MODELS += [
+    {
+        **row,
+        "model": row["model"].replace("cap40", "cap100"),
+        "overrides": [o.replace("max_epochs=40", "max_epochs=100") for o in row["overrides"]],
+    }
+    for row in MODELS
+    if row["model"] in ("sasrec_cap40_p10", "sasrec_hybrid_from_text_cap40_p10")
+]
+# P1: each of the two at its own best point of one 15-point grid (lr 5e-4..8e-3 x transformer dropout 0.1/0.2/0.5),
+# chosen on mean validation NDCG@10 over seeds 0-2 (grid run on a lent H200: docs/lm_recipes.md)
+MODELS += [
+    {**row, "model": f"{row['model']}_{name}", "overrides": [*row["overrides"], *extra]}
+    for row in MODELS
+    for model, name, extra in [
+        ("sasrec_cap100_p10", "do0.1", ["model.dropout=0.1"]),
+        ("sasrec_hybrid_from_text_cap100_p10", "lr1e-3", ["task.optimizer.lr=1e-3"]),
+    ]
+    if row["model"] == model
+]
 
 
 def run_dir(log_dir: Path, row: dict, trial: str, seed: int) -> Path:
@@ -443,15 +465,25 @@ def grid_points(grid: dict) -> list[list[str]]:
     return points or [[]]
 
 
+def trial_name(point: list[str]) -> str:
+    """A grid point's run folder: `["model.dropout=0.5", "task.optimizer.lr=1e-3"]` → `dropout-0.5_lr-1e-3`."""
+    return "_".join(p.split("=")[0].split(".")[-1] + "-" + p.split("=", 1)[1] for p in point) or "default"
+
+
+def validation_value(metrics: dict) -> float:
+    """The run's validation value (run.py's `optimized_metric`, the one `val/` key of metrics.json)."""
+    return next(v for k, v in metrics.items() if k.startswith("val/"))
+
+
 def choose(row: dict, log_dir: Path, reuse: bool, tune: bool) -> tuple[list[str], str]:
     """The grid point with the best validation value on seed 0 (`tune`), else the experiment's defaults."""
     if not tune or not row.get("grid"):
         return [], "default"
     best = None
     for point in grid_points(row["grid"]):
-        trial = "_".join(p.split("=")[0].split(".")[-1] + "-" + p.split("=", 1)[1] for p in point)  # dropout-0.5
+        trial = trial_name(point)
         metrics = run_once(row, point, trial, 0, log_dir, reuse)
-        value = next(v for k, v in metrics.items() if k.startswith("val/"))  # run.py's optimized_metric
+        value = validation_value(metrics)
         print(f"  tune {row['model']} {point}: val {value:.4f} ({metrics['wall_s']:.0f} s)", flush=True)
         sign = -1.0 if row.get("mode") == "min" else 1.0  # a row with "mode": "min" minimises (val/rmse)
         if best is None or sign * value > sign * best[0]:
