@@ -3,7 +3,7 @@ each row's point with the best mean validation value, then that point on --seeds
 many-core machine; on this 2-core CPU use quality.py.
 
     python benchmarks/grid.py --models sasrec_cap100_p10 sasrec_hybrid_from_text_cap100_p10 \\
-        --grid task.optimizer.lr=5e-4,1e-3,2e-3,4e-3,8e-3 model.dropout=0.1,0.2,0.5 --grid-seeds 0 1 2 \\
+        --grid task.optimizer.lr=0.0005,0.001,0.002,0.004,0.008 model.dropout=0.1,0.2,0.5 --grid-seeds 0 1 2 \\
         --seeds 0 1 2 3 4 5 6 7 8 9 --jobs 15 --out benchmarks/results/p1_grid_h200.json \\
         --extra trainer.accelerator=gpu trainer.precision=32-true trainer.deterministic=false
 
