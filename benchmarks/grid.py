@@ -67,12 +67,11 @@ def search(
         records = [f.result() for f in grid]
         chosen, more = {}, []
         for row in rows:
-            sign = -1.0 if row.get("mode") == "min" else 1.0
             mean_val = {
                 tuple(p): statistics.mean(r["val"] for r in records if r["model"] == row["model"] and r["point"] == p)
                 for p in points
             }
-            chosen[row["model"]] = max(mean_val, key=lambda p: sign * mean_val[p])
+            chosen[row["model"]] = max(mean_val, key=lambda p: quality.validation_sign(row) * mean_val[p])
             print(
                 f"{row['model']}: mean validation over seeds {grid_seeds}: "
                 + ", ".join(f"{' '.join(p)} {v:.4f}" for p, v in mean_val.items())

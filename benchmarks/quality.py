@@ -356,12 +356,19 @@ MODELS: list[dict] = [
         "overrides": ["experiment=p3_content_minilm"],
     },
 ]
+
+
+def variant(model: str, suffix: str, extra: list[str]) -> dict:
+    """MODELS' row `model` renamed `<model>_<suffix>`, with `extra` after its overrides (a later override wins)."""
+    row = next(r for r in MODELS if r["model"] == model)
+    return {**row, "model": f"{model}_{suffix}", "overrides": [*row["overrides"], *extra]}
+
+
 # P1: SASRec and the two-stage hybrid with RecBole's early-stopping patience (stopping_step 10) instead of 5: does the
 # noisy validation curve stop them early? The two-stage row shares its stage one (`before`) with the patience-5 row
 MODELS += [
-    {**row, "model": f"{row['model']}_p10", "overrides": [*row["overrides"], "callbacks.early_stopping.patience=10"]}
-    for row in MODELS
-    if row["model"] in ("sasrec_cap40", "sasrec_hybrid_from_text_cap40")
+    variant(m, "p10", ["callbacks.early_stopping.patience=10"])
+    for m in ("sasrec_cap40", "sasrec_hybrid_from_text_cap40")
 ]
 # P1: the same two at patience 10 with a 100-epoch cap (SASRec met the 40-epoch cap on 5 of 10 seeds); the two-stage
 # row's stage one is unchanged (40-epoch cap, shared)
@@ -377,13 +384,8 @@ MODELS += [
 # P1: each of the two at its own best point of one 15-point grid (lr 5e-4..8e-3 x transformer dropout 0.1/0.2/0.5),
 # chosen on mean validation NDCG@10 over seeds 0-2 (grid run on a lent H200: docs/lm_recipes.md)
 MODELS += [
-    {**row, "model": f"{row['model']}_{name}", "overrides": [*row["overrides"], *extra]}
-    for row in MODELS
-    for model, name, extra in [
-        ("sasrec_cap100_p10", "do0.1", ["model.dropout=0.1"]),
-        ("sasrec_hybrid_from_text_cap100_p10", "lr1e-3", ["task.optimizer.lr=1e-3"]),
-    ]
-    if row["model"] == model
+    variant("sasrec_cap100_p10", "do0.1", ["model.dropout=0.1"]),
+    variant("sasrec_hybrid_from_text_cap100_p10", "lr1e-3", ["task.optimizer.lr=1e-3"]),
 ]
 
 
@@ -475,6 +477,11 @@ def validation_value(metrics: dict) -> float:
     return next(v for k, v in metrics.items() if k.startswith("val/"))
 
 
+def validation_sign(row: dict) -> float:
+    """+1 where a higher validation value is better, -1 for a row with `"mode": "min"` (val/rmse)."""
+    return -1.0 if row.get("mode") == "min" else 1.0
+
+
 def choose(row: dict, log_dir: Path, reuse: bool, tune: bool) -> tuple[list[str], str]:
     """The grid point with the best validation value on seed 0 (`tune`), else the experiment's defaults."""
     if not tune or not row.get("grid"):
@@ -485,8 +492,7 @@ def choose(row: dict, log_dir: Path, reuse: bool, tune: bool) -> tuple[list[str]
         metrics = run_once(row, point, trial, 0, log_dir, reuse)
         value = validation_value(metrics)
         print(f"  tune {row['model']} {point}: val {value:.4f} ({metrics['wall_s']:.0f} s)", flush=True)
-        sign = -1.0 if row.get("mode") == "min" else 1.0  # a row with "mode": "min" minimises (val/rmse)
-        if best is None or sign * value > sign * best[0]:
+        if best is None or validation_sign(row) * (value - best[0]) > 0:
             best = (value, point, trial)
     return best[1], best[2]
 
