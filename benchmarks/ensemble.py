@@ -7,8 +7,9 @@ Each pair A+B scores a test row by the mean of the two models' logits (equal wei
 or test). Seed s of A is paired with seed s of B, except A+A, the seed ensemble, which pairs seed s with the next seed
 (s+1, wrapping). Scores come from each `benchmarks/quality.py` run's best checkpoint re-tested with
 `eval.dump_scores=true` (benchmarks/by_popularity.py's `dump_run`); the pair's rows must be the same (user, item,
-label) triples. Prints AUC / LogLoss per pair (mean ± std over seeds) and the paired difference with A alone; writes
-benchmarks/results/ensemble_P2.json.
+label) triples. Prints AUC / LogLoss per pair (mean ± std over seeds) and the paired difference with A alone, and
+with `--versus PAIR` each pair's paired AUC difference with that pair (mean ± std, its standard error, and on how
+many seeds it is higher); writes benchmarks/results/ensemble_P2.json.
 """
 
 from __future__ import annotations
@@ -57,10 +58,26 @@ def metrics(rows: pd.DataFrame) -> dict[str, float]:
     return {"AUC": auc(label, score), "LogLoss": logloss(label, score)}
 
 
+def versus(results: list[dict], reference: str) -> None:
+    """Add to each pair `AUC − <reference>`: its per-seed AUC minus the reference pair's (by seed index), as mean,
+    sample std, standard error (std / √seeds) and `higher` (how many seeds it is above)."""
+    ref = {e["pair"]: e for e in results}[reference]
+    for e in results:
+        diffs = [a - b for a, b in zip(e["AUC"]["values"], ref["AUC"]["values"], strict=True)]
+        std = sample_std(diffs)
+        e[f"AUC − {reference}"] = {
+            "mean": statistics.mean(diffs),
+            "std": std,
+            "se": std / len(diffs) ** 0.5,
+            "higher": sum(d > 0 for d in diffs),
+        }
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pairs", nargs="+", help="A+B: quality.py P2 model names (A+A: a seed ensemble)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--versus", help="a pair given above: each pair's paired AUC difference with it")
     parser.add_argument("--log-dir", type=Path, default=ROOT / "logs")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ensemble_P2.json")
     args = parser.parse_args(argv)
@@ -69,6 +86,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     bad = [p for p, names in zip(args.pairs, pairs, strict=True) if len(names) != 2 or set(names) - set(rows_by_name)]
     if bad:
         raise SystemExit(f"pairs {bad}: each must be A+B, two P2 model names of benchmarks/quality.py MODELS")
+    if args.versus and args.versus not in args.pairs:
+        raise SystemExit(f"--versus {args.versus}: not one of the pairs given")
 
     dumps: dict[tuple[str, int], pd.DataFrame] = {}
 
@@ -93,15 +112,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
             entry[metric] = {"mean": statistics.mean(values), "std": sample_std(values), "values": values}
             entry[f"{metric} − A"] = {"mean": statistics.mean(diffs), "std": sample_std(diffs)}
         results.append(entry)
+    if args.versus:
+        versus(results, args.versus)
 
-    print("| pair (equal-weight logit mean) | reads text | AUC | LogLoss | AUC − A alone |")
-    print("|---|---|---:|---:|---:|")
+    vs = f" AUC − {args.versus} (SE, higher on) |" if args.versus else ""
+    print(f"| pair (equal-weight logit mean) | reads text | AUC | LogLoss | AUC − A alone |{vs}")
+    print("|---|---|---:|---:|---:|" + ("---:|" if vs else ""))
     for e in results:
         auc_, ll, d = e["AUC"], e["LogLoss"], e["AUC − A"]
-        print(
+        line = (
             f"| {e['pair']} | {'✓' if e['lm_based'] else ''} | {auc_['mean']:.4f} ± {auc_['std']:.4f} | "
             f"{ll['mean']:.4f} ± {ll['std']:.4f} | {d['mean']:+.4f} ± {d['std']:.4f} |"
         )
+        if vs:
+            v = e[f"AUC − {args.versus}"]
+            line += f" {v['mean']:+.4f} ({v['se']:.4f}, {v['higher']} of {len(args.seeds)}) |"
+        print(line)
     command = "python benchmarks/ensemble.py " + " ".join(argv if argv is not None else sys.argv[1:])
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps({"command": command, "seeds": args.seeds, "pairs": results}, indent=2) + "\n")

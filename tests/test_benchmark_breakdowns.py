@@ -11,7 +11,7 @@ import torch
 from torchmetrics.functional.classification import binary_auroc
 
 from benchmarks.by_popularity import auc, bucket_metrics, bucket_names, bucket_of, ranking_metrics, summarise
-from benchmarks.ensemble import ensemble, logloss
+from benchmarks.ensemble import ensemble, logloss, versus
 
 
 def test_buckets_split_training_counts_at_the_edges():
@@ -66,3 +66,19 @@ def test_ensemble_averages_logits_and_refuses_different_rows():
     assert logloss(joined["label"].to_numpy(), joined["score"].to_numpy()) == pytest.approx(-math.log(2 / 3))
     with pytest.raises(ValueError, match="same"):
         ensemble(a, b.assign(label=[0.0, 0.0]))
+
+
+def test_versus_is_the_paired_difference_by_seed_with_its_standard_error():
+    results = [
+        {"pair": "a+a", "AUC": {"values": [0.790, 0.800, 0.795]}},
+        {"pair": "a+t", "AUC": {"values": [0.792, 0.799, 0.799]}},
+    ]
+    versus(results, "a+a")
+    d = results[1]["AUC − a+a"]  # differences +0.002, -0.001, +0.004: mean 0.001666…, sample std 0.0025166…
+    assert d["mean"] == pytest.approx(0.005 / 3)
+    assert d["std"] == pytest.approx(
+        math.sqrt(((0.002 - 0.005 / 3) ** 2 + (-0.001 - 0.005 / 3) ** 2 + (0.004 - 0.005 / 3) ** 2) / 2)
+    )
+    assert d["se"] == pytest.approx(d["std"] / math.sqrt(3))
+    assert d["higher"] == 2
+    assert results[0]["AUC − a+a"] == {"mean": 0.0, "std": 0.0, "se": 0.0, "higher": 0}
