@@ -381,6 +381,14 @@ MODELS += [
     for row in MODELS
     if row["model"] in ("sasrec_cap40_p10", "sasrec_hybrid_from_text_cap40_p10")
 ]
+# P1: the two-stage hybrid whose stage one (text-only SASRec) also runs at patience 10 under the 100-epoch cap: at
+# patience 5 and 40 epochs, 5 of its 10 seeds peaked within 5 epochs of the cap
+MODELS += [
+    {
+        **variant("sasrec_hybrid_from_text_cap100_p10", "stage1p10", []),
+        "before": ["experiment=p1_sasrec_text", "trainer.max_epochs=100", "callbacks.early_stopping.patience=10"],
+    }
+]
 # P1: each of the two at its own best point of one 15-point grid (lr 5e-4..8e-3 x transformer dropout 0.1/0.2/0.5),
 # chosen on mean validation NDCG@10 over seeds 0-2 (grid run on a lent H200: docs/lm_recipes.md)
 MODELS += [
