@@ -56,8 +56,8 @@ def search(
             if row.get("before")
             for s in sorted({*grid_seeds, *seeds})
         }
-        done = pool.map(lambda d: quality._run_job(d, befores[d][0]["before"], extra, befores[d][1], reuse), befores)
-        quality._BEFORE_RUNS.update(zip(befores, done, strict=True))  # run_once then reads them instead of rerunning
+        done = pool.map(lambda d: quality.run_job(d, befores[d][0]["before"], extra, befores[d][1], reuse), befores)
+        quality.BEFORE_RUNS.update(zip(befores, done, strict=True))  # run_once then reads them instead of rerunning
 
         def run(row: dict, point: list[str], seed: int) -> dict:
             metrics = quality.run_once(row, [*point, *extra], quality.trial_name(point), seed, log_dir, reuse)

@@ -423,7 +423,7 @@ def resolved_overrides(row: dict, trial: str, seed: int, log_dir: Path) -> list[
     return overrides
 
 
-_BEFORE_RUNS: dict[Path, dict] = {}  # before jobs run by this process: each runs once, whichever rows share it
+BEFORE_RUNS: dict[Path, dict] = {}  # before jobs run by this process: each runs once, whichever rows share it
 
 
 def run_once(row: dict, extra: list[str], trial: str, seed: int, log_dir: Path, reuse: bool) -> dict:
@@ -434,10 +434,10 @@ def run_once(row: dict, extra: list[str], trial: str, seed: int, log_dir: Path, 
     first = None
     if row.get("before"):
         first_dir = before_dir(log_dir, row, seed)
-        if first_dir not in _BEFORE_RUNS:
-            _BEFORE_RUNS[first_dir] = _run_job(first_dir, row["before"], [], seed, reuse)
-        first = _BEFORE_RUNS[first_dir]
-    metrics = _run_job(out, resolved_overrides(row, trial, seed, log_dir), extra, seed, reuse)
+        if first_dir not in BEFORE_RUNS:
+            BEFORE_RUNS[first_dir] = run_job(first_dir, row["before"], [], seed, reuse)
+        first = BEFORE_RUNS[first_dir]
+    metrics = run_job(out, resolved_overrides(row, trial, seed, log_dir), extra, seed, reuse)
     if first is not None:
         metrics |= {
             "wall_s": first["wall_s"] + metrics["wall_s"],
@@ -446,7 +446,9 @@ def run_once(row: dict, extra: list[str], trial: str, seed: int, log_dir: Path, 
     return metrics
 
 
-def _run_job(out: Path, overrides: list[str], extra: list[str], seed: int, reuse: bool) -> dict:
+def run_job(out: Path, overrides: list[str], extra: list[str], seed: int, reuse: bool) -> dict:
+    """Run one `python run.py` job into `out` (with `reuse`, read back its metrics.json if there is one); its
+    metrics plus `wall_s` (the subprocess's wall time) and `command`."""
     args = [*overrides, *extra, f"seed={seed}", "logger=csv", f"hydra.run.dir={out}"]
     command = ("python run.py " + " ".join(args)).replace(f"={ROOT}/", "=")  # paths inside the repository: relative
     if reuse and (out / "metrics.json").is_file():

@@ -40,8 +40,8 @@ def test_grid_chooses_per_row_by_mean_validation_and_runs_the_rest_of_the_seeds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     calls = []
-    monkeypatch.setattr(quality, "_run_job", fake_job(calls))
-    monkeypatch.setattr(quality, "_BEFORE_RUNS", {})
+    monkeypatch.setattr(quality, "run_job", fake_job(calls))
+    monkeypatch.setattr(quality, "BEFORE_RUNS", {})
     monkeypatch.setattr(quality, "MODELS", ROWS)
     out = tmp_path / "grid.json"
     records = grid.main(

@@ -18,8 +18,8 @@ def test_before_job_runs_first_and_counts_in_wall_and_command(tmp_path: Path, mo
         calls.append((out, overrides, seed, reuse))
         return {"test/auc": 0.7, "wall_s": 10.0 * len(calls), "command": "python run.py " + " ".join(overrides)}
 
-    monkeypatch.setattr(quality, "_run_job", fake_job)
-    monkeypatch.setattr(quality, "_BEFORE_RUNS", {})
+    monkeypatch.setattr(quality, "run_job", fake_job)
+    monkeypatch.setattr(quality, "BEFORE_RUNS", {})
     row = {
         "protocol": "P2",
         "model": "m",
@@ -58,8 +58,8 @@ def test_rows_with_the_same_before_job_share_one_run(tmp_path: Path, monkeypatch
         calls.append(out)
         return {"val/ndcg@10": 0.1, "wall_s": 5.0, "command": "python run.py " + " ".join(overrides)}
 
-    monkeypatch.setattr(quality, "_run_job", fake_job)
-    monkeypatch.setattr(quality, "_BEFORE_RUNS", {})
+    monkeypatch.setattr(quality, "run_job", fake_job)
+    monkeypatch.setattr(quality, "BEFORE_RUNS", {})
     before = ["experiment=p1_sasrec_text", "trainer.max_epochs=40", "hydra.job.name=a/b c"]
     rows = [
         {"protocol": "P1", "model": name, "before": before, "overrides": ["init_weights.path={before}", f"x={name}"]}
@@ -73,7 +73,7 @@ def test_rows_with_the_same_before_job_share_one_run(tmp_path: Path, monkeypatch
 
 
 def test_merge_folds_parallel_record_files_by_seed_and_runs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(quality, "_run_job", lambda *a, **k: pytest.fail("--merge must not run a job"))
+    monkeypatch.setattr(quality, "run_job", lambda *a, **k: pytest.fail("--merge must not run a job"))
 
     def rec(model: str, seed: int, ndcg: float) -> dict:
         return {"protocol": "P1", "model": model, "seed": seed, "metrics": {"NDCG@10": ndcg}, "wall_s": 1.0}
