@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from by_popularity import auc, dump_run, sample_std  # noqa: E402
+from paired import paired  # noqa: E402
 from quality import MODELS  # noqa: E402
 
 EPS = 1e-7  # probabilities are clipped to [EPS, 1 - EPS] before the logit (a saturated score stays finite)
@@ -59,18 +60,11 @@ def metrics(rows: pd.DataFrame) -> dict[str, float]:
 
 
 def versus(results: list[dict], reference: str) -> None:
-    """Add to each pair `AUC − <reference>`: its per-seed AUC minus the reference pair's (by seed index), as mean,
-    sample std, standard error (std / √seeds) and `higher` (how many seeds it is above)."""
+    """Add to each pair `AUC − <reference>`: its per-seed AUC minus the reference pair's (by seed index), as
+    paired.py gives it (mean, std, standard error, `higher`)."""
     ref = {e["pair"]: e for e in results}[reference]
     for e in results:
-        diffs = [a - b for a, b in zip(e["AUC"]["values"], ref["AUC"]["values"], strict=True)]
-        std = sample_std(diffs)
-        e[f"AUC − {reference}"] = {
-            "mean": statistics.mean(diffs),
-            "std": std,
-            "se": std / len(diffs) ** 0.5,
-            "higher": sum(d > 0 for d in diffs),
-        }
+        e[f"AUC − {reference}"] = paired(e["AUC"]["values"], ref["AUC"]["values"])
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
