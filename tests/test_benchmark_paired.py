@@ -55,3 +55,13 @@ def test_compare_names_the_missing_seeds_and_metric(tmp_path):
     out = tmp_path / "out.json"
     main(["P1", "lm", "--versus", "ref", "--records", str(path), "--out", str(out)])
     assert json.loads(out.read_text())["rows"][1]["versus"]["mean"] == pytest.approx(0.1)
+
+
+def test_plot_writes_a_png_with_the_held_out_seeds_marked(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps([_record(m, s, 0.1 + 0.01 * s * (m == "lm")) for m in ("ref", "lm") for s in range(4)]))
+    out = tmp_path / "plots" / "paired.png"
+    result = main(["P1", "lm", "--versus", "ref", "--records", str(path), "--plot", str(out), "--held-out-from", "2"])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result["rows"][1]["versus"]["mean"] == pytest.approx(0.015)  # diffs 0, .01, .02, .03
+    assert list(out.parent.iterdir()) == [out]  # written atomically: no temporary file left
