@@ -112,3 +112,25 @@ def test_profiles_are_the_same_bits_on_every_build():
     liked = rows[:, 2] == 1
     by_hand = item_text[rows[liked & (rows[:, 0] == 7), 1]].double().sum(0)  # user 7's liked items, in float64
     assert torch.allclose(built[0].profile_sums[1, 7].double(), by_hand, atol=1e-4)
+
+
+def test_id_dropout_empties_the_item_slot_in_training_only():
+    torch.manual_seed(0)
+    encodings = torch.randn(5, 3), torch.randn(7, 3)
+    model = TextDeepFM(11, [1, 1], *encodings, embed_dim=4, hidden=[8], dropout=0.0, id_dropout=0.5)
+    features = torch.stack([torch.randint(1, 5, (200,)), torch.randint(5, 11, (200,))], 1)
+    users, items = features[:, 0], features[:, 1] - 4
+    torch.manual_seed(1)
+    drop = torch.rand(200, 1) < 0.5  # the draw forward makes first
+    torch.manual_seed(1)
+    trained = model.train()(features, users, items)
+    emptied = features.clone()
+    emptied[:, 1:] = emptied[:, 1:].masked_fill(drop, 0)  # feature id 0: an empty slot
+    model.eval()
+    assert 50 < int(drop.sum()) < 150
+    torch.testing.assert_close(trained, model(emptied, users, items))
+    assert not torch.allclose(model(features, users, items), model(emptied, users, items))  # eval keeps every ID
+    with pytest.raises(ValueError, match="model.features.id_dropout"):
+        TextDeepFM(11, [1, 1], *encodings, id_dropout=1.0)
+    with pytest.raises(ValueError, match="model.features.id_slots"):
+        TextDeepFM(11, [1, 1], *encodings, id_dropout=0.1, id_slots=[2])

@@ -19,7 +19,7 @@ from torch import nn
 
 from m6rec.data.protocol.splits import TRAIN
 from m6rec.data.text.render import Templates, render_item_text, render_user_text
-from m6rec.models.factorization import DeepFM, pairwise_interactions
+from m6rec.models.factorization import PADDING, DeepFM, pairwise_interactions
 from m6rec.models.text_encodings import cached_text_encodings
 from m6rec.models.text_item_embedding import DEFAULT_ENCODER
 
@@ -60,9 +60,18 @@ class TextDeepFM(DeepFM):
         init_std: float = 0.01,
         text_dropout: float = 0.0,
         profiles: torch.Tensor | None = None,
+        id_dropout: float = 0.0,
+        id_slots: Sequence[int] = (1,),
     ):
-        """`profiles`: (rows, 3) training (user id, item id, label) rows whose items' encodings make the profiles."""
+        """`profiles`: (rows, 3) training (user id, item id, label) rows whose items' encodings make the profiles.
+        `id_dropout`: in training, each row's `id_slots` (feature slots; 1 = the item with data.fields' default order)
+        are emptied with this probability, each on its own, so the text must stand in for the ID (DropoutNet)."""
+        if not 0.0 <= id_dropout < 1.0:
+            raise ValueError(f"model.features.id_dropout: need 0 <= p < 1, got {id_dropout}")
+        if id_dropout > 0 and any(not 0 <= slot < sum(field_slots) for slot in id_slots):
+            raise ValueError(f"model.features.id_slots: need slots in [0, {sum(field_slots)}), got {list(id_slots)}")
         super().__init__(num_features, field_slots, embed_dim, hidden, dropout, init_std)
+        self.id_dropout, self.id_slots = id_dropout, list(id_slots)
         self.register_buffer("user_encodings", user_encodings.float())
         self.register_buffer("item_encodings", item_encodings.float())
         width, self.profiled = item_encodings.shape[1], profiles is not None
@@ -137,6 +146,10 @@ class TextDeepFM(DeepFM):
     ) -> torch.Tensor:
         """One logit per row: FM over ID + text fields, plus the MLP over all field embeddings. `labels` only for
         training rows (their leave-one-out profiles)."""
+        if self.training and self.id_dropout > 0:
+            drop = torch.rand(len(features), len(self.id_slots), device=features.device) < self.id_dropout
+            features = features.clone()
+            features[:, self.id_slots] = features[:, self.id_slots].masked_fill(drop, PADDING)
         fields = [
             self._text(self.user_encodings, self.user_text, user_ids),
             self._text(self.item_encodings, self.item_text, item_ids),
