@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality import RESULTS  # noqa: E402
+from quality import RESULTS, read_records  # noqa: E402
 
 from m6rec.utils.extras import require  # noqa: E402
 from m6rec.utils.files import atomic_path, write_text_atomic  # noqa: E402
@@ -30,28 +30,16 @@ from m6rec.utils.files import atomic_path, write_text_atomic  # noqa: E402
 DEFAULT_METRIC = {"P1": "NDCG@10", "P2": "AUC", "P3": "NDCG@10"}
 
 
+def summary(values: list[float]) -> dict:
+    """Mean, sample std (0 for one value) and standard error (std / √n) of per-seed values."""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.mean(values), "std": std, "se": std / len(values) ** 0.5}
+
+
 def paired(values: list[float], reference: list[float]) -> dict:
-    """`values − reference` seed by seed: mean, sample std, standard error (std / √seeds) and `higher` (how many
-    seeds it is above the reference)."""
+    """`values − reference` seed by seed: its `summary` and `higher` (how many seeds it is above the reference)."""
     diffs = [a - b for a, b in zip(values, reference, strict=True)]
-    std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
-    return {
-        "mean": statistics.mean(diffs),
-        "std": std,
-        "se": std / len(diffs) ** 0.5,
-        "higher": sum(d > 0 for d in diffs),
-    }
-
-
-def load(paths: list[Path]) -> dict[tuple[str, str, int], dict]:
-    """Records of quality.py result files by (protocol, model, seed); a later file's record replaces an earlier one."""
-    records: dict[tuple[str, str, int], dict] = {}
-    for path in paths:
-        try:
-            records |= {(r["protocol"], r["model"], r["seed"]): r for r in json.loads(path.read_text())}
-        except (OSError, ValueError, TypeError, KeyError) as error:
-            raise SystemExit(f"{path}: not a quality.py record file ({error})") from error
-    return records
+    return {**summary(diffs), "higher": sum(d > 0 for d in diffs)}
 
 
 def compare(
@@ -83,8 +71,7 @@ def compare(
     rows = []
     for model in names:
         v = values(model)
-        std = statistics.stdev(v) if len(v) > 1 else 0.0
-        row = {"model": model, "mean": statistics.mean(v), "std": std, "se": std / len(v) ** 0.5, "values": v}
+        row = {"model": model, **summary(v), "values": v}
         if model != reference:
             row["versus"] = paired(v, ref)
         rows.append(row)
@@ -165,7 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--held-out-from", type=int, default=None, help="--plot: mark the seeds from this one on")
     args = parser.parse_args(argv)
     metric = args.metric or DEFAULT_METRIC[args.protocol]
-    result = compare(load(args.records), args.protocol, args.models, args.versus, metric, args.seeds)
+    records = read_records(args.records, "--records")
+    result = compare(records, args.protocol, args.models, args.versus, metric, args.seeds)
     print(table(result))
     if args.out:
         write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")

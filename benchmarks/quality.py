@@ -580,22 +580,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return merged
 
 
+def read_records(paths: list[Path], option: str) -> dict[tuple[str, str, int], dict]:
+    """The records of quality.py result files by (protocol, model, seed), a later file's replacing an earlier one's;
+    a file that is not one exits with a line naming `option` and the file."""
+    records: dict[tuple[str, str, int], dict] = {}
+    for path in paths:
+        try:
+            records |= {(r["protocol"], r["model"], r["seed"]): r for r in json.loads(path.read_text())}
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            raise SystemExit(
+                f"{option} {path}: not a quality.py record file ({type(error).__name__}: {error})"
+            ) from None
+    return records
+
+
 def merge(path: Path, sources: list[Path]) -> list[dict]:
     """Fold the records of `sources` (files written by `--out`, e.g. by jobs run in parallel) into `path`: a source
     record replaces the one with the same (protocol, model, seed), later sources win; nothing is run."""
-
-    def key(r: dict) -> tuple:
-        return r["protocol"], r["model"], r["seed"]
-
-    records = {key(r): r for r in (json.loads(path.read_text()) if path.is_file() else [])}
-    for source in sources:
-        try:
-            new = json.loads(source.read_text())
-            records |= {key(r): r for r in new}
-        except (OSError, ValueError, TypeError, KeyError) as error:
-            raise SystemExit(
-                f"--merge {source}: not a quality.py record file ({type(error).__name__}: {error})"
-            ) from None
+    records = read_records([path] if path.is_file() else [], "--out") | read_records(sources, "--merge")
     return save(path, [], list(records.values()))
 
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from benchmarks.paired import compare, load, main, paired
+from benchmarks.paired import compare, main, paired
+from benchmarks.quality import read_records
 
 
 def _record(model: str, seed: int, ndcg: float) -> dict:
@@ -29,13 +30,13 @@ def test_compare_keeps_the_shared_seeds_and_later_files_win(tmp_path):
     paths = [tmp_path / "a.json", tmp_path / "b.json"]
     for path, records in zip(paths, [first, second], strict=True):
         path.write_text(json.dumps(records))
-    result = compare(load(paths), "P1", ["lm"], "ref", "NDCG@10")
+    result = compare(read_records(paths, "--records"), "P1", ["lm"], "ref", "NDCG@10")
     assert result["seeds"] == [0, 1, 2]  # seed 3 only has the LM row
     ref, lm = result["rows"]
     assert ref["model"] == "ref" and "versus" not in ref and ref["mean"] == pytest.approx(0.11)
     assert lm["values"] == [0.12, 0.11, 0.14]  # seed 0 from the second file
     assert lm["versus"]["mean"] == pytest.approx(0.04 / 3) and lm["versus"]["higher"] == 2
-    one = compare(load(paths), "P1", ["lm"], "ref", "NDCG@10", seeds=[1])
+    one = compare(read_records(paths, "--records"), "P1", ["lm"], "ref", "NDCG@10", seeds=[1])
     assert one["rows"][1]["versus"] == {"mean": pytest.approx(-0.01), "std": 0.0, "se": 0.0, "higher": 0}
 
 
