@@ -401,6 +401,12 @@ MODELS += [
 MODELS += [
     variant(m, "iddrop0.2", ["model.features.id_dropout=0.2"]) for m in ("deepfm_text_profile", "deepfm_idprofile")
 ]
+# ... and only on rows whose item has < 50 training ratings, p = 0.5: both rows' best mean validation AUC over seeds
+# 0-2 of p 0.2 / 0.5 x below 20 / 50 (benchmarks/results/p2_iddrop_rare_grid.json); seeds 10-19 held out
+MODELS += [
+    variant(m, "iddrop0.5_below50", ["model.features.id_dropout=0.5", "model.features.id_dropout_below=50"])
+    for m in ("deepfm_text_profile", "deepfm_idprofile")
+]
 
 
 def run_dir(log_dir: Path, row: dict, trial: str, seed: int) -> Path:

@@ -132,5 +132,35 @@ def test_id_dropout_empties_the_item_slot_in_training_only():
     assert not torch.allclose(model(features, users, items), model(emptied, users, items))  # eval keeps every ID
     with pytest.raises(ValueError, match="model.features.id_dropout"):
         TextDeepFM(11, [1, 1], *encodings, id_dropout=1.0)
+    with pytest.raises(ValueError, match="model.features.id_dropout_below"):
+        TextDeepFM(11, [1, 1], *encodings, id_dropout=0.1, id_dropout_below=20)  # no item counts to gate by
     with pytest.raises(ValueError, match="model.features.id_slots"):
         TextDeepFM(11, [1, 1], *encodings, id_dropout=0.1, id_slots=[2])
+
+
+def test_id_dropout_below_empties_only_the_rare_items_slot():
+    torch.manual_seed(0)
+    encodings = torch.randn(5, 3), torch.randn(7, 3)
+    counts = torch.tensor([0, 3, 50, 19, 20, 0])  # items 1, 3, 5 are rare (< 20); item 6 has no count (reads 0)
+    model = TextDeepFM(
+        11,
+        [1, 1],
+        *encodings,
+        embed_dim=4,
+        hidden=[8],
+        dropout=0.0,
+        id_dropout=0.5,
+        item_counts=counts,
+        id_dropout_below=20,
+    )
+    features = torch.stack([torch.randint(1, 5, (300,)), torch.randint(5, 11, (300,))], 1)
+    users, items = features[:, 0], features[:, 1] - 4
+    torch.manual_seed(1)
+    rare = torch.isin(items, torch.tensor([1, 3, 5, 6])).unsqueeze(1)
+    drop = (torch.rand(300, 1) < 0.5) & rare  # the same draw as plain id_dropout, kept on rare items only
+    torch.manual_seed(1)
+    trained = model.train()(features, users, items)
+    emptied = features.clone()
+    emptied[:, 1:] = emptied[:, 1:].masked_fill(drop, 0)
+    assert 40 < int(drop.sum()) < int(rare.sum())
+    torch.testing.assert_close(trained, model.eval()(emptied, users, items))

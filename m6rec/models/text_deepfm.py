@@ -62,16 +62,23 @@ class TextDeepFM(DeepFM):
         profiles: torch.Tensor | None = None,
         id_dropout: float = 0.0,
         id_slots: Sequence[int] = (1,),
+        item_counts: torch.Tensor | None = None,
+        id_dropout_below: int = 0,
     ):
         """`profiles`: (rows, 3) training (user id, item id, label) rows whose items' encodings make the profiles.
         `id_dropout`: in training, each row's `id_slots` (feature slots; 1 = the item with data.fields' default order)
-        are emptied with this probability, each on its own, so the text must stand in for the ID (DropoutNet)."""
+        are emptied with this probability, each on its own, so the text must stand in for the ID (DropoutNet);
+        with `id_dropout_below` > 0, only on rows whose item has fewer training rows than that (`item_counts`)."""
         if not 0.0 <= id_dropout < 1.0:
             raise ValueError(f"model.features.id_dropout: need 0 <= p < 1, got {id_dropout}")
         if id_dropout > 0 and any(not 0 <= slot < sum(field_slots) for slot in id_slots):
             raise ValueError(f"model.features.id_slots: need slots in [0, {sum(field_slots)}), got {list(id_slots)}")
+        if id_dropout_below < 0 or (id_dropout_below > 0 and item_counts is None):
+            raise ValueError(f"model.features.id_dropout_below: need >= 0 and item counts, got {id_dropout_below}")
         super().__init__(num_features, field_slots, embed_dim, hidden, dropout, init_std)
-        self.id_dropout, self.id_slots = id_dropout, list(id_slots)
+        self.id_dropout, self.id_slots, self.id_dropout_below = id_dropout, list(id_slots), id_dropout_below
+        counts = torch.zeros(0, dtype=torch.long) if item_counts is None else item_counts.long()
+        self.register_buffer("item_counts", counts, persistent=False)
         self.register_buffer("user_encodings", user_encodings.float())
         self.register_buffer("item_encodings", item_encodings.float())
         width, self.profiled = item_encodings.shape[1], profiles is not None
@@ -109,20 +116,23 @@ class TextDeepFM(DeepFM):
     ) -> TextDeepFM:
         """Encodings of `behaviour.tables`' users ("A 24-year-old male technician") and items ("Heat (1995),
         Action, Crime, Thriller"), rendered with the templates and encoded once by `encoder` (cached); `profiles`:
-        the user profiles from `behaviour.samples()`' TRAIN rows."""
+        the user profiles from `behaviour.samples()`' TRAIN rows, whose item counts also gate `id_dropout_below`."""
         tables, templates = behaviour.tables, Templates(user=user_template, candidate=item_template)
         users = [render_user_text(row, templates) for row in tables.users.to_dict("records")]
         items = [render_item_text(row, templates) for row in tables.items.to_dict("records")]
-        rows = None
-        if profiles:
+        rows = counts = None
+        if profiles or kwargs.get("id_dropout_below", 0) > 0:
             train = behaviour.samples().query(f"split == {TRAIN}")
-            rows = torch.tensor(train[["user_id", "item_id", "label"]].to_numpy(np.int64))
+            train_rows = torch.tensor(train[["user_id", "item_id", "label"]].to_numpy(np.int64))
+            rows = train_rows if profiles else None
+            counts = torch.bincount(train_rows[:, 1], minlength=int(tables.items["item_id"].max()) + 1)
         return cls(
             num_features,
             field_slots,
             entity_encodings(tables.users, "user_id", users, encoder, cache_dir),
             entity_encodings(tables.items, "item_id", items, encoder, cache_dir),
             profiles=rows,
+            item_counts=counts,
             **kwargs,
         )
 
@@ -148,6 +158,10 @@ class TextDeepFM(DeepFM):
         training rows (their leave-one-out profiles)."""
         if self.training and self.id_dropout > 0:
             drop = torch.rand(len(features), len(self.id_slots), device=features.device) < self.id_dropout
+            if self.id_dropout_below > 0:
+                inside = item_ids < len(self.item_counts)
+                counts = self.item_counts[item_ids.clamp(max=len(self.item_counts) - 1)] * inside
+                drop &= (counts < self.id_dropout_below).unsqueeze(1)
             features = features.clone()
             features[:, self.id_slots] = features[:, self.id_slots].masked_fill(drop, PADDING)
         fields = [
