@@ -35,6 +35,12 @@ def entity_encodings(
     return out
 
 
+def by_id(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """`table`'s rows for raw `ids`; an id past the table's end reads zeros."""
+    inside = (ids < len(table)).view(-1, *[1] * (table.dim() - 1))
+    return table[ids.clamp(max=len(table) - 1)] * inside
+
+
 def _projection(width: int, dim: int, dropout: float, init_std: float) -> nn.Sequential:
     """Dropout, then a linear map to a field vector (`dim`) and a linear term (1), starting as small as an ID
     embedding (normal, std `init_std`)."""
@@ -136,9 +142,15 @@ class TextDeepFM(DeepFM):
             **kwargs,
         )
 
-    def _text(self, table: torch.Tensor, project: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-        inside = ids < len(table)
-        return project(table[ids.clamp(max=len(table) - 1)] * inside.unsqueeze(-1))
+    def _drop_ids(self, features: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+        """`features` with each row's `id_slots` emptied with probability `id_dropout` (only rare items' rows with
+        `id_dropout_below`)."""
+        drop = torch.rand(len(features), len(self.id_slots), device=features.device) < self.id_dropout
+        if self.id_dropout_below > 0:
+            drop &= (by_id(self.item_counts, item_ids) < self.id_dropout_below).unsqueeze(1)
+        features = features.clone()
+        features[:, self.id_slots] = features[:, self.id_slots].masked_fill(drop, PADDING)
+        return features
 
     def _profiles(self, user_ids: torch.Tensor, item_ids: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """(batch, 2, width) mean encodings of the user's disliked and liked TRAIN items; `labels` (training rows):
@@ -157,16 +169,10 @@ class TextDeepFM(DeepFM):
         """One logit per row: FM over ID + text fields, plus the MLP over all field embeddings. `labels` only for
         training rows (their leave-one-out profiles)."""
         if self.training and self.id_dropout > 0:
-            drop = torch.rand(len(features), len(self.id_slots), device=features.device) < self.id_dropout
-            if self.id_dropout_below > 0:
-                inside = item_ids < len(self.item_counts)
-                counts = self.item_counts[item_ids.clamp(max=len(self.item_counts) - 1)] * inside
-                drop &= (counts < self.id_dropout_below).unsqueeze(1)
-            features = features.clone()
-            features[:, self.id_slots] = features[:, self.id_slots].masked_fill(drop, PADDING)
+            features = self._drop_ids(features, item_ids)
         fields = [
-            self._text(self.user_encodings, self.user_text, user_ids),
-            self._text(self.item_encodings, self.item_text, item_ids),
+            self.user_text(by_id(self.user_encodings, user_ids)),
+            self.item_text(by_id(self.item_encodings, item_ids)),
         ]
         if self.profiled:
             fields += list(self.profile_text(self._profiles(user_ids, item_ids, labels)).unbind(1))
