@@ -5,11 +5,13 @@
 
 Each pair A+B scores a test row by the mean of the two models' logits (equal weights: nothing is tuned, on validation
 or test). Seed s of A is paired with seed s of B, except A+A, the seed ensemble, which pairs seed s with the next seed
-(s+1, wrapping). Scores come from each `benchmarks/quality.py` run's best checkpoint re-tested with
-`eval.dump_scores=true` (benchmarks/by_popularity.py's `dump_run`); the pair's rows must be the same (user, item,
-label) triples. Prints AUC / LogLoss per pair (mean ± std over seeds) and the paired difference with A alone, and
-with `--versus PAIR` each pair's paired AUC difference with that pair (mean ± std, its standard error, and on how
-many seeds it is higher); writes benchmarks/results/ensemble_P2.json.
+(s+1, wrapping: each run then sits in two ensembles, so their spread understates the error), or with `--partners`,
+the i-th seed with the i-th partner (`--seeds 0 … 9 --partners 10 … 19`: ten ensembles of twenty distinct runs).
+Scores come from each `benchmarks/quality.py` run's best checkpoint re-tested with `eval.dump_scores=true`
+(benchmarks/by_popularity.py's `dump_run`); the pair's rows must be the same (user, item, label) triples. Prints
+AUC / LogLoss per pair (mean ± std over seeds) and the paired difference with A alone, and with `--versus PAIR` each
+pair's paired AUC difference with that pair (mean ± std, its standard error, and on how many seeds it is higher);
+writes benchmarks/results/ensemble_P2.json.
 """
 
 from __future__ import annotations
@@ -59,6 +61,15 @@ def metrics(rows: pd.DataFrame) -> dict[str, float]:
     return {"AUC": auc(label, score), "LogLoss": logloss(label, score)}
 
 
+def partner_seeds(seeds: list[int], partners: list[int] | None) -> list[int]:
+    """A+A's partner of each seed: `partners` (one per seed, distinct, none of them a seed), else the next seed."""
+    if partners is None:
+        return [seeds[(i + 1) % len(seeds)] for i in range(len(seeds))]
+    if len(partners) != len(seeds) or len(set(partners)) != len(partners) or set(partners) & set(seeds):
+        raise SystemExit(f"--partners {partners}: need one per seed ({len(seeds)}), distinct, none of them a seed")
+    return partners
+
+
 def versus(results: list[dict], reference: str) -> None:
     """Add to each pair `AUC − <reference>`: its per-seed AUC minus the reference pair's (by seed index), as
     paired.py gives it (mean, std, standard error, `higher`)."""
@@ -71,6 +82,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pairs", nargs="+", help="A+B: quality.py P2 model names (A+A: a seed ensemble)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--partners", nargs="+", type=int, help="A+A: seed i's partner (default: the next seed)")
     parser.add_argument("--versus", help="a pair given above: each pair's paired AUC difference with it")
     parser.add_argument("--log-dir", type=Path, default=ROOT / "logs")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ensemble_P2.json")
@@ -80,6 +92,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     bad = [p for p, names in zip(args.pairs, pairs, strict=True) if len(names) != 2 or set(names) - set(rows_by_name)]
     if bad:
         raise SystemExit(f"pairs {bad}: each must be A+B, two P2 model names of benchmarks/quality.py MODELS")
+    partners = partner_seeds(args.seeds, args.partners)
     if args.versus and args.versus not in args.pairs:
         raise SystemExit(f"--versus {args.versus}: not one of the pairs given")
 
@@ -95,7 +108,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for (a, b), name in zip(pairs, args.pairs, strict=True):
         runs = []
         for i, seed in enumerate(args.seeds):
-            partner = args.seeds[(i + 1) % len(args.seeds)] if a == b else seed
+            partner = partners[i] if a == b else seed
             alone, joined = metrics(dump(a, seed)), metrics(ensemble(dump(a, seed), dump(b, partner)))
             runs.append({"seeds": [seed, partner], "alone": alone, "ensemble": joined})
             print(f"{name} seeds {seed}+{partner}: AUC {joined['AUC']:.4f} (A alone {alone['AUC']:.4f})", flush=True)
@@ -124,7 +137,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(line)
     command = "python benchmarks/ensemble.py " + " ".join(argv if argv is not None else sys.argv[1:])
     tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"command": command, "seeds": args.seeds, "pairs": results}, indent=2) + "\n")
+    record = {"command": command, "seeds": args.seeds, "partners": partners, "pairs": results}
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(args.out)
     print(f"wrote {args.out}")
     return results

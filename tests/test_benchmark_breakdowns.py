@@ -11,7 +11,7 @@ import torch
 from torchmetrics.functional.classification import binary_auroc
 
 from benchmarks.by_popularity import auc, bucket_metrics, bucket_names, bucket_of, ranking_metrics, summarise
-from benchmarks.ensemble import ensemble, logloss, versus
+from benchmarks.ensemble import ensemble, logloss, partner_seeds, versus
 
 
 def test_buckets_split_training_counts_at_the_edges():
@@ -82,3 +82,11 @@ def test_versus_is_the_paired_difference_by_seed_with_its_standard_error():
     assert d["se"] == pytest.approx(d["std"] / math.sqrt(3))
     assert d["higher"] == 2
     assert results[0]["AUC − a+a"] == {"mean": 0.0, "std": 0.0, "se": 0.0, "higher": 0}
+
+
+def test_seed_ensemble_partners_are_the_next_seed_or_distinct_given_seeds():
+    assert partner_seeds([0, 1, 2], None) == [1, 2, 0]  # each run in two ensembles
+    assert partner_seeds([0, 1], [10, 11]) == [10, 11]  # disjoint: independent ensembles
+    for bad in ([10], [10, 10], [1, 10]):  # one short; repeated; a partner that is itself a seed
+        with pytest.raises(SystemExit, match="--partners"):
+            partner_seeds([0, 1], bad)
