@@ -34,3 +34,15 @@ def test_files_and_directories_get_the_umask_mode_not_tempfiles_private_one(tmp_
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640  # 0o666 & ~0o027 (mkstemp alone gives 0o600)
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o750  # 0o777 & ~0o027 (mkdtemp alone gives 0o700)
     assert (tmp_path / "d" / "f").read_text() == "y"
+
+
+def test_the_umask_is_read_without_setting_it(umask_027, monkeypatch: pytest.MonkeyPatch):
+    if not Path("/proc/self/status").exists():
+        pytest.skip("no /proc: the umask is read by setting and restoring it")
+    from m6rec.utils import files
+
+    def no_set(mask: int) -> int:
+        raise AssertionError("os.umask called: another thread could create files under 0o022 meanwhile")
+
+    monkeypatch.setattr(files.os, "umask", no_set)
+    assert files._umask() == 0o027

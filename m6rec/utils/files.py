@@ -15,6 +15,13 @@ from typing import Any
 
 
 def _umask() -> int:
+    """The process umask, read from /proc where it can be (os.umask must set it to read it: racy beside threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
