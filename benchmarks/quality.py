@@ -418,6 +418,26 @@ MODELS += [
 # ... with a larger sentence encoder, all-mpnet-base-v2 (110M, 768-d) for MiniLM (22M, 384-d), nothing re-tuned: does a
 # stronger LM's text carry what the item IDs lack? (pre-registered: held-out seeds 10-19 against the classic row above)
 MODELS += [variant("deepfm_text_profile_iddrop0.5_below50", "mpnet", ["model.features.encoder=pypi:all-mpnet-base-v2"])]
+# ... + a neighbour field: the k highest similarities of the row's item to the user's liked and to their disliked TRAIN
+# items (KNN features beside the profiles' means). LM: cosine of MPNet encodings; classics: the same field over random
+# codes (its no-language control) and over TRAIN co-occurrence (item-KNN). Each row's k is its best mean validation AUC
+# over seeds 0-2 of k = 0 / 3 / 10 / 30 (benchmarks/results/p2_knn_grid.json)
+MODELS += [
+    variant("deepfm_text_profile_iddrop0.5_below50_mpnet", "knn", ["model.features.neighbours=3"]),
+    variant("deepfm_idprofile_iddrop0.5_below50", "knn", ["model.features.neighbours=10"]),
+    variant(
+        "deepfm_idprofile_iddrop0.5_below50",
+        "itemknn",
+        ["model.features.neighbours=3", "model.features.similarity=cooccurrence"],
+    ),
+]
+# ... and both similarities side by side (text + co-occurrence neighbours): the LM row over MPNet, and its no-language
+# control over random codes; k = 3 of 3 / 10 for both (benchmarks/results/p2_bothknn_grid.json). Pre-registered: the LM
+# row against item-KNN and against this control on fresh seeds 60-79 (docs/lm_recipes.md)
+MODELS += [
+    variant(m, "bothknn", ["model.features.neighbours=3", "model.features.similarity=text+cooccurrence"])
+    for m in ("deepfm_text_profile_iddrop0.5_below50_mpnet", "deepfm_idprofile_iddrop0.5_below50")
+]
 
 
 def run_dir(log_dir: Path, row: dict, trial: str, seed: int) -> Path:

@@ -75,10 +75,22 @@ def test_sasrec_with_text_item_embeddings_learns(experiment, module, tiny_encode
     assert (tmp_path / "cache" / "text_encodings").is_dir()  # the catalogue's encodings were cached
 
 
-def test_deepfm_with_text_profiles_learns(tiny_encoder, ml100k_dir, tmp_path):  # noqa: F811
+@pytest.mark.parametrize(
+    "neighbours",
+    [[], ["model.features.neighbours=3"], ["model.features.neighbours=3", "model.features.similarity=cooccurrence"]],
+)
+def test_deepfm_with_text_profiles_learns(neighbours, tiny_encoder, ml100k_dir, tmp_path):  # noqa: F811
     datamodule, system = _build(
-        "p2_deepfm_text_profile", "model.features.encoder", tiny_encoder, ml100k_dir, tmp_path, "data.batch_size=64"
+        "p2_deepfm_text_profile",
+        "model.features.encoder",
+        tiny_encoder,
+        ml100k_dir,
+        tmp_path,
+        "data.batch_size=64",
+        *neighbours,
     )
     assert isinstance(system.model, TextDeepFM) and system.model.profiled
+    assert system.model.neighbours == (3 if neighbours else 0)
+    assert system.model.similarity == ("cooccurrence" if len(neighbours) == 2 else "text")
     losses = _train(system, datamodule.train_dataloader(), steps=30, lr=1e-2)
     assert sum(losses[-3:]) < 0.8 * sum(losses[:3])

@@ -164,3 +164,90 @@ def test_id_dropout_below_empties_only_the_rare_items_slot():
     emptied[:, 1:] = emptied[:, 1:].masked_fill(drop, 0)
     assert 40 < int(drop.sum()) < int(rare.sum())
     torch.testing.assert_close(trained, model.eval()(emptied, users, items))
+
+
+def _neighbour_model(rows: torch.Tensor, item_text: torch.Tensor, k: int, similarity: str) -> TextDeepFM:
+    return TextDeepFM(
+        1 + 3 + 4,
+        [1, 1],
+        torch.zeros(4, 2),
+        item_text,
+        embed_dim=2,
+        hidden=[4],
+        profiles=rows,
+        neighbours=k,
+        similarity=similarity,
+    )
+
+
+def test_text_neighbours_are_the_top_cosines_of_centred_encodings_by_hand():
+    # items 1-4; the TRAIN items' mean is (1, 1), so the centred encodings of items 1..4 are (1,0) (0,1) (-1,0) (0,-1)
+    item_text = torch.tensor([[9.0, 9.0], [2.0, 1.0], [1.0, 2.0], [0.0, 1.0], [1.0, 0.0]])
+    rows = torch.tensor([[1, 1, 1], [1, 2, 1], [1, 3, 0], [2, 4, 1]])  # user 1 liked 1, 2, disliked 3; user 2 liked 4
+    model = _neighbour_model(rows, item_text, 2, "text")
+    sims = model._neighbour_similarities(torch.tensor([1, 1, 2, 3]), torch.tensor([4, 1, 1, 1]), None)
+    # [disliked top-2, liked top-2], highest first; fewer than k -> 0; the row's own item never counts.
+    # (1, 4): item 4 (0,-1) vs disliked 3 (-1,0): 0; vs liked 1 (1,0), 2 (0,1): 0, -1
+    # (1, 1): vs disliked 3: -1; vs liked 2 (item 1 itself left out): 0.  (2, 1): vs liked 4: 0.  user 3: no rows
+    expected = torch.tensor([[0.0, 0.0, 0.0, -1.0], [-1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    torch.testing.assert_close(sims, expected)
+    nearer = model._neighbour_similarities(torch.tensor([1]), torch.tensor([3]), None)  # item 3 vs liked 1, 2
+    torch.testing.assert_close(nearer, torch.tensor([[0.0, 0.0, 0.0, -1.0]]))
+    assert model.mlp[0].in_features == 7 * 2  # two IDs, four text fields, one neighbour field
+    assert model(torch.tensor([[1, 5]]), torch.tensor([1]), torch.tensor([1]), torch.tensor([1.0])).shape == (1,)
+
+
+def test_cooccurrence_neighbours_by_hand():
+    # TRAIN user sets: item 1 {1, 2}, item 2 {1, 2, 3}, item 3 {3}
+    rows = torch.tensor([[1, 1, 1], [2, 1, 0], [1, 2, 1], [2, 2, 1], [3, 2, 0], [3, 3, 1]])
+    model = _neighbour_model(rows, torch.zeros(5, 2), 1, "cooccurrence")
+    # evaluation row (3, 1): user 3 disliked 2 (cos(1, 2) = 2 / sqrt(2 * 3)), liked 3 (0 shared users)
+    sims = model._neighbour_similarities(torch.tensor([3]), torch.tensor([1]), None)
+    torch.testing.assert_close(sims, torch.tensor([[2 / 6**0.5, 0.0]]))
+    # training row (1, 1): user 1 taken out of item 1's set -> {2}; liked neighbour 2 {1, 2, 3}: 1 / sqrt(1 * 3)
+    loo = model._neighbour_similarities(torch.tensor([1]), torch.tensor([1]), torch.tensor([1.0]))
+    torch.testing.assert_close(loo, torch.tensor([[0.0, 1 / 3**0.5]]))
+
+
+@pytest.mark.parametrize("similarity", ["text", "cooccurrence"])
+def test_a_training_rows_neighbours_equal_those_it_would_get_as_a_held_out_row(similarity):
+    """Leave-one-out: a TRAIN row's features (labels given) equal the features the same row gets, unlabelled, from a
+    model built without it — no row sees itself, and training and test rows are built alike."""
+    generator = torch.Generator().manual_seed(0)
+    pairs = torch.randperm(3 * 4, generator=generator)[:9]
+    rows = torch.stack([pairs // 4 + 1, pairs % 4 + 1, torch.randint(0, 2, (9,), generator=generator)], 1)
+    item_text = torch.randn(5, 3, generator=generator)
+    full = _neighbour_model(rows, item_text, 3, similarity)
+    for index in range(len(rows)):
+        user, item, label = rows[index]
+        without = _neighbour_model(torch.cat([rows[:index], rows[index + 1 :]]), item_text, 3, similarity)
+        if similarity == "text":  # the centring mean moves when an item loses its only TRAIN row
+            without.item_units = full.item_units
+        trained = full._neighbour_similarities(user.view(1), item.view(1), label.float().view(1))
+        held_out = without._neighbour_similarities(user.view(1), item.view(1), None)
+        torch.testing.assert_close(trained, held_out)
+
+
+def test_both_similarities_sit_side_by_side():
+    generator = torch.Generator().manual_seed(1)
+    rows = torch.tensor([[1, 1, 1], [1, 2, 0], [1, 3, 1], [2, 1, 1], [2, 4, 0], [3, 2, 1], [3, 4, 1]])
+    item_text = torch.randn(5, 3, generator=generator)
+    users, items, labels = torch.tensor([1, 2, 3]), torch.tensor([4, 1, 3]), torch.tensor([1.0, 1.0, 0.0])
+    both = _neighbour_model(rows, item_text, 2, "text+cooccurrence")
+    for given in (None, labels):
+        singles = [
+            _neighbour_model(rows, item_text, 2, kind)._neighbour_similarities(users, items, given)
+            for kind in ("text", "cooccurrence")
+        ]
+        torch.testing.assert_close(both._neighbour_similarities(users, items, given), torch.cat(singles, dim=1))
+    assert both.neighbour_field[1].in_features == 8
+
+
+def test_neighbours_need_profiles_and_a_known_similarity():
+    encodings = torch.zeros(3, 2), torch.zeros(4, 2)
+    with pytest.raises(ValueError, match="model.features.neighbours"):
+        TextDeepFM(8, [1, 1], *encodings, neighbours=5)
+    with pytest.raises(ValueError, match="model.features.similarity"):
+        TextDeepFM(8, [1, 1], *encodings, profiles=torch.tensor([[1, 1, 1]]), neighbours=5, similarity="bm25")
+    with pytest.raises(ValueError, match="model.features.similarity"):
+        TextDeepFM(8, [1, 1], *encodings, profiles=torch.tensor([[1, 1, 1]]), neighbours=5, similarity="text+text")

@@ -1,7 +1,10 @@
 """DeepFM with language fields: the user's and the item's text, each encoded once by a frozen pretrained LM, projected
 to the field-embedding width and used as two more fields beside the ID / attribute fields (FM pairs and MLP input).
 With `profiles`, two more: the mean text encoding of the items the user liked, and of those they did not, in the
-training rows (each training row's own item left out of its user's profile, so no row sees its own label).
+training rows (each training row's own item left out of its user's profile, so no row sees its own label). With
+`neighbours` = k, one more: the k highest similarities of the row's item to the user's liked, and to their disliked,
+TRAIN items (the row's own item never among them) — cosine of the centred text encodings (content KNN) or of the
+items' TRAIN co-occurrence (item-KNN, the classic analogue; a training row's own user taken out of it).
 
 The text fields are looked up by raw user / item id (`batch["user_ids"]`, `batch["item_ids"]`); an id without text
 (absent from the tables) reads a zero encoding.
@@ -22,6 +25,8 @@ from m6rec.data.text.render import Templates, render_item_text, render_user_text
 from m6rec.models.factorization import PADDING, DeepFM, pairwise_interactions
 from m6rec.models.text_encodings import cached_text_encodings
 from m6rec.models.text_item_embedding import DEFAULT_ENCODER
+
+SIMILARITIES = ("text", "cooccurrence")  # what TextDeepFM's neighbour field compares items by
 
 
 def entity_encodings(
@@ -70,17 +75,28 @@ class TextDeepFM(DeepFM):
         id_slots: Sequence[int] = (1,),
         item_counts: torch.Tensor | None = None,
         id_dropout_below: int = 0,
+        neighbours: int = 0,
+        similarity: str = "text",
     ):
         """`profiles`: (rows, 3) training (user id, item id, label) rows whose items' encodings make the profiles.
         `id_dropout`: in training, each row's `id_slots` (feature slots; 1 = the item with data.fields' default order)
         are emptied with this probability, each on its own, so the text must stand in for the ID (DropoutNet);
-        with `id_dropout_below` > 0, only on rows whose item has fewer training rows than that (`item_counts`)."""
+        with `id_dropout_below` > 0, only on rows whose item has fewer training rows than that (`item_counts`).
+        `neighbours`: k > 0 adds the neighbour field (needs `profiles`); `similarity`: "text", "cooccurrence" or
+        "text+cooccurrence" (both, side by side in the one field)."""
         if not 0.0 <= id_dropout < 1.0:
             raise ValueError(f"model.features.id_dropout: need 0 <= p < 1, got {id_dropout}")
         if id_dropout > 0 and any(not 0 <= slot < sum(field_slots) for slot in id_slots):
             raise ValueError(f"model.features.id_slots: need slots in [0, {sum(field_slots)}), got {list(id_slots)}")
         if id_dropout_below < 0 or (id_dropout_below > 0 and item_counts is None):
             raise ValueError(f"model.features.id_dropout_below: need >= 0 and item counts, got {id_dropout_below}")
+        if neighbours < 0 or (neighbours > 0 and profiles is None):
+            raise ValueError(f"model.features.neighbours: need >= 0, and > 0 needs profiles=true; got {neighbours}")
+        kinds = similarity.split("+")
+        if not kinds or any(kind not in SIMILARITIES for kind in kinds) or len(set(kinds)) < len(kinds):
+            raise ValueError(
+                f"model.features.similarity: {' | '.join(SIMILARITIES)} or both joined by +, got {similarity!r}"
+            )
         super().__init__(num_features, field_slots, embed_dim, hidden, dropout, init_std)
         self.id_dropout, self.id_slots, self.id_dropout_below = id_dropout, list(id_slots), id_dropout_below
         counts = torch.zeros(0, dtype=torch.long) if item_counts is None else item_counts.long()
@@ -100,12 +116,67 @@ class TextDeepFM(DeepFM):
             self.register_buffer("profile_sums", sums)  # [disliked, liked] × user × width
             self.register_buffer("profile_counts", counts)
             self.profile_text = _projection(width, embed_dim, text_dropout, init_std)
+        self.neighbours, self.similarity, self.similarities = neighbours, similarity, kinds
+        if neighbours > 0:
+            self._build_neighbours(profiles.long(), num_users)
+            self.neighbour_field = _projection(2 * neighbours * len(kinds), embed_dim, 0.0, init_std)
         first = self.mlp[0]  # the MLP now reads the text fields too
         self.mlp[0] = nn.Linear(first.in_features + self.text_fields * embed_dim, first.out_features)
 
     @property
     def text_fields(self) -> int:
-        return 4 if self.profiled else 2
+        return (4 if self.profiled else 2) + (self.neighbours > 0)
+
+    def _build_neighbours(self, rows: torch.Tensor, num_users: int) -> None:
+        """Buffers for `_neighbour_similarities`: which TRAIN items each user liked / disliked, and per item its
+        centred unit text encoding and / or its TRAIN users (for co-occurrence cosines)."""
+        users, items, labels = rows.T
+        num_items = len(self.item_encodings)
+        rated = torch.zeros(2, num_users, num_items, dtype=torch.bool)
+        rated[labels, users, items] = True
+        self.register_buffer("rated", rated, persistent=False)  # [disliked, liked] × user × item
+        if "text" in self.similarities:
+            seen = torch.zeros(num_items, dtype=torch.bool)
+            seen[items] = True
+            centred = self.item_encodings - self.item_encodings[seen].mean(0)
+            self.register_buffer("item_units", nn.functional.normalize(centred, dim=1), persistent=False)
+        if "cooccurrence" in self.similarities:
+            users_of = torch.zeros(num_items, num_users)
+            users_of[items, users] = 1.0
+            self.register_buffer("users_of", users_of, persistent=False)  # item × user, 1 = a TRAIN row
+
+    def _neighbour_similarities(
+        self, user_ids: torch.Tensor, item_ids: torch.Tensor, labels: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(batch, 2k per similarity): the k highest similarities of each row's item to the user's disliked, then
+        liked, TRAIN items (the row's own item excluded), highest first; 0 where the user has fewer than k."""
+        num_users, num_items = self.rated.shape[1:]
+        users = user_ids.clamp(max=num_users - 1)
+        items = item_ids.clamp(max=num_items - 1)
+        candidates = self.rated[:, users].clone()  # (2, batch, items)
+        candidates[:, torch.arange(len(items)), items] = False
+        candidates &= ((user_ids < num_users) & (item_ids < num_items)).view(1, -1, 1)
+        k, out = min(self.neighbours, num_items), []
+        for kind in self.similarities:
+            sims = self._similarities(kind, users, items, labels)
+            top = sims.unsqueeze(0).masked_fill(~candidates, float("-inf")).topk(k, dim=2).values
+            top = nn.functional.pad(top.masked_fill(top.isinf(), 0.0), (0, self.neighbours - k))
+            out += list(top)
+        return torch.cat(out, dim=1)
+
+    def _similarities(
+        self, kind: str, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(batch, items): each row's item against every item, by `kind`; a training row (`labels` given) has its
+        own user taken out of its item's co-occurrence set."""
+        if kind == "text":
+            return self.item_units[items] @ self.item_units.T
+        own = self.users_of[items]
+        if labels is not None:
+            own = own.clone()
+            own[torch.arange(len(items)), users] = 0.0
+        sizes = self.users_of.sum(1)
+        return (own @ self.users_of.T) / (own.sum(1, keepdim=True) * sizes).clamp(min=1).sqrt()
 
     @classmethod
     def from_behaviour(
@@ -176,6 +247,8 @@ class TextDeepFM(DeepFM):
         ]
         if self.profiled:
             fields += list(self.profile_text(self._profiles(user_ids, item_ids, labels)).unbind(1))
+        if self.neighbours > 0:
+            fields.append(self.neighbour_field(self._neighbour_similarities(user_ids, item_ids, labels)))
         text = torch.stack(fields, dim=1)
         vectors, linear = text[..., 1:], text[..., 0].sum(1)
         slots = torch.cat([self.fm.embeddings(features), vectors], dim=1)
