@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
+from benchmarks import quality
 from m6rec.build import build_datamodule_and_system
 from m6rec.peft import apply_peft, count_parameters
 from tests.helpers import ROOT, compose_config, experiment_data
@@ -108,3 +109,13 @@ def test_optuna_direction_follows_optimized_mode(mode: str, direction: str):
             "config", overrides=["hparams_search=ctr_optuna", f"optimized_mode={mode}"], return_hydra_config=True
         )
     assert cfg.hydra.sweeper.direction == direction
+
+
+def test_the_item_knn_experiment_is_its_quality_row(tmp_path: Path):
+    """`experiment=p2_deepfm_itemknn` and benchmarks/quality.py's row for it compose to the same model and task."""
+    row = next(r for r in quality.MODELS if r["model"] == "deepfm_idprofile_iddrop0.5_below50_itemknn")
+    by_row, by_experiment = (
+        compose_config(overrides, tmp_path) for overrides in (row["overrides"], ["experiment=p2_deepfm_itemknn"])
+    )
+    assert by_row.model == by_experiment.model and by_row.task == by_experiment.task
+    assert by_experiment.model.features.neighbours == 3 and not by_experiment.model.lm_based
