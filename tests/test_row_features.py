@@ -82,7 +82,7 @@ def test_residual_starts_at_the_loaded_prior_and_keeps_it_fixed(ml100k_dir: Path
     batch = next(iter(datamodule.train_dataloader()))
     deepfm.eval()
     features = system.features.features(batch["user_ids"], batch["item_ids"])
-    prior = deepfm.model(features, batch["user_ids"], batch["item_ids"], batch["labels"])  # leave-one-out profiles
+    prior = deepfm.model(features, batch["user_ids"], batch["item_ids"])
     system.train()  # the prior stays in eval mode (no dropout), the prompt head starts at zero
     assert not system.features.model.training and system.model.training
     assert torch.allclose(system(batch), prior, rtol=0, atol=1e-6)

@@ -78,18 +78,35 @@ def test_learns_from_item_text_alone_and_scores_unseen_items():
 
 
 def test_profiles_are_mean_liked_and_disliked_encodings_without_the_rows_own_item():
-    item_text = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [2.0, 2.0]])  # items 1-3
+    item_text = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [5.0, 5.0]])  # items 1-4
     rows = torch.tensor([[1, 1, 1], [1, 2, 1], [1, 3, 0], [2, 3, 1]])  # user, item, label (TRAIN rows)
-    model = TextDeepFM(1 + 2 + 3, [1, 1], torch.zeros(3, 2), item_text, embed_dim=2, hidden=[4], profiles=rows)
-    users, items = torch.tensor([1, 1, 2]), torch.tensor([1, 3, 2])
-    # evaluation rows: the whole TRAIN profile (user 1 liked items 1, 2 -> mean (0.5, 0.5); disliked item 3)
-    expected = torch.tensor([[[2.0, 2.0], [0.5, 0.5]], [[2.0, 2.0], [0.5, 0.5]], [[0.0, 0.0], [2.0, 2.0]]])
-    torch.testing.assert_close(model._profiles(users, items, None), expected)
-    # training rows: (1, 1, liked) leaves item 1 out of the liked mean; (1, 3, disliked) empties the disliked one
-    loo = model._profiles(torch.tensor([1, 1]), torch.tensor([1, 3]), torch.tensor([1.0, 0.0]))
+    model = TextDeepFM(1 + 2 + 4, [1, 1], torch.zeros(3, 2), item_text, embed_dim=2, hidden=[4], profiles=rows)
+    # pairs never in TRAIN: the whole TRAIN profile (user 1 liked items 1, 2 -> mean (0.5, 0.5); disliked item 3)
+    expected = torch.tensor([[[2.0, 2.0], [0.5, 0.5]], [[0.0, 0.0], [2.0, 2.0]]])
+    torch.testing.assert_close(model._profiles(torch.tensor([1, 2]), torch.tensor([4, 2])), expected)
+    # TRAIN pairs, whatever the mode: (1, 1, liked) leaves item 1 out of the liked mean; (1, 3, disliked) empties the
+    # disliked one (a validation row that repeats a TRAIN pair, as a sampled negative can, does not read its label)
+    loo = model._profiles(torch.tensor([1, 1]), torch.tensor([1, 3]))
     torch.testing.assert_close(loo, torch.tensor([[[2.0, 2.0], [0.0, 1.0]], [[0.0, 0.0], [0.5, 0.5]]]))
+    torch.testing.assert_close(
+        model._own_rows(torch.tensor([1, 1, 2, 9]), torch.tensor([1, 3, 2, 99])),
+        torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]),
+    )
     assert model.mlp[0].in_features == 6 * 2
-    assert model(torch.tensor([[1, 3]]), users[:1], items[:1], torch.tensor([1.0])).shape == (1,)
+    model = TextDeepFM(
+        1 + 2 + 4,
+        [1, 1],
+        torch.zeros(3, 2),
+        item_text,
+        embed_dim=2,
+        hidden=[4],
+        dropout=0.0,
+        profiles=rows,
+        neighbours=2,
+        similarity="text+cooccurrence",
+    )
+    features, users, items = torch.tensor([[1, 3], [1, 6], [2, 5]]), torch.tensor([1, 1, 2]), torch.tensor([1, 4, 2])
+    torch.testing.assert_close(model.train()(features, users, items), model.eval()(features, users, items))
 
 
 def test_profiles_are_the_same_bits_on_every_build():
@@ -185,46 +202,46 @@ def test_text_neighbours_are_the_top_cosines_of_centred_encodings_by_hand():
     item_text = torch.tensor([[9.0, 9.0], [2.0, 1.0], [1.0, 2.0], [0.0, 1.0], [1.0, 0.0]])
     rows = torch.tensor([[1, 1, 1], [1, 2, 1], [1, 3, 0], [2, 4, 1]])  # user 1 liked 1, 2, disliked 3; user 2 liked 4
     model = _neighbour_model(rows, item_text, 2, "text")
-    sims = model._neighbour_similarities(torch.tensor([1, 1, 2, 3]), torch.tensor([4, 1, 1, 1]), None)
+    sims = model._neighbour_similarities(torch.tensor([1, 1, 2, 3]), torch.tensor([4, 1, 1, 1]))
     # [disliked top-2, liked top-2], highest first; fewer than k -> 0; the row's own item never counts.
     # (1, 4): item 4 (0,-1) vs disliked 3 (-1,0): 0; vs liked 1 (1,0), 2 (0,1): 0, -1
     # (1, 1): vs disliked 3: -1; vs liked 2 (item 1 itself left out): 0.  (2, 1): vs liked 4: 0.  user 3: no rows
     expected = torch.tensor([[0.0, 0.0, 0.0, -1.0], [-1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
     torch.testing.assert_close(sims, expected)
-    nearer = model._neighbour_similarities(torch.tensor([1]), torch.tensor([3]), None)  # item 3 vs liked 1, 2
+    nearer = model._neighbour_similarities(torch.tensor([1]), torch.tensor([3]))  # item 3 vs liked 1, 2
     torch.testing.assert_close(nearer, torch.tensor([[0.0, 0.0, 0.0, -1.0]]))
     assert model.mlp[0].in_features == 7 * 2  # two IDs, four text fields, one neighbour field
-    assert model(torch.tensor([[1, 5]]), torch.tensor([1]), torch.tensor([1]), torch.tensor([1.0])).shape == (1,)
+    assert model(torch.tensor([[1, 5]]), torch.tensor([1]), torch.tensor([1])).shape == (1,)
 
 
 def test_cooccurrence_neighbours_by_hand():
     # TRAIN user sets: item 1 {1, 2}, item 2 {1, 2, 3}, item 3 {3}
     rows = torch.tensor([[1, 1, 1], [2, 1, 0], [1, 2, 1], [2, 2, 1], [3, 2, 0], [3, 3, 1]])
     model = _neighbour_model(rows, torch.zeros(5, 2), 1, "cooccurrence")
-    # evaluation row (3, 1): user 3 disliked 2 (cos(1, 2) = 2 / sqrt(2 * 3)), liked 3 (0 shared users)
-    sims = model._neighbour_similarities(torch.tensor([3]), torch.tensor([1]), None)
+    # a pair never in TRAIN (3, 1): user 3 disliked 2 (cos(1, 2) = 2 / sqrt(2 * 3)), liked 3 (0 shared users)
+    sims = model._neighbour_similarities(torch.tensor([3]), torch.tensor([1]))
     torch.testing.assert_close(sims, torch.tensor([[2 / 6**0.5, 0.0]]))
-    # training row (1, 1): user 1 taken out of item 1's set -> {2}; liked neighbour 2 {1, 2, 3}: 1 / sqrt(1 * 3)
-    loo = model._neighbour_similarities(torch.tensor([1]), torch.tensor([1]), torch.tensor([1.0]))
+    # a TRAIN pair (1, 1): user 1 taken out of item 1's set -> {2}; liked neighbour 2 {1, 2, 3}: 1 / sqrt(1 * 3)
+    loo = model._neighbour_similarities(torch.tensor([1]), torch.tensor([1]))
     torch.testing.assert_close(loo, torch.tensor([[0.0, 1 / 3**0.5]]))
 
 
 @pytest.mark.parametrize("similarity", ["text", "cooccurrence"])
 def test_a_training_rows_neighbours_equal_those_it_would_get_as_a_held_out_row(similarity):
-    """Leave-one-out: a TRAIN row's features (labels given) equal the features the same row gets, unlabelled, from a
-    model built without it — no row sees itself, and training and test rows are built alike."""
+    """Leave-one-out: a TRAIN row's features equal those the same row gets from a model built without it — no row
+    sees itself, and training and test rows are built alike."""
     generator = torch.Generator().manual_seed(0)
     pairs = torch.randperm(3 * 4, generator=generator)[:9]
     rows = torch.stack([pairs // 4 + 1, pairs % 4 + 1, torch.randint(0, 2, (9,), generator=generator)], 1)
     item_text = torch.randn(5, 3, generator=generator)
     full = _neighbour_model(rows, item_text, 3, similarity)
     for index in range(len(rows)):
-        user, item, label = rows[index]
+        user, item, _ = rows[index]
         without = _neighbour_model(torch.cat([rows[:index], rows[index + 1 :]]), item_text, 3, similarity)
         if similarity == "text":  # the centring mean moves when an item loses its only TRAIN row
             without.item_units = full.item_units
-        trained = full._neighbour_similarities(user.view(1), item.view(1), label.float().view(1))
-        held_out = without._neighbour_similarities(user.view(1), item.view(1), None)
+        trained = full._neighbour_similarities(user.view(1), item.view(1))
+        held_out = without._neighbour_similarities(user.view(1), item.view(1))
         torch.testing.assert_close(trained, held_out)
 
 
@@ -232,14 +249,13 @@ def test_both_similarities_sit_side_by_side():
     generator = torch.Generator().manual_seed(1)
     rows = torch.tensor([[1, 1, 1], [1, 2, 0], [1, 3, 1], [2, 1, 1], [2, 4, 0], [3, 2, 1], [3, 4, 1]])
     item_text = torch.randn(5, 3, generator=generator)
-    users, items, labels = torch.tensor([1, 2, 3]), torch.tensor([4, 1, 3]), torch.tensor([1.0, 1.0, 0.0])
+    users, items = torch.tensor([1, 2, 3, 2]), torch.tensor([4, 1, 3, 3])  # TRAIN pairs and others
     both = _neighbour_model(rows, item_text, 2, "text+cooccurrence")
-    for given in (None, labels):
-        singles = [
-            _neighbour_model(rows, item_text, 2, kind)._neighbour_similarities(users, items, given)
-            for kind in ("text", "cooccurrence")
-        ]
-        torch.testing.assert_close(both._neighbour_similarities(users, items, given), torch.cat(singles, dim=1))
+    singles = [
+        _neighbour_model(rows, item_text, 2, kind)._neighbour_similarities(users, items)
+        for kind in ("text", "cooccurrence")
+    ]
+    torch.testing.assert_close(both._neighbour_similarities(users, items), torch.cat(singles, dim=1))
     assert both.neighbour_field[1].in_features == 8
 
 

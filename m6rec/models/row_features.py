@@ -47,8 +47,8 @@ class RowFeatures(nn.Module):
 
 
 class RowFeatureModel(nn.Module):
-    """`model` (built for `data`'s feature ids) scoring rows given as raw ids: `model(features, user_ids, item_ids,
-    labels)` for a model that reads them (TextDeepFM), else `model(features)`. One logit per row.
+    """`model` (built for `data`'s feature ids) scoring rows given as raw ids: `model(features, user_ids, item_ids)`
+    for a model that reads them (TextDeepFM), else `model(features)`. One logit per row.
 
     `checkpoint`: start from a trained feature run's weights (its .ckpt, or its run directory: the best checkpoint
     its metrics.json names); `trainable=False` then keeps them fixed and in eval mode, a prior whose residual the
@@ -78,13 +78,11 @@ class RowFeatureModel(nn.Module):
         self.model.train(mode and self.trainable)  # a fixed prior never drops out
         return self
 
-    def forward(
-        self, user_ids: torch.Tensor, item_ids: torch.Tensor, labels: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, user_ids: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
         features = self.features(user_ids, item_ids)
         if not self.reads_ids:
             return self.model(features)
-        return self.model(features, user_ids, item_ids, labels)
+        return self.model(features, user_ids, item_ids)
 
 
 def load_feature_weights(model: nn.Module, checkpoint: str | Path) -> None:

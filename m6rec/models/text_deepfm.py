@@ -1,10 +1,11 @@
 """DeepFM with language fields: the user's and the item's text, each encoded once by a frozen pretrained LM, projected
 to the field-embedding width and used as two more fields beside the ID / attribute fields (FM pairs and MLP input).
 With `profiles`, two more: the mean text encoding of the items the user liked, and of those they did not, in the
-training rows (each training row's own item left out of its user's profile, so no row sees its own label). With
-`neighbours` = k, one more: the k highest similarities of the row's item to the user's liked, and to their disliked,
-TRAIN items (the row's own item never among them) — cosine of the centred text encodings (content KNN) or of the
-items' TRAIN co-occurrence (item-KNN, the classic analogue; a training row's own user taken out of it).
+training rows. With `neighbours` = k, one more: the k highest similarities of the row's item to the user's liked, and
+to their disliked, TRAIN items — cosine of the centred text encodings (content KNN) or of the items' TRAIN
+co-occurrence (item-KNN, the classic analogue). A row never sees itself: whatever the mode, the features of (user,
+item) are built from the TRAIN rows other than (user, item)'s own, so a training row gets what it would held out, and
+a validation / test row whose pair also has TRAIN rows (sampled negatives) does not read them.
 
 The text fields are looked up by raw user / item id (`batch["user_ids"]`, `batch["item_ids"]`); an id without text
 (absent from the tables) reads a zero encoding.
@@ -115,6 +116,8 @@ class TextDeepFM(DeepFM):
             sums, counts = sums.view(2, num_users, width), counts.view(2, num_users)
             self.register_buffer("profile_sums", sums)  # [disliked, liked] × user × width
             self.register_buffer("profile_counts", counts)
+            keys = (users * len(self.item_encodings) + items) * 2 + labels
+            self.register_buffer("train_keys", keys.sort().values, persistent=False)  # for _own_rows
             self.profile_text = _projection(width, embed_dim, text_dropout, init_std)
         self.neighbours, self.similarity, self.similarities = neighbours, similarity, kinds
         if neighbours > 0:
@@ -145,36 +148,40 @@ class TextDeepFM(DeepFM):
             users_of[items, users] = 1.0
             self.register_buffer("users_of", users_of, persistent=False)  # item × user, 1 = a TRAIN row
 
-    def _neighbour_similarities(
-        self, user_ids: torch.Tensor, item_ids: torch.Tensor, labels: torch.Tensor | None
-    ) -> torch.Tensor:
+    def _own_rows(self, user_ids: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+        """(batch, 2): how many TRAIN rows each (user, item) pair has as disliked and as liked (1 for a training row's
+        own label, 0 for a pair never in TRAIN)."""
+        inside = (item_ids >= 0) & (item_ids < len(self.item_encodings))
+        pairs = (user_ids * len(self.item_encodings) + item_ids.clamp(0, len(self.item_encodings) - 1)) * 2
+        keys = torch.stack([pairs, pairs + 1], dim=1)
+        found = torch.searchsorted(self.train_keys, keys, right=True) - torch.searchsorted(self.train_keys, keys)
+        return (found * inside.unsqueeze(1)).to(self.profile_sums.dtype)
+
+    def _neighbour_similarities(self, user_ids: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
         """(batch, 2k per similarity): the k highest similarities of each row's item to the user's disliked, then
         liked, TRAIN items (the row's own item excluded), highest first; 0 where the user has fewer than k."""
         num_users, num_items = self.rated.shape[1:]
-        users = user_ids.clamp(max=num_users - 1)
-        items = item_ids.clamp(max=num_items - 1)
+        users = user_ids.clamp(0, num_users - 1)
+        items = item_ids.clamp(0, num_items - 1)
         candidates = self.rated[:, users].clone()  # (2, batch, items)
         candidates[:, torch.arange(len(items)), items] = False
-        candidates &= ((user_ids < num_users) & (item_ids < num_items)).view(1, -1, 1)
+        inside = (user_ids >= 0) & (user_ids < num_users) & (item_ids >= 0) & (item_ids < num_items)
+        candidates &= inside.view(1, -1, 1)
         k, out = min(self.neighbours, num_items), []
         for kind in self.similarities:
-            sims = self._similarities(kind, users, items, labels)
+            sims = self._similarities(kind, users, items)
             top = sims.unsqueeze(0).masked_fill(~candidates, float("-inf")).topk(k, dim=2).values
             top = nn.functional.pad(top.masked_fill(top.isinf(), 0.0), (0, self.neighbours - k))
             out += list(top)
         return torch.cat(out, dim=1)
 
-    def _similarities(
-        self, kind: str, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor | None
-    ) -> torch.Tensor:
-        """(batch, items): each row's item against every item, by `kind`; a training row (`labels` given) has its
-        own user taken out of its item's co-occurrence set."""
+    def _similarities(self, kind: str, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(batch, items): each row's item against every item, by `kind`; the row's own user is taken out of its
+        item's co-occurrence set (a no-op unless the pair has TRAIN rows)."""
         if kind == "text":
             return self.item_units[items] @ self.item_units.T
-        own = self.users_of[items]
-        if labels is not None:
-            own = own.clone()
-            own[torch.arange(len(items)), users] = 0.0
+        own = self.users_of[items].clone()
+        own[torch.arange(len(items)), users] = 0.0
         sizes = self.users_of.sum(1)
         return (own @ self.users_of.T) / (own.sum(1, keepdim=True) * sizes).clamp(min=1).sqrt()
 
@@ -223,22 +230,19 @@ class TextDeepFM(DeepFM):
         features[:, self.id_slots] = features[:, self.id_slots].masked_fill(drop, PADDING)
         return features
 
-    def _profiles(self, user_ids: torch.Tensor, item_ids: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """(batch, 2, width) mean encodings of the user's disliked and liked TRAIN items; `labels` (training rows):
-        the row's own item taken out of the profile its label put it in."""
+    def _profiles(self, user_ids: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+        """(batch, 2, width) mean encodings of the user's disliked and liked TRAIN items, the row's own TRAIN rows (a
+        training row's own label) taken out."""
         users = user_ids.clamp(max=self.profile_sums.shape[1] - 1) * (user_ids < self.profile_sums.shape[1])
         sums, counts = self.profile_sums[:, users].transpose(0, 1), self.profile_counts[:, users].T
-        if labels is not None:
-            own = nn.functional.one_hot(labels.long(), 2).to(sums.dtype)  # (batch, 2)
-            item = self.item_encodings[item_ids.clamp(max=len(self.item_encodings) - 1)]
-            sums, counts = sums - own.unsqueeze(-1) * item.unsqueeze(1), counts - own
+        own = self._own_rows(user_ids, item_ids)  # (batch, 2)
+        item = self.item_encodings[item_ids.clamp(0, len(self.item_encodings) - 1)]
+        sums, counts = sums - own.unsqueeze(-1) * item.unsqueeze(1), counts - own
         return sums / counts.clamp(min=1).unsqueeze(-1)
 
-    def forward(
-        self, features: torch.Tensor, user_ids: torch.Tensor, item_ids: torch.Tensor, labels: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """One logit per row: FM over ID + text fields, plus the MLP over all field embeddings. `labels` only for
-        training rows (their leave-one-out profiles)."""
+    def forward(self, features: torch.Tensor, user_ids: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+        """One logit per row: FM over ID + text fields, plus the MLP over all field embeddings; the same in training
+        and evaluation, except for dropout."""
         if self.training and self.id_dropout > 0:
             features = self._drop_ids(features, item_ids)
         fields = [
@@ -246,9 +250,9 @@ class TextDeepFM(DeepFM):
             self.item_text(by_id(self.item_encodings, item_ids)),
         ]
         if self.profiled:
-            fields += list(self.profile_text(self._profiles(user_ids, item_ids, labels)).unbind(1))
+            fields += list(self.profile_text(self._profiles(user_ids, item_ids)).unbind(1))
         if self.neighbours > 0:
-            fields.append(self.neighbour_field(self._neighbour_similarities(user_ids, item_ids, labels)))
+            fields.append(self.neighbour_field(self._neighbour_similarities(user_ids, item_ids)))
         text = torch.stack(fields, dim=1)
         vectors, linear = text[..., 1:], text[..., 0].sum(1)
         slots = torch.cat([self.fm.embeddings(features), vectors], dim=1)

@@ -90,8 +90,7 @@ class CTRSystem(CTRObjective, TaskSystem):
         logits = self.prompt_logits(batch)
         if self.features is None:
             return logits
-        labels = batch["labels"] if self.training else None  # a TextDeepFM leaves a training row out of its profile
-        return logits + self.features(batch["user_ids"], batch["item_ids"], labels)
+        return logits + self.features(batch["user_ids"], batch["item_ids"])
 
     def prompt_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The prompt model's logit per row (full attention, or late interaction over `segments`)."""

@@ -9,9 +9,7 @@ from m6rec.systems.features import FeatureCTRSystem
 
 
 class TextFeatureCTRSystem(FeatureCTRSystem):
-    """FeatureCTRSystem whose model is called as `model(features, user_ids, item_ids, labels)`, `labels` only while
-    training (a model may need them to leave a training row out of its own user's profile)."""
+    """FeatureCTRSystem whose model is called as `model(features, user_ids, item_ids)`."""
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        labels = batch["labels"] if self.training else None
-        return self.model(batch["features"], batch["user_ids"], batch["item_ids"], labels)
+        return self.model(batch["features"], batch["user_ids"], batch["item_ids"])
