@@ -77,6 +77,23 @@ def test_learns_from_item_text_alone_and_scores_unseen_items():
     assert auroc(model(*held_out[:3]), held_out[3].long(), task="binary") > 0.95
 
 
+def _neighbour_model(
+    rows: torch.Tensor, item_text: torch.Tensor, k: int, similarity: str, **kwargs: float
+) -> TextDeepFM:
+    return TextDeepFM(
+        1 + 3 + 4,
+        [1, 1],
+        torch.zeros(4, 2),
+        item_text,
+        embed_dim=2,
+        hidden=[4],
+        profiles=rows,
+        neighbours=k,
+        similarity=similarity,
+        **kwargs,
+    )
+
+
 def test_profiles_are_mean_liked_and_disliked_encodings_without_the_rows_own_item():
     item_text = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [5.0, 5.0]])  # items 1-4
     rows = torch.tensor([[1, 1, 1], [1, 2, 1], [1, 3, 0], [2, 3, 1]])  # user, item, label (TRAIN rows)
@@ -93,18 +110,7 @@ def test_profiles_are_mean_liked_and_disliked_encodings_without_the_rows_own_ite
         torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]),
     )
     assert model.mlp[0].in_features == 6 * 2
-    model = TextDeepFM(
-        1 + 2 + 4,
-        [1, 1],
-        torch.zeros(3, 2),
-        item_text,
-        embed_dim=2,
-        hidden=[4],
-        dropout=0.0,
-        profiles=rows,
-        neighbours=2,
-        similarity="text+cooccurrence",
-    )
+    model = _neighbour_model(rows, item_text, 2, "text+cooccurrence", dropout=0.0)
     features, users, items = torch.tensor([[1, 3], [1, 6], [2, 5]]), torch.tensor([1, 1, 2]), torch.tensor([1, 4, 2])
     torch.testing.assert_close(model.train()(features, users, items), model.eval()(features, users, items))
 
@@ -181,20 +187,6 @@ def test_id_dropout_below_empties_only_the_rare_items_slot():
     emptied[:, 1:] = emptied[:, 1:].masked_fill(drop, 0)
     assert 40 < int(drop.sum()) < int(rare.sum())
     torch.testing.assert_close(trained, model.eval()(emptied, users, items))
-
-
-def _neighbour_model(rows: torch.Tensor, item_text: torch.Tensor, k: int, similarity: str) -> TextDeepFM:
-    return TextDeepFM(
-        1 + 3 + 4,
-        [1, 1],
-        torch.zeros(4, 2),
-        item_text,
-        embed_dim=2,
-        hidden=[4],
-        profiles=rows,
-        neighbours=k,
-        similarity=similarity,
-    )
 
 
 def test_text_neighbours_are_the_top_cosines_of_centred_encodings_by_hand():

@@ -119,9 +119,9 @@ class TextDeepFM(DeepFM):
             keys = (users * len(self.item_encodings) + items) * 2 + labels
             self.register_buffer("train_keys", keys.sort().values, persistent=False)  # for _own_rows
             self.profile_text = _projection(width, embed_dim, text_dropout, init_std)
-        self.neighbours, self.similarity, self.similarities = neighbours, similarity, kinds
+        self.neighbours, self.similarity = neighbours, similarity
         if neighbours > 0:
-            self._build_neighbours(profiles.long(), num_users)
+            self._build_neighbours(profiles.long(), num_users, kinds)
             self.neighbour_field = _projection(2 * neighbours * len(kinds), embed_dim, 0.0, init_std)
         first = self.mlp[0]  # the MLP now reads the text fields too
         self.mlp[0] = nn.Linear(first.in_features + self.text_fields * embed_dim, first.out_features)
@@ -130,7 +130,7 @@ class TextDeepFM(DeepFM):
     def text_fields(self) -> int:
         return (4 if self.profiled else 2) + (self.neighbours > 0)
 
-    def _build_neighbours(self, rows: torch.Tensor, num_users: int) -> None:
+    def _build_neighbours(self, rows: torch.Tensor, num_users: int, kinds: list[str]) -> None:
         """Buffers for `_neighbour_similarities`: which TRAIN items each user liked / disliked, and per item its
         centred unit text encoding and / or its TRAIN users (for co-occurrence cosines)."""
         users, items, labels = rows.T
@@ -138,15 +138,16 @@ class TextDeepFM(DeepFM):
         rated = torch.zeros(2, num_users, num_items, dtype=torch.bool)
         rated[labels, users, items] = True
         self.register_buffer("rated", rated, persistent=False)  # [disliked, liked] × user × item
-        if "text" in self.similarities:
+        if "text" in kinds:
             seen = torch.zeros(num_items, dtype=torch.bool)
             seen[items] = True
             centred = self.item_encodings - self.item_encodings[seen].mean(0)
             self.register_buffer("item_units", nn.functional.normalize(centred, dim=1), persistent=False)
-        if "cooccurrence" in self.similarities:
+        if "cooccurrence" in kinds:
             users_of = torch.zeros(num_items, num_users)
             users_of[items, users] = 1.0
             self.register_buffer("users_of", users_of, persistent=False)  # item × user, 1 = a TRAIN row
+            self.register_buffer("item_sizes", users_of.sum(1), persistent=False)  # TRAIN users per item
 
     def _own_rows(self, user_ids: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
         """(batch, 2): how many TRAIN rows each (user, item) pair has as disliked and as liked (1 for a training row's
@@ -164,11 +165,11 @@ class TextDeepFM(DeepFM):
         users = user_ids.clamp(0, num_users - 1)
         items = item_ids.clamp(0, num_items - 1)
         candidates = self.rated[:, users].clone()  # (2, batch, items)
-        candidates[:, torch.arange(len(items)), items] = False
+        candidates[:, torch.arange(len(items), device=items.device), items] = False
         inside = (user_ids >= 0) & (user_ids < num_users) & (item_ids >= 0) & (item_ids < num_items)
         candidates &= inside.view(1, -1, 1)
         k, out = min(self.neighbours, num_items), []
-        for kind in self.similarities:
+        for kind in self.similarity.split("+"):
             sims = self._similarities(kind, users, items)
             top = sims.unsqueeze(0).masked_fill(~candidates, float("-inf")).topk(k, dim=2).values
             top = nn.functional.pad(top.masked_fill(top.isinf(), 0.0), (0, self.neighbours - k))
@@ -181,9 +182,8 @@ class TextDeepFM(DeepFM):
         if kind == "text":
             return self.item_units[items] @ self.item_units.T
         own = self.users_of[items].clone()
-        own[torch.arange(len(items)), users] = 0.0
-        sizes = self.users_of.sum(1)
-        return (own @ self.users_of.T) / (own.sum(1, keepdim=True) * sizes).clamp(min=1).sqrt()
+        own[torch.arange(len(items), device=items.device), users] = 0.0
+        return (own @ self.users_of.T) / (own.sum(1, keepdim=True) * self.item_sizes).clamp(min=1).sqrt()
 
     @classmethod
     def from_behaviour(
