@@ -439,6 +439,28 @@ MODELS += [
     for m in ("deepfm_text_profile_iddrop0.5_below50_mpnet", "deepfm_idprofile_iddrop0.5_below50")
 ]
 
+# ... and the same three KNN rows whose neighbour field also reads how many liked / disliked TRAIN items the user has
+# (log 1 + count), so its zero padding is no longer the only sign of a short history: random codes' top cosines carried
+# that count (they grow with the number of candidates), MPNet's did not (session 20, docs/lm_recipes.md)
+MODELS += [
+    variant(m, "counts", ["model.features.neighbour_counts=true"])
+    for m in (
+        "deepfm_text_profile_iddrop0.5_below50_mpnet_bothknn",
+        "deepfm_idprofile_iddrop0.5_below50_bothknn",
+        "deepfm_idprofile_iddrop0.5_below50_itemknn",
+    )
+]
+
+# ... and the LM row over MPNet and the control's random codes side by side (encoder "a+b"; text neighbours taken in
+# each part): every field of the strongest classic (the control above) plus MPNet's, so the row asks whether the
+# language adds to that classic (session 20, docs/lm_recipes.md)
+MODELS += [
+    variant(
+        "deepfm_text_profile_iddrop0.5_below50_mpnet_bothknn",
+        "codes",
+        ["model.features.encoder=pypi:all-mpnet-base-v2+random:384"],
+    )
+]
 
 def run_dir(log_dir: Path, row: dict, trial: str, seed: int) -> Path:
     return log_dir / "quality" / row["protocol"] / row["model"] / trial / f"seed{seed}"

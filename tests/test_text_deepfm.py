@@ -218,6 +218,35 @@ def test_cooccurrence_neighbours_by_hand():
     torch.testing.assert_close(loo, torch.tensor([[0.0, 1 / 3**0.5]]))
 
 
+def test_neighbour_counts_follow_the_similarities_by_hand():
+    rows = torch.tensor([[1, 1, 1], [2, 1, 0], [1, 2, 1], [2, 2, 1], [3, 2, 0], [3, 3, 1]])
+    model = _neighbour_model(rows, torch.zeros(5, 2), 1, "cooccurrence", neighbour_counts=True)
+    # (3, 1): user 3 has 1 disliked (item 2) and 1 liked (item 3) candidate; (1, 1): item 1 is its own row, so user 1
+    # has 0 disliked and 1 liked (item 2); (9, 1): an unknown user has none
+    sims = model._neighbour_similarities(torch.tensor([3, 1, 9]), torch.tensor([1, 1, 1]))
+    log2 = torch.tensor(2.0).log().item()
+    expected = [[2 / 6**0.5, 0.0, log2, log2], [0.0, 1 / 3**0.5, 0.0, log2], [0.0, 0.0, 0.0, 0.0]]
+    torch.testing.assert_close(sims, torch.tensor(expected))
+    assert model.neighbour_field[1].in_features == 4
+    with pytest.raises(ValueError, match="model.features.neighbour_counts"):
+        _neighbour_model(rows, torch.zeros(5, 2), 0, "cooccurrence", neighbour_counts=True)
+
+
+def test_cooccurrence_from_the_item_table_is_bit_identical_to_the_per_batch_matmul():
+    """The item × item table with the pair's own user subtracted gives the same bits as the cosine computed from the
+    user sets each batch (integer counts are exact in float32)."""
+    generator = torch.Generator().manual_seed(0)
+    pairs = torch.randperm(59 * 199, generator=generator)[:3000]  # distinct (user, item) pairs, users 1-59, items 1-199
+    labels = torch.randint(0, 2, (3000,), generator=generator)
+    rows = torch.stack([pairs // 199 + 1, pairs % 199 + 1, labels], dim=1)
+    model = _neighbour_model(rows, torch.zeros(200, 2), 3, "cooccurrence")
+    users, items = torch.cat([rows[:200, 0], torch.arange(1, 60)]), torch.cat([rows[:200, 1], torch.arange(59)])
+    own = model.users_of[items].clone()
+    own[torch.arange(len(items)), users] = 0.0
+    by_matmul = (own @ model.users_of.T) / (own.sum(1, keepdim=True) * model.item_sizes).clamp(min=1).sqrt()
+    assert torch.equal(model._similarities("cooccurrence", users, items)[0], by_matmul)
+
+
 @pytest.mark.parametrize("similarity", ["text", "cooccurrence"])
 def test_a_training_rows_neighbours_equal_those_it_would_get_as_a_held_out_row(similarity):
     """Leave-one-out: a TRAIN row's features equal those the same row gets from a model built without it — no row
@@ -249,6 +278,25 @@ def test_both_similarities_sit_side_by_side():
     ]
     torch.testing.assert_close(both._neighbour_similarities(users, items), torch.cat(singles, dim=1))
     assert both.neighbour_field[1].in_features == 8
+
+
+def test_text_neighbours_of_side_by_side_encoders_are_taken_in_each_part():
+    """Encodings "a+b" (e.g. MPNet + random codes): one block of text neighbours per part, each equal to what a model
+    over that part alone computes; co-occurrence follows once."""
+    generator = torch.Generator().manual_seed(1)
+    item_text = torch.randn(6, 5, generator=generator)
+    rows = torch.tensor([[1, 1, 1], [1, 2, 0], [1, 3, 1], [2, 2, 1], [2, 4, 0], [3, 5, 1], [3, 1, 0]])
+    both = _neighbour_model(rows, item_text, 2, "text+cooccurrence", text_parts=[3, 2])
+    users, items = torch.tensor([1, 2, 3, 1]), torch.tensor([4, 1, 2, 1])
+    blocks = [
+        _neighbour_model(rows, item_text[:, :3], 2, "text")._neighbour_similarities(users, items),
+        _neighbour_model(rows, item_text[:, 3:], 2, "text")._neighbour_similarities(users, items),
+        _neighbour_model(rows, item_text, 2, "cooccurrence")._neighbour_similarities(users, items),
+    ]
+    torch.testing.assert_close(both._neighbour_similarities(users, items), torch.cat(blocks, dim=1))
+    assert both.neighbour_field[1].in_features == 3 * 2 * 2
+    with pytest.raises(ValueError, match="text_parts"):
+        _neighbour_model(rows, item_text, 2, "text", text_parts=[3, 3])
 
 
 def test_neighbours_need_profiles_and_a_known_similarity():

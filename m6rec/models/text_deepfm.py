@@ -78,13 +78,18 @@ class TextDeepFM(DeepFM):
         id_dropout_below: int = 0,
         neighbours: int = 0,
         similarity: str = "text",
+        neighbour_counts: bool = False,
+        text_parts: Sequence[int] | None = None,
     ):
         """`profiles`: (rows, 3) training (user id, item id, label) rows whose items' encodings make the profiles.
         `id_dropout`: in training, each row's `id_slots` (feature slots; 1 = the item with data.fields' default order)
         are emptied with this probability, each on its own, so the text must stand in for the ID (DropoutNet);
         with `id_dropout_below` > 0, only on rows whose item has fewer training rows than that (`item_counts`).
         `neighbours`: k > 0 adds the neighbour field (needs `profiles`); `similarity`: "text", "cooccurrence" or
-        "text+cooccurrence" (both, side by side in the one field)."""
+        "text+cooccurrence" (both, side by side in the one field); `neighbour_counts`: the field also reads log(1 + how
+        many disliked / liked TRAIN items the user has), so a 0 of padding is told from a similarity of 0.
+        `text_parts`: the widths of the encoders side by side in the encodings ("a+b"); the text similarity is taken
+        in each part on its own (one block of the neighbour field per part). None: one part."""
         if not 0.0 <= id_dropout < 1.0:
             raise ValueError(f"model.features.id_dropout: need 0 <= p < 1, got {id_dropout}")
         if id_dropout > 0 and any(not 0 <= slot < sum(field_slots) for slot in id_slots):
@@ -93,11 +98,16 @@ class TextDeepFM(DeepFM):
             raise ValueError(f"model.features.id_dropout_below: need >= 0 and item counts, got {id_dropout_below}")
         if neighbours < 0 or (neighbours > 0 and profiles is None):
             raise ValueError(f"model.features.neighbours: need >= 0, and > 0 needs profiles=true; got {neighbours}")
+        if neighbour_counts and neighbours == 0:
+            raise ValueError("model.features.neighbour_counts: needs model.features.neighbours > 0")
         kinds = similarity.split("+")
         if not kinds or any(kind not in SIMILARITIES for kind in kinds) or len(set(kinds)) < len(kinds):
             raise ValueError(
                 f"model.features.similarity: {' | '.join(SIMILARITIES)} or both joined by +, got {similarity!r}"
             )
+        self.text_parts = list(text_parts or [item_encodings.shape[1]])
+        if sum(self.text_parts) != item_encodings.shape[1] or min(self.text_parts) < 1:
+            raise ValueError(f"text_parts {self.text_parts}: need widths >= 1 summing to {item_encodings.shape[1]}")
         super().__init__(num_features, field_slots, embed_dim, hidden, dropout, init_std)
         self.id_dropout, self.id_slots, self.id_dropout_below = id_dropout, list(id_slots), id_dropout_below
         counts = torch.zeros(0, dtype=torch.long) if item_counts is None else item_counts.long()
@@ -119,10 +129,12 @@ class TextDeepFM(DeepFM):
             keys = (users * len(self.item_encodings) + items) * 2 + labels
             self.register_buffer("train_keys", keys.sort().values, persistent=False)  # for _own_rows
             self.profile_text = _projection(width, embed_dim, text_dropout, init_std)
-        self.neighbours, self.similarity = neighbours, similarity
+        self.neighbours, self.similarity, self.neighbour_counts = neighbours, similarity, neighbour_counts
         if neighbours > 0:
             self._build_neighbours(profiles.long(), num_users, kinds)
-            self.neighbour_field = _projection(2 * neighbours * len(kinds), embed_dim, 0.0, init_std)
+            blocks = len(kinds) + ("text" in kinds) * (len(self.text_parts) - 1)
+            inputs = 2 * neighbours * blocks + 2 * neighbour_counts
+            self.neighbour_field = _projection(inputs, embed_dim, 0.0, init_std)
         first = self.mlp[0]  # the MLP now reads the text fields too
         self.mlp[0] = nn.Linear(first.in_features + self.text_fields * embed_dim, first.out_features)
 
@@ -132,7 +144,7 @@ class TextDeepFM(DeepFM):
 
     def _build_neighbours(self, rows: torch.Tensor, num_users: int, kinds: list[str]) -> None:
         """Buffers for `_neighbour_similarities`: which TRAIN items each user liked / disliked, and per item its
-        centred unit text encoding and / or its TRAIN users (for co-occurrence cosines)."""
+        centred unit text encoding and / or its TRAIN users and its TRAIN co-occurrence counts with every item."""
         users, items, labels = rows.T
         num_items = len(self.item_encodings)
         rated = torch.zeros(2, num_users, num_items, dtype=torch.bool)
@@ -142,12 +154,14 @@ class TextDeepFM(DeepFM):
             seen = torch.zeros(num_items, dtype=torch.bool)
             seen[items] = True
             centred = self.item_encodings - self.item_encodings[seen].mean(0)
-            self.register_buffer("item_units", nn.functional.normalize(centred, dim=1), persistent=False)
+            units = [nn.functional.normalize(part, dim=1) for part in centred.split(self.text_parts, dim=1)]
+            self.register_buffer("item_units", torch.cat(units, dim=1), persistent=False)  # unit in each part
         if "cooccurrence" in kinds:
             users_of = torch.zeros(num_items, num_users)
             users_of[items, users] = 1.0
             self.register_buffer("users_of", users_of, persistent=False)  # item × user, 1 = a TRAIN row
             self.register_buffer("item_sizes", users_of.sum(1), persistent=False)  # TRAIN users per item
+            self.register_buffer("cooccurrence", users_of @ users_of.T, persistent=False)  # item × item, exact ints
 
     def _own_rows(self, user_ids: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
         """(batch, 2): how many TRAIN rows each (user, item) pair has as disliked and as liked (1 for a training row's
@@ -160,7 +174,8 @@ class TextDeepFM(DeepFM):
 
     def _neighbour_similarities(self, user_ids: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
         """(batch, 2k per similarity): the k highest similarities of each row's item to the user's disliked, then
-        liked, TRAIN items (the row's own item excluded), highest first; 0 where the user has fewer than k."""
+        liked, TRAIN items (the row's own item excluded), highest first; 0 where the user has fewer than k. With
+        `neighbour_counts`, then log(1 + the number of those disliked and liked candidates)."""
         num_users, num_items = self.rated.shape[1:]
         users = user_ids.clamp(0, num_users - 1)
         items = item_ids.clamp(0, num_items - 1)
@@ -170,20 +185,23 @@ class TextDeepFM(DeepFM):
         candidates &= inside.view(1, -1, 1)
         k, out = min(self.neighbours, num_items), []
         for kind in self.similarity.split("+"):
-            sims = self._similarities(kind, users, items)
-            top = sims.unsqueeze(0).masked_fill(~candidates, float("-inf")).topk(k, dim=2).values
-            top = nn.functional.pad(top.masked_fill(top.isinf(), 0.0), (0, self.neighbours - k))
-            out += list(top)
+            for sims in self._similarities(kind, users, items):
+                top = sims.unsqueeze(0).masked_fill(~candidates, float("-inf")).topk(k, dim=2).values
+                top = nn.functional.pad(top.masked_fill(top.isinf(), 0.0), (0, self.neighbours - k))
+                out += list(top)
+        if self.neighbour_counts:
+            out.append(candidates.sum(2).T.to(out[0].dtype).log1p())
         return torch.cat(out, dim=1)
 
-    def _similarities(self, kind: str, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """(batch, items): each row's item against every item, by `kind`; the row's own user is taken out of its
-        item's co-occurrence set (a no-op unless the pair has TRAIN rows)."""
+    def _similarities(self, kind: str, users: torch.Tensor, items: torch.Tensor) -> list[torch.Tensor]:
+        """[(batch, items)]: each row's item against every item, by `kind` (text: one per text part); the row's own
+        user is taken out of its item's co-occurrence set (a no-op unless the pair has TRAIN rows)."""
         if kind == "text":
-            return self.item_units[items] @ self.item_units.T
-        own = self.users_of[items].clone()
-        own[torch.arange(len(items), device=items.device), users] = 0.0
-        return (own @ self.users_of.T) / (own.sum(1, keepdim=True) * self.item_sizes).clamp(min=1).sqrt()
+            mine, every = self.item_units[items].split(self.text_parts, 1), self.item_units.split(self.text_parts, 1)
+            return [rows @ table.T for rows, table in zip(mine, every, strict=True)]
+        own = self.users_of[items, users].unsqueeze(1)  # 1 where the pair is a TRAIN row: its user taken out
+        shared = self.cooccurrence[items] - own * self.users_of[:, users].T  # integers: exact, as a matmul would be
+        return [shared / ((self.item_sizes[items].unsqueeze(1) - own) * self.item_sizes).clamp(min=1).sqrt()]
 
     @classmethod
     def from_behaviour(
@@ -210,13 +228,15 @@ class TextDeepFM(DeepFM):
             train_rows = torch.tensor(train[["user_id", "item_id", "label"]].to_numpy(np.int64))
             rows = train_rows if profiles else None
             counts = torch.bincount(train_rows[:, 1], minlength=int(tables.items["item_id"].max()) + 1)
+        item_parts = [entity_encodings(tables.items, "item_id", items, part, cache_dir) for part in encoder.split("+")]
         return cls(
             num_features,
             field_slots,
             entity_encodings(tables.users, "user_id", users, encoder, cache_dir),
-            entity_encodings(tables.items, "item_id", items, encoder, cache_dir),
+            torch.cat(item_parts, dim=1),
             profiles=rows,
             item_counts=counts,
+            text_parts=[part.shape[1] for part in item_parts],
             **kwargs,
         )
 
