@@ -462,6 +462,7 @@ MODELS += [
     )
 ]
 
+
 def run_dir(log_dir: Path, row: dict, trial: str, seed: int) -> Path:
     return log_dir / "quality" / row["protocol"] / row["model"] / trial / f"seed{seed}"
 

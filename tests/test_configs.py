@@ -111,11 +111,19 @@ def test_optuna_direction_follows_optimized_mode(mode: str, direction: str):
     assert cfg.hydra.sweeper.direction == direction
 
 
-def test_the_item_knn_experiment_is_its_quality_row(tmp_path: Path):
-    """`experiment=p2_deepfm_itemknn` and benchmarks/quality.py's row for it compose to the same model and task."""
-    row = next(r for r in quality.MODELS if r["model"] == "deepfm_idprofile_iddrop0.5_below50_itemknn")
+@pytest.mark.parametrize(
+    ("experiment", "row_name", "lm_based"),
+    [
+        ("p2_deepfm_itemknn", "deepfm_idprofile_iddrop0.5_below50_itemknn", False),
+        ("p2_deepfm_knn", "deepfm_idprofile_iddrop0.5_below50_bothknn", False),
+        ("p2_deepfm_mpnet_codes_knn", "deepfm_text_profile_iddrop0.5_below50_mpnet_bothknn_codes", True),
+    ],
+)
+def test_the_knn_experiments_are_their_quality_rows(tmp_path: Path, experiment: str, row_name: str, lm_based: bool):
+    """Each KNN experiment and benchmarks/quality.py's row for it compose to the same model and task."""
+    row = next(r for r in quality.MODELS if r["model"] == row_name)
     by_row, by_experiment = (
-        compose_config(overrides, tmp_path) for overrides in (row["overrides"], ["experiment=p2_deepfm_itemknn"])
+        compose_config(overrides, tmp_path) for overrides in (row["overrides"], [f"experiment={experiment}"])
     )
     assert by_row.model == by_experiment.model and by_row.task == by_experiment.task
-    assert by_experiment.model.features.neighbours == 3 and not by_experiment.model.lm_based
+    assert by_experiment.model.features.neighbours == 3 and by_experiment.model.lm_based == lm_based

@@ -206,6 +206,16 @@ def test_text_neighbours_are_the_top_cosines_of_centred_encodings_by_hand():
     assert model(torch.tensor([[1, 5]]), torch.tensor([1]), torch.tensor([1])).shape == (1,)
 
 
+def test_items_without_text_are_no_ones_content_neighbours():
+    """An item without text (a zero encoding) has cosine 0 with every item, not the cosine 1 that two centred zero
+    encodings (both -mean) would give each other."""
+    item_text = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])  # items 3, 4: no text
+    rows = torch.tensor([[1, 1, 1], [1, 3, 1], [2, 2, 1]])
+    model = _neighbour_model(rows, item_text, 1, "text")
+    sims = model._neighbour_similarities(torch.tensor([1]), torch.tensor([4]))  # textless 4 vs liked 1, textless 3
+    torch.testing.assert_close(sims, torch.tensor([[0.0, 0.0]]))
+
+
 def test_cooccurrence_neighbours_by_hand():
     # TRAIN user sets: item 1 {1, 2}, item 2 {1, 2, 3}, item 3 {3}
     rows = torch.tensor([[1, 1, 1], [2, 1, 0], [1, 2, 1], [2, 2, 1], [3, 2, 0], [3, 3, 1]])

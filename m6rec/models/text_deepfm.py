@@ -155,7 +155,9 @@ class TextDeepFM(DeepFM):
             seen[items] = True
             centred = self.item_encodings - self.item_encodings[seen].mean(0)
             units = [nn.functional.normalize(part, dim=1) for part in centred.split(self.text_parts, dim=1)]
-            self.register_buffer("item_units", torch.cat(units, dim=1), persistent=False)  # unit in each part
+            textless = (self.item_encodings == 0).all(1, keepdim=True)  # no text: no content neighbour (cosine 0)
+            units = torch.cat(units, dim=1).masked_fill(textless, 0.0)
+            self.register_buffer("item_units", units, persistent=False)  # unit in each part
         if "cooccurrence" in kinds:
             users_of = torch.zeros(num_items, num_users)
             users_of[items, users] = 1.0
