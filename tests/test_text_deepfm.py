@@ -228,15 +228,17 @@ def test_cooccurrence_neighbours_by_hand():
     torch.testing.assert_close(loo, torch.tensor([[0.0, 1 / 3**0.5]]))
 
 
-def test_neighbour_counts_follow_the_similarities_by_hand():
+def test_neighbour_counts_are_the_users_train_counts_whatever_the_rows_label():
     rows = torch.tensor([[1, 1, 1], [2, 1, 0], [1, 2, 1], [2, 2, 1], [3, 2, 0], [3, 3, 1]])
     model = _neighbour_model(rows, torch.zeros(5, 2), 1, "cooccurrence", neighbour_counts=True)
-    # (3, 1): user 3 has 1 disliked (item 2) and 1 liked (item 3) candidate; (1, 1): item 1 is its own row, so user 1
-    # has 0 disliked and 1 liked (item 2); (9, 1): an unknown user has none
-    sims = model._neighbour_similarities(torch.tensor([3, 1, 9]), torch.tensor([1, 1, 1]))
-    log2 = torch.tensor(2.0).log().item()
-    expected = [[2 / 6**0.5, 0.0, log2, log2], [0.0, 1 / 3**0.5, 0.0, log2], [0.0, 0.0, 0.0, 0.0]]
-    torch.testing.assert_close(sims, torch.tensor(expected))
+    # user 3 has 1 disliked and 1 liked TRAIN row: its disliked row (3, 2), its liked row (3, 3) and a pair never in
+    # TRAIN (3, 1) all read (log 2, log 2); leaving the row's own row out would give (0, log 2) / (log 2, 0), its label
+    # user 1 (2 liked): (0, log 3); an unknown user: none
+    sims = model._neighbour_similarities(torch.tensor([3, 3, 3, 1, 9]), torch.tensor([2, 3, 1, 1, 1]))
+    log2, log3 = torch.tensor(2.0).log().item(), torch.tensor(3.0).log().item()
+    counts = [[log2, log2], [log2, log2], [log2, log2], [0.0, log3], [0.0, 0.0]]
+    torch.testing.assert_close(sims[:, 2:], torch.tensor(counts))
+    torch.testing.assert_close(sims[2:4, :2], torch.tensor([[2 / 6**0.5, 0.0], [0.0, 1 / 3**0.5]]))
     assert model.neighbour_field[1].in_features == 4
     with pytest.raises(ValueError, match="model.features.neighbour_counts"):
         _neighbour_model(rows, torch.zeros(5, 2), 0, "cooccurrence", neighbour_counts=True)

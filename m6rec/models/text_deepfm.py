@@ -86,8 +86,9 @@ class TextDeepFM(DeepFM):
         are emptied with this probability, each on its own, so the text must stand in for the ID (DropoutNet);
         with `id_dropout_below` > 0, only on rows whose item has fewer training rows than that (`item_counts`).
         `neighbours`: k > 0 adds the neighbour field (needs `profiles`); `similarity`: "text", "cooccurrence" or
-        "text+cooccurrence" (both, side by side in the one field); `neighbour_counts`: the field also reads log(1 + how
-        many disliked / liked TRAIN items the user has), so a 0 of padding is told from a similarity of 0.
+        "text+cooccurrence" (both, side by side in the one field); `neighbour_counts`: the field also reads log(1 + the
+        user's TRAIN disliked / liked row counts), the same for every row of the user (a user statistic, as a user
+        bias is: a count that left the row's own row out would tell a training row's label).
         `text_parts`: the widths of the encoders side by side in the encodings ("a+b"); the text similarity is taken
         in each part on its own (one block of the neighbour field per part). None: one part."""
         if not 0.0 <= id_dropout < 1.0:
@@ -177,7 +178,7 @@ class TextDeepFM(DeepFM):
     def _neighbour_similarities(self, user_ids: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
         """(batch, 2k per similarity): the k highest similarities of each row's item to the user's disliked, then
         liked, TRAIN items (the row's own item excluded), highest first; 0 where the user has fewer than k. With
-        `neighbour_counts`, then log(1 + the number of those disliked and liked candidates)."""
+        `neighbour_counts`, then log(1 + the user's TRAIN disliked and liked row counts), own rows included."""
         num_users, num_items = self.rated.shape[1:]
         users = user_ids.clamp(0, num_users - 1)
         items = item_ids.clamp(0, num_items - 1)
@@ -191,8 +192,8 @@ class TextDeepFM(DeepFM):
                 top = sims.unsqueeze(0).masked_fill(~candidates, float("-inf")).topk(k, dim=2).values
                 top = nn.functional.pad(top.masked_fill(top.isinf(), 0.0), (0, self.neighbours - k))
                 out += list(top)
-        if self.neighbour_counts:
-            out.append(candidates.sum(2).T.to(out[0].dtype).log1p())
+        if self.neighbour_counts:  # not the candidates' count: that drops the row's own label class by one
+            out.append((self.profile_counts[:, users].T * inside.unsqueeze(1)).to(out[0].dtype).log1p())
         return torch.cat(out, dim=1)
 
     def _similarities(self, kind: str, users: torch.Tensor, items: torch.Tensor) -> list[torch.Tensor]:
@@ -202,7 +203,7 @@ class TextDeepFM(DeepFM):
             mine, every = self.item_units[items].split(self.text_parts, 1), self.item_units.split(self.text_parts, 1)
             return [rows @ table.T for rows, table in zip(mine, every, strict=True)]
         own = self.users_of[items, users].unsqueeze(1)  # 1 where the pair is a TRAIN row: its user taken out
-        shared = self.cooccurrence[items] - own * self.users_of[:, users].T  # integers: exact, as a matmul would be
+        shared = self.cooccurrence[items] - own * self.users_of[:, users].T  # float32 integers: the matmul's bits
         return [shared / ((self.item_sizes[items].unsqueeze(1) - own) * self.item_sizes).clamp(min=1).sqrt()]
 
     @classmethod
