@@ -439,9 +439,9 @@ MODELS += [
     for m in ("deepfm_text_profile_iddrop0.5_below50_mpnet", "deepfm_idprofile_iddrop0.5_below50")
 ]
 
-# ... and the same three KNN rows whose neighbour field also reads how many liked / disliked TRAIN items the user has
-# (log 1 + count), so its zero padding is no longer the only sign of a short history: random codes' top cosines carried
-# that count (they grow with the number of candidates), MPNet's did not (session 20, docs/lm_recipes.md)
+# ... and the same three KNN rows whose neighbour field also reads the user's liked / disliked TRAIN row counts (log 1 +
+# count, the same for all the user's rows), so its zero padding is no longer the only sign of a short history: random
+# codes' top cosines may carry that count, MPNet's do not (session 20, docs/lm_recipes.md; not yet measured)
 MODELS += [
     variant(m, "counts", ["model.features.neighbour_counts=true"])
     for m in (
