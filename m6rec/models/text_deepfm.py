@@ -24,7 +24,7 @@ from torch import nn
 from m6rec.data.protocol.splits import TRAIN
 from m6rec.data.text.render import Templates, render_item_text, render_user_text
 from m6rec.models.factorization import PADDING, DeepFM, pairwise_interactions
-from m6rec.models.text_encodings import cached_text_encodings
+from m6rec.models.text_encodings import cached_text_encodings, encoder_parts
 from m6rec.models.text_item_embedding import DEFAULT_ENCODER
 
 SIMILARITIES = ("text", "cooccurrence")  # what TextDeepFM's neighbour field compares items by
@@ -231,7 +231,7 @@ class TextDeepFM(DeepFM):
             train_rows = torch.tensor(train[["user_id", "item_id", "label"]].to_numpy(np.int64))
             rows = train_rows if profiles else None
             counts = torch.bincount(train_rows[:, 1], minlength=int(tables.items["item_id"].max()) + 1)
-        item_parts = [entity_encodings(tables.items, "item_id", items, part, cache_dir) for part in encoder.split("+")]
+        item_parts = [entity_encodings(tables.items, "item_id", items, p, cache_dir) for p in encoder_parts(encoder)]
         return cls(
             num_features,
             field_slots,

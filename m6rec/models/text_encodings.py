@@ -86,6 +86,11 @@ def encode_texts(
     return torch.cat(chunks).float().contiguous()
 
 
+def encoder_parts(encoder: str) -> list[str]:
+    """The encoders side by side in `encoder` ("a+b" -> ["a", "b"]; one encoder -> [it])."""
+    return str(encoder).split("+")
+
+
 def cached_text_encodings(
     texts: Sequence[str],
     encoder: str,
@@ -97,8 +102,8 @@ def cached_text_encodings(
     `<cache_dir>/text_encodings/` (`encoder` may be `pypi:<package>`, resolved to its local folder)."""
     if not texts:
         raise ValueError(f"text encodings for {encoder}: no texts to encode")
-    if "+" in str(encoder):  # "a+b": each encoder's encodings side by side (e.g. language + identity codes)
-        parts = [cached_text_encodings(texts, part, cache_dir, max_length, normalize) for part in encoder.split("+")]
+    if len(encoder_parts(encoder)) > 1:  # "a+b": each encoder's encodings side by side (language + identity codes)
+        parts = [cached_text_encodings(texts, p, cache_dir, max_length, normalize) for p in encoder_parts(encoder)]
         return torch.cat(parts, dim=1)
     if str(encoder).startswith(RANDOM_PREFIX):  # cheap and deterministic: nothing to cache
         width = str(encoder)[len(RANDOM_PREFIX) :]
