@@ -244,6 +244,32 @@ def test_neighbour_counts_are_the_users_train_counts_whatever_the_rows_label():
         _neighbour_model(rows, torch.zeros(5, 2), 0, "cooccurrence", neighbour_counts=True)
 
 
+def test_label_free_padding_shows_n_minus_1_neighbours_per_class_whatever_the_label():
+    """A TRAIN row leaves its own item out of its label's class; without the option a short class (<= k items) then
+    shows one fewer neighbour when the row has that label. With it, the other class drops its weakest shown neighbour,
+    so both classes show min(n - 1, k) for either label; held-out rows and long classes are unchanged."""
+    generator = torch.Generator().manual_seed(0)
+    item_text = torch.randn(12, 4, generator=generator)  # generic encodings: no cosine is exactly 0
+    # user 1: liked 1, 2 / disliked 3 (both classes short at k = 3); user 2: liked 4-8 (long) / disliked 9, 10
+    rows = torch.tensor(
+        [[1, 1, 1], [1, 2, 1], [1, 3, 0], [2, 4, 1], [2, 5, 1], [2, 6, 1], [2, 7, 1], [2, 8, 1], [2, 9, 0], [2, 10, 0]]
+    )
+    plain = _neighbour_model(rows, item_text, 3, "text")
+    free = _neighbour_model(rows, item_text, 3, "text", label_free_padding=True)
+    users, items = torch.cat([rows[:, 0], torch.tensor([1, 2])]), torch.cat([rows[:, 1], torch.tensor([11, 11])])
+    before, after = plain._neighbour_similarities(users, items), free._neighbour_similarities(users, items)
+    shown = lambda sims: (sims != 0).view(-1, 2, 3).sum(2).tolist()  # noqa: E731  (disliked, liked) per row
+    assert shown(before) == [[1, 1], [1, 1], [0, 2]] + [[2, 3]] * 5 + [[1, 3]] * 2 + [[1, 2], [2, 3]]
+    assert shown(after) == [[0, 1], [0, 1], [0, 1]] + [[1, 3]] * 5 + [[1, 3]] * 2 + [[1, 2], [2, 3]]
+    dropped = before.clone()
+    dropped[:2, 0] = 0.0  # user 1's liked rows: the one disliked neighbour goes
+    dropped[2, 4] = 0.0  # its disliked row: the weaker of the two liked ones goes
+    dropped[3:8, 1] = 0.0  # user 2's liked rows: the weaker of its two disliked (the liked class has > k: unchanged)
+    torch.testing.assert_close(after, dropped)
+    with pytest.raises(ValueError, match="model.features.label_free_padding"):
+        _neighbour_model(rows, item_text, 0, "text", label_free_padding=True)
+
+
 def test_cooccurrence_from_the_item_table_is_bit_identical_to_the_per_batch_matmul():
     """The item × item table with the pair's own user subtracted gives the same bits as the cosine computed from the
     user sets each batch (integer counts are exact in float32)."""

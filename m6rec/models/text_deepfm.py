@@ -79,6 +79,7 @@ class TextDeepFM(DeepFM):
         neighbours: int = 0,
         similarity: str = "text",
         neighbour_counts: bool = False,
+        label_free_padding: bool = False,
         text_parts: Sequence[int] | None = None,
     ):
         """`profiles`: (rows, 3) training (user id, item id, label) rows whose items' encodings make the profiles.
@@ -89,6 +90,8 @@ class TextDeepFM(DeepFM):
         "text+cooccurrence" (both, side by side in the one field); `neighbour_counts`: the field also reads log(1 + the
         user's TRAIN disliked / liked row counts), the same for every row of the user (a user statistic, as a user
         bias is: a count that left the row's own row out would tell a training row's label).
+        `label_free_padding`: a TRAIN row also drops its weakest neighbour in the other label class, so that with at
+        most k items in a class the number of zero pads no longer tells the row's label (see _neighbour_similarities).
         `text_parts`: the widths of the encoders side by side in the encodings ("a+b"); the text similarity is taken
         in each part on its own (one block of the neighbour field per part). None: one part."""
         if not 0.0 <= id_dropout < 1.0:
@@ -101,6 +104,8 @@ class TextDeepFM(DeepFM):
             raise ValueError(f"model.features.neighbours: need >= 0, and > 0 needs profiles=true; got {neighbours}")
         if neighbour_counts and neighbours == 0:
             raise ValueError("model.features.neighbour_counts: needs model.features.neighbours > 0")
+        if label_free_padding and neighbours == 0:
+            raise ValueError("model.features.label_free_padding: needs model.features.neighbours > 0")
         kinds = similarity.split("+")
         if not kinds or any(kind not in SIMILARITIES for kind in kinds) or len(set(kinds)) < len(kinds):
             raise ValueError(
@@ -131,6 +136,7 @@ class TextDeepFM(DeepFM):
             self.register_buffer("train_keys", keys.sort().values, persistent=False)  # for _own_rows
             self.profile_text = _projection(width, embed_dim, text_dropout, init_std)
         self.neighbours, self.similarity, self.neighbour_counts = neighbours, similarity, neighbour_counts
+        self.label_free_padding = label_free_padding
         if neighbours > 0:
             self._build_neighbours(profiles.long(), num_users, kinds)
             blocks = len(kinds) + ("text" in kinds) * (len(self.text_parts) - 1)
@@ -178,7 +184,10 @@ class TextDeepFM(DeepFM):
     def _neighbour_similarities(self, user_ids: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
         """(batch, 2k per similarity): the k highest similarities of each row's item to the user's disliked, then
         liked, TRAIN items (the row's own item excluded), highest first; 0 where the user has fewer than k. With
-        `neighbour_counts`, then log(1 + the user's TRAIN disliked and liked row counts), own rows included."""
+        `neighbour_counts`, then log(1 + the user's TRAIN disliked and liked row counts), own rows included.
+        Leaving a TRAIN row's own item out shortens its label's class by one, so a user with at most k items there
+        shows one more zero pad when the row has that label; with `label_free_padding` the row also drops the weakest
+        item of the other class, and both classes show n - 1 whatever the label (held-out rows show n)."""
         num_users, num_items = self.rated.shape[1:]
         users = user_ids.clamp(0, num_users - 1)
         items = item_ids.clamp(0, num_items - 1)
@@ -187,11 +196,18 @@ class TextDeepFM(DeepFM):
         inside = (user_ids >= 0) & (user_ids < num_users) & (item_ids >= 0) & (item_ids < num_items)
         candidates &= inside.view(1, -1, 1)
         k, out = min(self.neighbours, num_items), []
+        weakest = None  # (2, batch, k): where the other class's weakest shown neighbour is dropped
+        if self.label_free_padding:
+            other = self._own_rows(user_ids, item_ids).flip(1).T > 0  # (2, batch): the class opposite a TRAIN label
+            sizes = candidates.sum(2)
+            weakest = (torch.arange(k, device=items.device) == (sizes - 1).unsqueeze(-1)) & other.unsqueeze(-1)
         for kind in self.similarity.split("+"):
             for sims in self._similarities(kind, users, items):
                 top = sims.unsqueeze(0).masked_fill(~candidates, float("-inf")).topk(k, dim=2).values
-                top = nn.functional.pad(top.masked_fill(top.isinf(), 0.0), (0, self.neighbours - k))
-                out += list(top)
+                top = top.masked_fill(top.isinf(), 0.0)
+                if weakest is not None:
+                    top = top.masked_fill(weakest, 0.0)
+                out += list(nn.functional.pad(top, (0, self.neighbours - k)))
         if self.neighbour_counts:  # not the candidates' count: that drops the row's own label class by one
             out.append((self.profile_counts[:, users].T * inside.unsqueeze(1)).to(out[0].dtype).log1p())
         return torch.cat(out, dim=1)
