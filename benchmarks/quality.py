@@ -462,6 +462,13 @@ MODELS += [
     )
 ]
 
+# ... and the strongest classic (the control) and LM ⊕ codes with label-free neighbour padding: a TRAIN row also drops
+# the other class's weakest shown neighbour, so a short class's zero pads no longer tell its label; "counts" adds the
+# user's TRAIN counts beside (session 21: docs/lm_recipes.md, benchmarks/results/p2_lfpad_grid.json)
+for _m in ("deepfm_text_profile_iddrop0.5_below50_mpnet_bothknn_codes", "deepfm_idprofile_iddrop0.5_below50_bothknn"):
+    MODELS += [variant(_m, "lfpad", ["model.features.label_free_padding=true"])]
+    MODELS += [variant(f"{_m}_lfpad", "counts", ["model.features.neighbour_counts=true"])]
+
 
 def run_dir(log_dir: Path, row: dict, trial: str, seed: int) -> Path:
     return log_dir / "quality" / row["protocol"] / row["model"] / trial / f"seed{seed}"
