@@ -196,7 +196,7 @@ class TextDeepFM(DeepFM):
         inside = (user_ids >= 0) & (user_ids < num_users) & (item_ids >= 0) & (item_ids < num_items)
         candidates &= inside.view(1, -1, 1)
         k, out = min(self.neighbours, num_items), []
-        weakest = None  # (2, batch, k): where the other class's weakest shown neighbour is dropped
+        weakest = torch.zeros(2, len(items), k, dtype=torch.bool, device=items.device)  # shown, but dropped
         if self.label_free_padding:
             other = self._own_rows(user_ids, item_ids).flip(1).T > 0  # (2, batch): the class opposite a TRAIN label
             sizes = candidates.sum(2)
@@ -204,10 +204,8 @@ class TextDeepFM(DeepFM):
         for kind in self.similarity.split("+"):
             for sims in self._similarities(kind, users, items):
                 top = sims.unsqueeze(0).masked_fill(~candidates, float("-inf")).topk(k, dim=2).values
-                top = top.masked_fill(top.isinf(), 0.0)
-                if weakest is not None:
-                    top = top.masked_fill(weakest, 0.0)
-                out += list(nn.functional.pad(top, (0, self.neighbours - k)))
+                top = nn.functional.pad(top.masked_fill(top.isinf() | weakest, 0.0), (0, self.neighbours - k))
+                out += list(top)
         if self.neighbour_counts:  # not the candidates' count: that drops the row's own label class by one
             out.append((self.profile_counts[:, users].T * inside.unsqueeze(1)).to(out[0].dtype).log1p())
         return torch.cat(out, dim=1)
