@@ -94,6 +94,32 @@ def _neighbour_model(
     )
 
 
+def test_linear_mode_is_lr_plus_each_text_fields_linear_term():
+    """`linear=True`: the logit is LR's (bias + feature weights) plus the first output of each text field's projection;
+    the FM embeddings and the MLP take no part."""
+    generator = torch.Generator().manual_seed(0)
+    item_text = torch.randn(5, 2, generator=generator)
+    rows = torch.tensor([[1, 1, 1], [1, 2, 1], [1, 3, 0], [2, 4, 1], [2, 3, 0]])
+    model = _neighbour_model(rows, item_text, 2, "text+cooccurrence", linear=True).eval()
+    with torch.no_grad():
+        model.fm.linear.weights.weight.normal_(generator=generator)  # LR starts at zero: make its part visible
+        model.fm.linear.bias.fill_(0.3)
+    features, users, items = torch.tensor([[1, 5], [2, 7], [3, 6]]), torch.tensor([1, 2, 1]), torch.tensor([4, 1, 2])
+    fields = [model.user_text(model.user_encodings[users]), model.item_text(model.item_encodings[items])]
+    fields += list(model.profile_text(model._profiles(users, items)).unbind(1))
+    fields.append(model.neighbour_field(model._neighbour_similarities(users, items)))
+    lr = 0.3 + model.fm.linear.weights.weight[features].sum((1, 2))
+    by_hand = lr + sum(field[:, 0] for field in fields)
+    torch.testing.assert_close(model(features, users, items), by_hand)
+    with torch.no_grad():
+        model.fm.embeddings.weight.add_(1.0)
+        model.mlp[-1].bias.add_(1.0)
+    torch.testing.assert_close(model(features, users, items), by_hand)  # no FM pairs, no MLP
+    full = _neighbour_model(rows, item_text, 2, "text+cooccurrence").eval()
+    full.load_state_dict(model.state_dict())
+    assert not torch.allclose(full(features, users, items), by_hand)  # the default model has both
+
+
 def test_profiles_are_mean_liked_and_disliked_encodings_without_the_rows_own_item():
     item_text = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [5.0, 5.0]])  # items 1-4
     rows = torch.tensor([[1, 1, 1], [1, 2, 1], [1, 3, 0], [2, 3, 1]])  # user, item, label (TRAIN rows)
@@ -271,8 +297,9 @@ def test_label_free_padding_shows_n_minus_1_neighbours_per_class_whatever_the_la
 
 
 def test_cooccurrence_from_the_item_table_is_bit_identical_to_the_per_batch_matmul():
-    """The item × item table with the pair's own user subtracted gives the same bits as the cosine computed from the
-    user sets each batch (integer counts are exact in float32)."""
+    """At the user's own TRAIN items (the neighbour candidates), the item × item table with the pair's own user
+    subtracted gives the same bits as the cosine computed from the user sets each batch (integer counts are exact in
+    float32); so does the neighbour field built from it."""
     generator = torch.Generator().manual_seed(0)
     pairs = torch.randperm(59 * 199, generator=generator)[:3000]  # distinct (user, item) pairs, users 1-59, items 1-199
     labels = torch.randint(0, 2, (3000,), generator=generator)
@@ -282,7 +309,14 @@ def test_cooccurrence_from_the_item_table_is_bit_identical_to_the_per_batch_matm
     own = model.users_of[items].clone()
     own[torch.arange(len(items)), users] = 0.0
     by_matmul = (own @ model.users_of.T) / (own.sum(1, keepdim=True) * model.item_sizes).clamp(min=1).sqrt()
-    assert torch.equal(model._similarities("cooccurrence", users, items)[0], by_matmul)
+    theirs = model.users_of[:, users].T.bool()  # (batch, items): the user's TRAIN items
+    assert theirs.sum() > 2000  # about 50 items per user
+    assert torch.equal(model._similarities("cooccurrence", users, items)[0][theirs], by_matmul[theirs])
+    candidates = model.rated[:, users].clone()
+    candidates[:, torch.arange(len(items)), items] = False
+    top = by_matmul.unsqueeze(0).masked_fill(~candidates, float("-inf")).topk(3, dim=2).values
+    by_hand = torch.cat(list(top.masked_fill(top.isinf(), 0.0)), dim=1)  # (batch, 2k): [disliked, liked] top 3
+    assert torch.equal(model._neighbour_similarities(users, items), by_hand)
 
 
 @pytest.mark.parametrize("similarity", ["text", "cooccurrence"])

@@ -81,6 +81,7 @@ class TextDeepFM(DeepFM):
         neighbour_counts: bool = False,
         label_free_padding: bool = False,
         text_parts: Sequence[int] | None = None,
+        linear: bool = False,
     ):
         """`profiles`: (rows, 3) training (user id, item id, label) rows whose items' encodings make the profiles.
         `id_dropout`: in training, each row's `id_slots` (feature slots; 1 = the item with data.fields' default order)
@@ -93,7 +94,9 @@ class TextDeepFM(DeepFM):
         `label_free_padding`: a TRAIN row also drops its weakest neighbour in the other label class, so that with at
         most k items in a class the number of zero pads no longer tells the row's label (see _neighbour_similarities).
         `text_parts`: the widths of the encoders side by side in the encodings ("a+b"); the text similarity is taken
-        in each part on its own (one block of the neighbour field per part). None: one part."""
+        in each part on its own (one block of the neighbour field per part). None: one part.
+        `linear`: first-order terms only, logistic regression over the feature ids plus each text field's linear term
+        (no FM pairs, no MLP): the neighbour field's term is the one that tells users apart."""
         if not 0.0 <= id_dropout < 1.0:
             raise ValueError(f"model.features.id_dropout: need 0 <= p < 1, got {id_dropout}")
         if id_dropout > 0 and any(not 0 <= slot < sum(field_slots) for slot in id_slots):
@@ -136,7 +139,7 @@ class TextDeepFM(DeepFM):
             self.register_buffer("train_keys", keys.sort().values, persistent=False)  # for _own_rows
             self.profile_text = _projection(width, embed_dim, text_dropout, init_std)
         self.neighbours, self.similarity, self.neighbour_counts = neighbours, similarity, neighbour_counts
-        self.label_free_padding = label_free_padding
+        self.label_free_padding, self.linear = label_free_padding, linear
         if neighbours > 0:
             self._build_neighbours(profiles.long(), num_users, kinds)
             blocks = len(kinds) + ("text" in kinds) * (len(self.text_parts) - 1)
@@ -201,9 +204,10 @@ class TextDeepFM(DeepFM):
             other = self._own_rows(user_ids, item_ids).flip(1).T > 0  # (2, batch): the class opposite a TRAIN label
             sizes = candidates.sum(2)
             weakest = (torch.arange(k, device=items.device) == (sizes - 1).unsqueeze(-1)) & other.unsqueeze(-1)
+        blocked = ~candidates
         for kind in self.similarity.split("+"):
             for sims in self._similarities(kind, users, items):
-                top = sims.unsqueeze(0).masked_fill(~candidates, float("-inf")).topk(k, dim=2).values
+                top = sims.unsqueeze(0).masked_fill(blocked, float("-inf")).topk(k, dim=2).values
                 top = nn.functional.pad(top.masked_fill(top.isinf() | weakest, 0.0), (0, self.neighbours - k))
                 out += list(top)
         if self.neighbour_counts:  # not the candidates' count: that drops the row's own label class by one
@@ -211,13 +215,14 @@ class TextDeepFM(DeepFM):
         return torch.cat(out, dim=1)
 
     def _similarities(self, kind: str, users: torch.Tensor, items: torch.Tensor) -> list[torch.Tensor]:
-        """[(batch, items)]: each row's item against every item, by `kind` (text: one per text part); the row's own
-        user is taken out of its item's co-occurrence set (a no-op unless the pair has TRAIN rows)."""
+        """[(batch, items)]: each row's item against every item, by `kind` (text: one per text part). Co-occurrence is
+        exact only at the user's own TRAIN items (the neighbour candidates; elsewhere it may be off): the row's own user
+        is taken out of its item's set, a no-op unless the pair has TRAIN rows."""
         if kind == "text":
             mine, every = self.item_units[items].split(self.text_parts, 1), self.item_units.split(self.text_parts, 1)
             return [rows @ table.T for rows, table in zip(mine, every, strict=True)]
         own = self.users_of[items, users].unsqueeze(1)  # 1 where the pair is a TRAIN row: its user taken out
-        shared = self.cooccurrence[items] - own * self.users_of[:, users].T  # float32 integers: the matmul's bits
+        shared = self.cooccurrence[items] - own  # the user shares every item of theirs: float32 integers, exact bits
         return [shared / ((self.item_sizes[items].unsqueeze(1) - own) * self.item_sizes).clamp(min=1).sqrt()]
 
     @classmethod
@@ -278,8 +283,8 @@ class TextDeepFM(DeepFM):
         return sums / counts.clamp(min=1).unsqueeze(-1)
 
     def forward(self, features: torch.Tensor, user_ids: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
-        """One logit per row: FM over ID + text fields, plus the MLP over all field embeddings; the same in training
-        and evaluation, except for dropout."""
+        """One logit per row: FM over ID + text fields, plus the MLP over all field embeddings (with `linear`, the
+        first-order terms alone); the same in training and evaluation, except for dropout."""
         if self.training and self.id_dropout > 0:
             features = self._drop_ids(features, item_ids)
         fields = [
@@ -292,6 +297,8 @@ class TextDeepFM(DeepFM):
             fields.append(self.neighbour_field(self._neighbour_similarities(user_ids, item_ids)))
         text = torch.stack(fields, dim=1)
         vectors, linear = text[..., 1:], text[..., 0].sum(1)
+        if self.linear:
+            return self.fm.linear(features) + linear
         slots = torch.cat([self.fm.embeddings(features), vectors], dim=1)
         fm = self.fm.linear(features) + linear + pairwise_interactions(slots)
         deep = self.mlp(torch.cat([self.field_embeddings(features), vectors.flatten(1)], dim=1)).squeeze(-1)
