@@ -469,6 +469,58 @@ for _m in ("deepfm_text_profile_iddrop0.5_below50_mpnet_bothknn_codes", "deepfm_
     MODELS += [variant(_m, "lfpad", ["model.features.label_free_padding=true"])]
     MODELS += [variant(f"{_m}_lfpad", "counts", ["model.features.neighbour_counts=true"])]
 
+# LR + language (session 22): TextDeepFM's first-order terms alone (model.features.linear=true), i.e. LR over the
+# feature ids plus each text field's linear term, so the neighbour field (the item's top-3 similarities to the user's
+# liked / disliked TRAIN items) is what personalises; LR's lr 1e-2, no item-ID dropout. LM: MPNet (content KNN) beside
+# co-occurrence; classics: the same over random codes, and co-occurrence alone (item-KNN)
+_LINEAR = [
+    "model.features.linear=true",
+    "task.optimizer.lr=1e-2",
+    "model.features.neighbours=3",
+    "model.features.label_free_padding=true",
+]
+_ROW = {r["model"]: r for r in MODELS}
+MODELS += [
+    {
+        **_ROW["deepfm_text_profile"],
+        "model": "lr_mpnet_bothknn",
+        "overrides": [
+            "experiment=p2_deepfm_text_profile",
+            "model.features.encoder=pypi:all-mpnet-base-v2",
+            *_LINEAR,
+            "model.features.similarity=text+cooccurrence",
+        ],
+    },
+    {
+        **_ROW["deepfm_idprofile"],
+        "model": "lr_idprofile_bothknn",
+        "overrides": ["experiment=p2_deepfm_idprofile", *_LINEAR, "model.features.similarity=text+cooccurrence"],
+    },
+    {
+        **_ROW["deepfm_idprofile"],
+        "model": "lr_idprofile_itemknn",
+        "overrides": ["experiment=p2_deepfm_idprofile", *_LINEAR, "model.features.similarity=cooccurrence"],
+    },
+]
+
+# Less training data (session 22): P2 with the random split's TRAIN share cut to 10 / 20 / 40 % (the rest of the rows
+# go to the test set; validation stays 10 %): does the language add more where every ID has fewer rows?
+# (docs/lm_recipes.md, benchmarks/results/p2_train_share.json)
+TRAIN_SHARES = {"train10": "[0.1,0.1,0.8]", "train20": "[0.2,0.1,0.7]", "train40": "[0.4,0.1,0.5]"}
+MODELS += [
+    variant(m, share, [f"data.behaviour.split_ratios={ratios}"])
+    for m in (
+        "lr",
+        "deepfm",
+        "deepfm_idprofile_iddrop0.5_below50_bothknn_lfpad",
+        "deepfm_text_profile_iddrop0.5_below50_mpnet_bothknn_codes_lfpad",
+        "lr_mpnet_bothknn",
+        "lr_idprofile_bothknn",
+        "lr_idprofile_itemknn",
+    )
+    for share, ratios in TRAIN_SHARES.items()
+]
+
 
 def run_dir(log_dir: Path, row: dict, trial: str, seed: int) -> Path:
     return log_dir / "quality" / row["protocol"] / row["model"] / trial / f"seed{seed}"
