@@ -3,7 +3,8 @@
 `--versus`.
 
     python benchmarks/train_share.py --records benchmarks/results/quality_ml100k_train_share.json \\
-        --versus deepfm_idprofile_iddrop0.5_below50_bothknn_lfpad --out benchmarks/results/p2_train_share.json
+        --models lr deepfm lr_mpnet_bothknn … --versus deepfm_idprofile_iddrop0.5_below50_bothknn_lfpad \\
+        --out benchmarks/results/p2_train_share.json
 
 Runs nothing. A row at share s is the quality.py row `<base>_train<s>` (`data.behaviour.split_ratios=[s, 0.1,
 0.9 - s]`: validation stays 10 %, the test set is every other row); `<base>` itself is P2 (80 / 10 / 10). The gap is
@@ -100,11 +101,13 @@ def plot(entries: list[dict], metric: str, versus: str | None, path: Path) -> No
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", nargs="+", type=Path, required=True, help="quality.py record files")
+    parser.add_argument("--models", nargs="+", default=None, help="base rows to show (default: every P2 row)")
     parser.add_argument("--versus", default=None, help="base row the others are compared with, seed by seed")
     parser.add_argument("--metric", default="AUC")
     parser.add_argument("--out", type=Path, default=None, help="JSON summary; the plot goes beside it as .png")
     args = parser.parse_args(argv)
     table = by_share(read_records(args.records, "--records"), args.metric)
+    table = {base: shares for base, shares in table.items() if not args.models or base in args.models}
     if not table:
         raise SystemExit(f"--records: no P2 record with metric {args.metric!r}")
     if args.versus and args.versus not in table:

@@ -31,6 +31,8 @@ def test_rows_by_share_with_paired_gaps_to_the_reference(tmp_path):
     assert got[("lm", 80)]["versus"]["std"] == pytest.approx(0.005 * 2**0.5)
     assert json.loads(out.read_text()) == entries
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    only = main(["--records", str(path), "--models", "lm"])
+    assert {(e["model"], e["share"]) for e in only} == {("lm", 80), ("lm", 10)}
 
 
 def test_a_missing_reference_or_metric_is_one_clear_line(tmp_path):
