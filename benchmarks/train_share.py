@@ -80,16 +80,22 @@ def plot(entries: list[dict], metric: str, versus: str | None, path: Path) -> No
 
     fig = Figure(figsize=(13.0 if versus else 6.5, 5.0), layout="constrained")
     left, right = fig.subplots(1, 2) if versus else (fig.subplots(1, 1), None)
-    for base in sorted({e["model"] for e in entries}):
+    for i, base in enumerate(sorted({e["model"] for e in entries})):
+        style = {"marker": "o", "capsize": 3, "label": base, "color": f"C{i % 10}"}  # one colour per row, both panels
         mine = sorted((e for e in entries if e["model"] == base), key=lambda e: e["share"])
         shares = [e["share"] for e in mine]
-        left.errorbar(shares, [e["mean"] for e in mine], [e["std"] for e in mine], marker="o", capsize=3, label=base)
+        left.errorbar(shares, [e["mean"] for e in mine], [e["std"] for e in mine], **style)
         gaps = [e for e in mine if "mean" in e.get("versus", {})]
         if right is not None and gaps:
             means, errors = [e["versus"]["mean"] for e in gaps], [e["versus"]["se"] for e in gaps]
-            right.errorbar([e["share"] for e in gaps], means, errors, marker="o", capsize=3, label=base)
+            right.errorbar([e["share"] for e in gaps], means, errors, **style)
     left.set(xlabel="TRAIN share of the rows (%)", ylabel=f"test {metric}", title=f"P2 test {metric} (mean ± std)")
     left.legend(fontsize=6)
+    shares = sorted({e["share"] for e in entries})
+    for axis in (left, right) if right is not None else (left,):
+        axis.set_xscale("log")  # the shares double
+        axis.set_xticks(shares, [str(share) for share in shares])
+        axis.minorticks_off()
     if right is not None:
         right.axhline(0.0, color="grey", lw=0.8)
         right.set(xlabel="TRAIN share of the rows (%)", ylabel=f"{metric} − the reference", title=f"− {versus}")
