@@ -117,6 +117,8 @@ def test_optuna_direction_follows_optimized_mode(mode: str, direction: str):
         ("p2_deepfm_itemknn", "deepfm_idprofile_iddrop0.5_below50_itemknn", False),
         ("p2_deepfm_knn", "deepfm_idprofile_iddrop0.5_below50_bothknn", False),
         ("p2_deepfm_mpnet_codes_knn", "deepfm_text_profile_iddrop0.5_below50_mpnet_bothknn_codes", True),
+        ("p2_lr_knn", "lr_idprofile_bothknn", False),
+        ("p2_lr_mpnet_knn", "lr_mpnet_bothknn", True),
     ],
 )
 def test_the_knn_experiments_are_their_quality_rows(tmp_path: Path, experiment: str, row_name: str, lm_based: bool):
