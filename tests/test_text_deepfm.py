@@ -111,13 +111,19 @@ def test_linear_mode_is_lr_plus_each_text_fields_linear_term():
     lr = 0.3 + model.fm.linear.weights.weight[features].sum((1, 2))
     by_hand = lr + sum(field[:, 0] for field in fields)
     torch.testing.assert_close(model(features, users, items), by_hand)
-    with torch.no_grad():
-        model.fm.embeddings.weight.add_(1.0)
-        model.mlp[-1].bias.add_(1.0)
-    torch.testing.assert_close(model(features, users, items), by_hand)  # no FM pairs, no MLP
+    assert model.fm.embeddings is None and model.mlp is None  # no FM pairs, no MLP, and no weights for them
     full = _neighbour_model(rows, item_text, 2, "text+cooccurrence").eval()
-    full.load_state_dict(model.state_dict())
+    missing, unexpected = full.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and {k.split(".")[0] for k in missing} == {"fm", "mlp"}
     assert not torch.allclose(full(features, users, items), by_hand)  # the default model has both
+    torch.manual_seed(3)
+    full, after_full = _neighbour_model(rows, item_text, 2, "text+cooccurrence"), torch.rand(3)
+    torch.manual_seed(3)
+    linear, after_linear = _neighbour_model(rows, item_text, 2, "text+cooccurrence", linear=True), torch.rand(3)
+    kept = dict(full.named_parameters())  # the weights linear mode keeps start where the full model's do,
+    assert all(torch.equal(p, kept[name]) for name, p in linear.named_parameters())
+    assert torch.equal(after_linear, after_full)  # and the random stream goes on alike (batches, dropout)
+    assert sum(p.numel() for p in linear.parameters()) < sum(p.numel() for p in full.parameters()) // 2
 
 
 def test_profiles_are_mean_liked_and_disliked_encodings_without_the_rows_own_item():
@@ -306,10 +312,13 @@ def test_cooccurrence_from_the_item_table_is_bit_identical_to_the_per_batch_matm
     rows = torch.stack([pairs // 199 + 1, pairs % 199 + 1, labels], dim=1)
     model = _neighbour_model(rows, torch.zeros(200, 2), 3, "cooccurrence")
     users, items = torch.cat([rows[:200, 0], torch.arange(1, 60)]), torch.cat([rows[:200, 1], torch.arange(59)])
-    own = model.users_of[items].clone()
+    users_of = torch.zeros(200, 60)  # item × user, 1 = a TRAIN row
+    users_of[rows[:, 1], rows[:, 0]] = 1.0
+    assert torch.equal(model.item_sizes, users_of.sum(1))
+    own = users_of[items].clone()
     own[torch.arange(len(items)), users] = 0.0
-    by_matmul = (own @ model.users_of.T) / (own.sum(1, keepdim=True) * model.item_sizes).clamp(min=1).sqrt()
-    theirs = model.users_of[:, users].T.bool()  # (batch, items): the user's TRAIN items
+    by_matmul = (own @ users_of.T) / (own.sum(1, keepdim=True) * model.item_sizes).clamp(min=1).sqrt()
+    theirs = users_of[:, users].T.bool()  # (batch, items): the user's TRAIN items
     assert theirs.sum() > 2000  # about 50 items per user
     assert torch.equal(model._similarities("cooccurrence", users, items)[0][theirs], by_matmul[theirs])
     candidates = model.rated[:, users].clone()

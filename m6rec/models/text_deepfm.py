@@ -147,6 +147,8 @@ class TextDeepFM(DeepFM):
             self.neighbour_field = _projection(inputs, embed_dim, 0.0, init_std)
         first = self.mlp[0]  # the MLP now reads the text fields too
         self.mlp[0] = nn.Linear(first.in_features + self.text_fields * embed_dim, first.out_features)
+        if linear:  # dropped only now: the random stream (initial weights, then batches, dropout) is the full model's
+            self.fm.embeddings, self.mlp = None, None
 
     @property
     def text_fields(self) -> int:
@@ -169,9 +171,8 @@ class TextDeepFM(DeepFM):
             units = torch.cat(units, dim=1).masked_fill(textless, 0.0)
             self.register_buffer("item_units", units, persistent=False)  # unit in each part
         if "cooccurrence" in kinds:
-            users_of = torch.zeros(num_items, num_users)
+            users_of = torch.zeros(num_items, num_users)  # item × user, 1 = a TRAIN row (built once, not kept)
             users_of[items, users] = 1.0
-            self.register_buffer("users_of", users_of, persistent=False)  # item × user, 1 = a TRAIN row
             self.register_buffer("item_sizes", users_of.sum(1), persistent=False)  # TRAIN users per item
             self.register_buffer("cooccurrence", users_of @ users_of.T, persistent=False)  # item × item, exact ints
 
@@ -221,7 +222,7 @@ class TextDeepFM(DeepFM):
         if kind == "text":
             mine, every = self.item_units[items].split(self.text_parts, 1), self.item_units.split(self.text_parts, 1)
             return [rows @ table.T for rows, table in zip(mine, every, strict=True)]
-        own = self.users_of[items, users].unsqueeze(1)  # 1 where the pair is a TRAIN row: its user taken out
+        own = (self._own_rows(users, items).sum(1, keepdim=True) > 0).float()  # a TRAIN pair: its user taken out
         shared = self.cooccurrence[items] - own  # the user shares every item of theirs: float32 integers, exact bits
         return [shared / ((self.item_sizes[items].unsqueeze(1) - own) * self.item_sizes).clamp(min=1).sqrt()]
 
