@@ -520,6 +520,15 @@ MODELS += [
     )
     for share, ratios in TRAIN_SHARES.items()
 ]
+# The same shares on P2's own split (session 23): data.behaviour.train_fraction keeps 1/8, 1/4, 1/2 of P2's TRAIN rows
+# (10 / 20 / 40 % of all rows) and drops the rest; validation and test are P2's rows whatever the share
+TRAIN_FRACTIONS = {"train10fixed": 0.125, "train20fixed": 0.25, "train40fixed": 0.5}
+MODELS += [
+    variant(row["model"].removesuffix("_train20"), share, [f"data.behaviour.train_fraction={fraction}"])
+    for row in MODELS
+    if row["model"].endswith("_train20")
+    for share, fraction in TRAIN_FRACTIONS.items()
+]
 
 
 def run_dir(log_dir: Path, row: dict, trial: str, seed: int) -> Path:

@@ -7,8 +7,10 @@
         --out benchmarks/results/p2_train_share.json
 
 Runs nothing. A row at share s is the quality.py row `<base>_train<s>` (`data.behaviour.split_ratios=[s, 0.1,
-0.9 - s]`: validation stays 10 %, the test set is every other row); `<base>` itself is P2 (80 / 10 / 10). The gap is
-paired: per seed, the row minus `--versus` at the same share, then mean ± its standard error.
+0.9 - s]`: validation stays 10 %, the test set is every other row); `<base>` itself is P2 (80 / 10 / 10). With
+`--fixed`, it is `<base>_train<s>fixed` instead (`data.behaviour.train_fraction=s / 80`: P2's split with only that
+share of its TRAIN rows, so every share has P2's validation and test rows). The gap is paired: per seed, the row
+minus `--versus` at the same share, then mean ± its standard error.
 """
 
 from __future__ import annotations
@@ -29,17 +31,20 @@ from quality import read_records  # noqa: E402
 from m6rec.utils.extras import require  # noqa: E402
 from m6rec.utils.files import atomic_path, write_text_atomic  # noqa: E402
 
-SHARE = re.compile(r"^(?P<base>.+)_train(?P<share>\d+)$")
+SHARE = re.compile(r"^(?P<base>.+)_train(?P<share>\d+)(?P<fixed>(fixed)?)$")
 FULL_SHARE = 80  # P2's TRAIN share (80 / 10 / 10)
 
 
-def by_share(records: dict, metric: str) -> dict[str, dict[int, dict[int, float]]]:
-    """{base row: {train share %: {seed: metric}}} of the P2 records; a row without a `_trainNN` suffix is share 80."""
+def by_share(records: dict, metric: str, fixed: bool = False) -> dict[str, dict[int, dict[int, float]]]:
+    """{base row: {train share %: {seed: metric}}} of the P2 records: the `_trainNN` rows (`_trainNNfixed` with
+    `fixed`; the other family is left out); a row without either suffix is share 80."""
     table: dict[str, dict[int, dict[int, float]]] = {}
     for (protocol, model, seed), record in records.items():
         if protocol != "P2" or metric not in record["metrics"]:
             continue
         match = SHARE.match(model)
+        if match and bool(match["fixed"]) != fixed:
+            continue
         base, share = (match["base"], int(match["share"])) if match else (model, FULL_SHARE)
         table.setdefault(base, {}).setdefault(share, {})[seed] = record["metrics"][metric]
     return table
@@ -89,7 +94,7 @@ def plot(entries: list[dict], metric: str, versus: str | None, path: Path) -> No
         if right is not None and gaps:
             means, errors = [e["versus"]["mean"] for e in gaps], [e["versus"]["se"] for e in gaps]
             right.errorbar([e["share"] for e in gaps], means, errors, **style)
-    left.set(xlabel="TRAIN share of the rows (%)", ylabel=f"test {metric}", title=f"P2 test {metric} (mean ± std)")
+    left.set(xlabel="TRAIN share of the rows (%)", ylabel=f"test {metric}", title=f"test {metric} (mean ± std)")
     left.legend(fontsize=6)
     shares = sorted({e["share"] for e in entries})
     for axis in (left, right) if right is not None else (left,):
@@ -110,9 +115,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--models", nargs="+", default=None, help="base rows to show (default: every P2 row)")
     parser.add_argument("--versus", default=None, help="base row the others are compared with, seed by seed")
     parser.add_argument("--metric", default="AUC")
+    parser.add_argument("--fixed", action="store_true", help="the `_trainNNfixed` rows (P2's test set at every share)")
     parser.add_argument("--out", type=Path, default=None, help="JSON summary; the plot goes beside it as .png")
     args = parser.parse_args(argv)
-    table = by_share(read_records(args.records, "--records"), args.metric)
+    table = by_share(read_records(args.records, "--records"), args.metric, args.fixed)
     table = {base: shares for base, shares in table.items() if not args.models or base in args.models}
     if not table:
         raise SystemExit(f"--records: no P2 record with metric {args.metric!r}")

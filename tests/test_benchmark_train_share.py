@@ -35,6 +35,17 @@ def test_rows_by_share_with_paired_gaps_to_the_reference(tmp_path):
     assert {(e["model"], e["share"]) for e in only} == {("lm", 80), ("lm", 10)}
 
 
+def test_fixed_reads_the_fixed_test_rows_and_leaves_the_other_family_out(tmp_path):
+    records = [_record("lm", 0, 0.74), _record("lm_train20", 0, 0.70), _record("lm_train20fixed", 0, 0.72)]
+    records += [_record("lm_train20fixed", 1, 0.73)]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(records))
+    fixed = {(e["model"], e["share"]): e["mean"] for e in main(["--records", str(path), "--fixed"])}
+    assert fixed == {("lm", 80): pytest.approx(0.74), ("lm", 20): pytest.approx(0.725)}
+    moving = {(e["model"], e["share"]): e["mean"] for e in main(["--records", str(path)])}
+    assert moving == {("lm", 80): pytest.approx(0.74), ("lm", 20): pytest.approx(0.70)}
+
+
 def test_a_missing_reference_or_metric_is_one_clear_line(tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps([_record("lr_train10", 0, 0.7)]))

@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 
 from m6rec.data.datamodules.behaviour_log import BehaviourLogDataModule
 from m6rec.data.datamodules.features import FeatureDataModule, title_words
+from m6rec.data.protocol.splits import TEST, TRAIN, VALID
 from m6rec.models.factorization import BiasedMF, DeepFM, FactorizationMachine, LogisticRegression, pairwise_interactions
 from m6rec.systems.features import FeatureCTRSystem, FeatureRatingSystem
 from tests.fixtures import make_log, write_grouplens
@@ -176,3 +177,27 @@ def test_bad_fields_are_named(tmp_path: Path):
         FeatureDataModule(behaviour, fields=["user", "zip"])
     with pytest.raises(ValueError, match=r"data.fields=\[user, item\]"):
         BiasedMF(10, [1, 1, 3])
+
+
+def test_train_fraction_drops_train_rows_only(ml100k_dir: Path, tmp_path: Path):
+    """`data.train_fraction`: the same VALID / TEST rows as the full log; a quarter of its TRAIN rows, and only those
+    reach the feature DataModule's training set."""
+
+    def rows(dm: BehaviourLogDataModule, code: int) -> set[tuple[int, int]]:
+        inter = dm.interactions[dm.split_codes() == code]
+        return set(zip(inter["user_id"], inter["item_id"], strict=True))
+
+    full = BehaviourLogDataModule(data_dir=str(tmp_path / "full"), root=str(ml100k_dir), cache=False)
+    part = BehaviourLogDataModule(
+        data_dir=str(tmp_path / "part"), root=str(ml100k_dir), cache=False, train_fraction=0.25
+    )
+    for code in (VALID, TEST):
+        assert rows(part, code) == rows(full, code)
+    n_train = len(rows(full, TRAIN))
+    assert rows(part, TRAIN) < rows(full, TRAIN) and len(rows(part, TRAIN)) == round(0.25 * n_train)
+    features = FeatureDataModule(part)
+    features.setup()
+    assert len(features.datasets["train"]) == round(0.25 * n_train)
+    assert len(features.datasets["test"]) == len(rows(full, TEST))
+    with pytest.raises(ValueError, match=r"^data\.train_fraction: need 0 < fraction <= 1, got 0$"):
+        BehaviourLogDataModule(data_dir=str(tmp_path), train_fraction=0)

@@ -12,6 +12,7 @@ from m6rec.data.protocol.splits import (
     TRAIN,
     VALID,
     cold_item_split,
+    kept_train_rows,
     leave_one_out_split,
     random_split,
     split_interactions,
@@ -211,3 +212,16 @@ def test_unknown_method_lists_the_choices():
 def test_random_split_still_800_100_100():
     split = random_split(1000, (0.8, 0.1, 0.1), seed=0)
     assert split.dtype == np.int8 and [(split == c).sum() for c in (TRAIN, VALID, TEST)] == [800, 100, 100]
+
+
+def test_train_fraction_keeps_a_nested_share_of_train_and_every_held_out_row():
+    split = np.array([TRAIN, VALID, TRAIN, TEST, TRAIN, TRAIN, TRAIN, TRAIN, VALID, TRAIN], dtype=np.int8)  # 7 TRAIN
+    half, quarter = kept_train_rows(split, 0.5, seed=3), kept_train_rows(split, 0.25, seed=3)
+    assert half[split != TRAIN].all() and quarter[split != TRAIN].all()
+    assert half[split == TRAIN].sum() == 4 and quarter[split == TRAIN].sum() == 2  # round(3.5) = 4, round(1.75) = 2
+    assert (half | ~quarter).all()  # the quarter's TRAIN rows are among the half's
+    assert kept_train_rows(split, 1.0, seed=3).all()
+    assert not np.array_equal(kept_train_rows(split, 0.5, seed=4), half)  # the seed draws the rows
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match=rf"^data\.train_fraction: need 0 < fraction <= 1, got {bad}$"):
+            kept_train_rows(split, bad, seed=0)

@@ -21,7 +21,15 @@ from m6rec.data.datamodules.resumable import split_loader, trainer_world
 from m6rec.data.datamodules.sample_cache import cache_dir, data_fingerprint, load_or_build
 from m6rec.data.protocol.history import RaggedHistory, recent_training_rows
 from m6rec.data.protocol.sampling import k_core, scored_events
-from m6rec.data.protocol.splits import SPLIT_NAMES, TRAIN, log_statistics, split_interactions, split_sizes
+from m6rec.data.protocol.splits import (
+    SPLIT_NAMES,
+    TRAIN,
+    check_train_fraction,
+    kept_train_rows,
+    log_statistics,
+    split_interactions,
+    split_sizes,
+)
 from m6rec.data.ragged import Ragged
 from m6rec.data.sources import registry
 from m6rec.data.sources.movielens import SOURCES
@@ -60,7 +68,8 @@ class BehaviourLogDataModule(L.LightningDataModule):
     (`sample_cache`); `length_bucketing` batches training samples of similar length (`bucketing`);
     `duplicates` (error | warn | drop) handles repeated (user, item) interactions (m6rec.data.sources.validate).
     `id_tokens` adds one vocabulary token per user and item ("<u_12>", "<i_345>") that templates place with
-    `{user_token}` / `{item_token}` (m6rec.data.text.id_tokens).
+    `{user_token}` / `{item_token}` (m6rec.data.text.id_tokens). `train_fraction` < 1 keeps that share of the
+    TRAIN rows and drops the rest from the log; VALID and TEST keep their rows (a learning curve on one test set).
     """
 
     def __init__(
@@ -73,6 +82,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
         split_ratios: Sequence[float] = (0.8, 0.1, 0.1),
         split_seed: int = 0,
         tie_break: str = "row",
+        train_fraction: float = 1.0,
         label_threshold: float = 4.0,
         k_core: int = 0,
         implicit: bool = False,
@@ -95,6 +105,7 @@ class BehaviourLogDataModule(L.LightningDataModule):
         # plain containers (not OmegaConf nodes) so checkpoints load with weights_only=True
         source = plain_container(source or {})
         sources, split_ratios = [str(s) for s in sources], [float(r) for r in split_ratios]
+        train_fraction = check_train_fraction(train_fraction)
         templates = {str(k): str(v) for k, v in (templates or {}).items()}
         negatives = {"ratio": 1, "strategy": "uniform", **dict(negatives or {})}
         negatives = {"ratio": int(negatives["ratio"]), "strategy": str(negatives["strategy"])}
@@ -127,9 +138,21 @@ class BehaviourLogDataModule(L.LightningDataModule):
 
     @cached_property
     def interactions(self) -> pd.DataFrame:
-        """The log after k-core filtering (`data.k_core`: users and items with at least k interactions)."""
-        k = self.hparams.k_core
-        return k_core(self.tables.interactions, k, k) if k > 1 else self.tables.interactions
+        """The log after k-core filtering (`data.k_core`: users and items with at least k interactions), less the
+        TRAIN rows that `data.train_fraction` < 1 leaves out."""
+        return self._log_and_split[0]
+
+    @cached_property
+    def _log_and_split(self) -> tuple[pd.DataFrame, np.ndarray]:
+        """(the log, its split codes): the split is drawn on the k-cored log, then `train_fraction` keeps that share
+        of its TRAIN rows (drawn with `split_seed`), so VALID / TEST hold the same rows whatever the fraction."""
+        hp = self.hparams
+        log = k_core(self.tables.interactions, hp.k_core, hp.k_core) if hp.k_core > 1 else self.tables.interactions
+        split = split_interactions(log, hp.split, hp.split_ratios, hp.split_seed, hp.tie_break)
+        if hp.train_fraction == 1.0:
+            return log, split
+        keep = kept_train_rows(split, hp.train_fraction, hp.split_seed)
+        return log[keep].reset_index(drop=True), split[keep]
 
     @cached_property
     def fingerprint(self) -> str:
@@ -204,10 +227,9 @@ class BehaviourLogDataModule(L.LightningDataModule):
         }
 
     def split_codes(self) -> np.ndarray:
-        """TRAIN/VALID/TEST code of every interaction under `data.split` (random | loo | temporal | cold_items; `loo`
-        orders same-second interactions by `data.tie_break`)."""
-        hp = self.hparams
-        return split_interactions(self.interactions, hp.split, hp.split_ratios, hp.split_seed, hp.tie_break)
+        """TRAIN/VALID/TEST code of every row of `interactions` under `data.split` (random | loo | temporal |
+        cold_items; `loo` orders same-second interactions by `data.tie_break`)."""
+        return self._log_and_split[1].copy()
 
     def samples(self) -> pd.DataFrame:
         """Every scored event with its `split`, `label` and whether it was `observed` (a real interaction).

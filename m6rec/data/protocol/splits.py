@@ -163,6 +163,23 @@ def split_interactions(
     return SPLITTERS[method](interactions, ratios, seed, check_tie_break(tie_break))
 
 
+def check_train_fraction(fraction: float) -> float:
+    """`fraction` as a float if 0 < fraction <= 1, else a one-line ValueError naming `data.train_fraction`."""
+    if not 0.0 < float(fraction) <= 1.0:
+        raise ValueError(f"data.train_fraction: need 0 < fraction <= 1, got {fraction}")
+    return float(fraction)
+
+
+def kept_train_rows(split: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask: every VALID / TEST row and round(fraction × #TRAIN) TRAIN rows drawn with `seed` (`data.
+    train_fraction`; for one seed a smaller fraction keeps a subset of a larger one's rows)."""
+    train = np.flatnonzero(split == TRAIN)
+    drawn = np.random.default_rng([seed, 1]).permutation(train)  # its own stream: not the split's permutation
+    keep = np.ones(len(split), dtype=bool)
+    keep[drawn[int(round(check_train_fraction(fraction) * len(train))) :]] = False
+    return keep
+
+
 def log_statistics(interactions: pd.DataFrame) -> dict[str, float]:
     """users, items, interactions and density of a log."""
     n_users, n_items = interactions["user_id"].nunique(), interactions["item_id"].nunique()
