@@ -520,6 +520,12 @@ MODELS += [
     )
     for share, ratios in TRAIN_SHARES.items()
 ]
+# The seventh pre-registered test (session 23): the 20 % pair at the learning rate the per-share grid chose for both
+# (benchmarks/results/p2_train20_lr_grid.json, docs/lm_recipes.md)
+MODELS += [
+    variant(m, "lr3e-3", ["task.optimizer.lr=3e-3"])
+    for m in ("lr_mpnet_bothknn_train20", "lr_idprofile_bothknn_train20")
+]
 # The same shares on P2's own split (session 23): data.behaviour.train_fraction keeps 1/8, 1/4, 1/2 of P2's TRAIN rows
 # (10 / 20 / 40 % of all rows) and drops the rest; validation and test are P2's rows whatever the share
 TRAIN_FRACTIONS = {"train10fixed": 0.125, "train20fixed": 0.25, "train40fixed": 0.5}
