@@ -201,3 +201,6 @@ def test_train_fraction_drops_train_rows_only(ml100k_dir: Path, tmp_path: Path):
     assert len(features.datasets["test"]) == len(rows(full, TEST))
     with pytest.raises(ValueError, match=r"^data\.train_fraction: need 0 < fraction <= 1, got 0$"):
         BehaviourLogDataModule(data_dir=str(tmp_path), train_fraction=0)
+    with pytest.raises(ValueError, match=r"^data\.train_fraction: < 1 needs data\.negatives\.ratio=0 in implicit"):
+        BehaviourLogDataModule(data_dir=str(tmp_path), train_fraction=0.5, implicit=True)
+    BehaviourLogDataModule(data_dir=str(tmp_path), train_fraction=0.5, implicit=True, negatives={"ratio": 0})

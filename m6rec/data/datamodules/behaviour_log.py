@@ -109,6 +109,11 @@ class BehaviourLogDataModule(L.LightningDataModule):
         templates = {str(k): str(v) for k, v in (templates or {}).items()}
         negatives = {"ratio": 1, "strategy": "uniform", **dict(negatives or {})}
         negatives = {"ratio": int(negatives["ratio"]), "strategy": str(negatives["strategy"])}
+        if train_fraction < 1 and implicit and negatives["ratio"] > 0:  # drawn from the smaller log: other negatives
+            raise ValueError(
+                "data.train_fraction: < 1 needs data.negatives.ratio=0 in implicit mode (the sampled test "
+                "negatives would change with the fraction)"
+            )
         self.save_hyperparameters()
         self.templates = Templates.from_config(templates)
         self.datasets: dict[str, CTRDataset] = {}
