@@ -137,7 +137,16 @@ class BehaviourCorpus:
         for path in sorted(p for p in raw_dir.iterdir() if p.is_file() and not p.name.startswith(".")):
             h.update(f"{path.name}:{file_digest(path)}\n".encode())
         hp = self.module.hparams
-        keys = ("dataset", "split", "split_ratios", "split_seed", "train_fraction", "k_core", "implicit", "negatives")
-        keys += ("history_len",)
+        keys = (
+            "dataset",
+            "split",
+            "split_ratios",
+            "split_seed",
+            "train_fraction",
+            "k_core",
+            "implicit",
+            "negatives",
+            "history_len",
+        )
         h.update(repr([(k, str(hp.get(k))) for k in keys] + sorted(self.module.templates.as_dict().items())).encode())
         return h.hexdigest()[:16]
