@@ -388,3 +388,13 @@ def test_neighbours_need_profiles_and_a_known_similarity():
         TextDeepFM(8, [1, 1], *encodings, profiles=torch.tensor([[1, 1, 1]]), neighbours=5, similarity="bm25")
     with pytest.raises(ValueError, match="model.features.similarity"):
         TextDeepFM(8, [1, 1], *encodings, profiles=torch.tensor([[1, 1, 1]]), neighbours=5, similarity="text+text")
+
+
+def test_neighbour_tables_too_large_for_memory_are_refused_in_one_line_before_allocation():
+    """1M users x 3,000 items: the `rated` table alone is 5.6 GiB (co-occurrence 11.2 GiB more), above 4 GiB."""
+    rows = torch.tensor([[1, 1, 1], [999_999, 2, 0]])
+    encodings = torch.zeros(3, 2), torch.zeros(3_000, 2)
+    for similarity, gib in (("text", "5.6"), ("cooccurrence", "16.8")):
+        expected = rf"model.features.neighbours: .* need {gib} GiB for 1,000,000 users x 3,000 items"
+        with pytest.raises(ValueError, match=expected):
+            TextDeepFM(8, [1, 1], *encodings, profiles=rows, neighbours=3, similarity=similarity)

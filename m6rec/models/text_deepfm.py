@@ -28,6 +28,7 @@ from m6rec.models.text_encodings import cached_text_encodings, encoder_parts
 from m6rec.models.text_item_embedding import DEFAULT_ENCODER
 
 SIMILARITIES = ("text", "cooccurrence")  # what TextDeepFM's neighbour field compares items by
+NEIGHBOUR_TABLES_LIMIT = 4 * 2**30  # bytes: the dense neighbour tables are refused above this, before allocation
 
 
 def entity_encodings(
@@ -156,9 +157,18 @@ class TextDeepFM(DeepFM):
 
     def _build_neighbours(self, rows: torch.Tensor, num_users: int, kinds: list[str]) -> None:
         """Buffers for `_neighbour_similarities`: which TRAIN items each user liked / disliked, and per item its
-        centred unit text encoding and / or its TRAIN users and its TRAIN co-occurrence counts with every item."""
+        centred unit text encoding and / or its TRAIN users and its TRAIN co-occurrence counts with every item. They are
+        dense (2·users·items bytes, co-occurrence 4·items·(users + items) more at its peak): refused in one line above
+        `NEIGHBOUR_TABLES_LIMIT`."""
         users, items, labels = rows.T
         num_items = len(self.item_encodings)
+        need = 2 * num_users * num_items + ("cooccurrence" in kinds) * 4 * num_items * (num_users + num_items)
+        if need > NEIGHBOUR_TABLES_LIMIT:
+            raise ValueError(
+                f"model.features.neighbours: the dense neighbour tables need {need / 2**30:.1f} GiB for {num_users:,} "
+                f"users x {num_items:,} items (limit {NEIGHBOUR_TABLES_LIMIT / 2**30:.0f} GiB); set "
+                "model.features.neighbours=0 for a catalogue this size"
+            )
         rated = torch.zeros(2, num_users, num_items, dtype=torch.bool)
         rated[labels, users, items] = True
         self.register_buffer("rated", rated, persistent=False)  # [disliked, liked] × user × item
