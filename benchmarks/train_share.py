@@ -50,13 +50,20 @@ def by_share(records: dict, metric: str, fixed: bool = False) -> dict[str, dict[
     return table
 
 
-def summarise(table: dict, versus: str | None) -> list[dict]:
-    """One entry per (row, share): the metric's `summary` over its seeds, and with `versus`, the paired gap to that row
-    at the same share over the seeds both have (None where they share none)."""
+def lm_based_rows(records: dict) -> set[str]:
+    """The base rows (share suffix dropped) with a record marked `lm_based`."""
+    models = {model for (_, model, _), record in records.items() if record.get("lm_based")}
+    return {match["base"] if (match := SHARE.match(model)) else model for model in models}
+
+
+def summarise(table: dict, versus: str | None, lm_rows: set[str] = frozenset()) -> list[dict]:
+    """One entry per (row, share): whether it is in `lm_rows`, the metric's `summary` over its seeds, and with `versus`,
+    the paired gap to that row at the same share over the seeds both have (None where they share none)."""
     out = []
     for base, shares in sorted(table.items()):
         for share, seeds in sorted(shares.items()):
-            entry = {"model": base, "share": share, "seeds": sorted(seeds), **summary(list(seeds.values()))}
+            entry = {"model": base, "lm_based": base in lm_rows, "share": share, "seeds": sorted(seeds)}
+            entry |= summary(list(seeds.values()))
             reference = table.get(versus, {}).get(share, {}) if versus else {}
             common = sorted(set(seeds) & set(reference))
             if versus and base != versus:
@@ -79,15 +86,18 @@ def format_table(entries: list[dict], metric: str) -> str:
 
 
 def plot(entries: list[dict], metric: str, versus: str | None, path: Path) -> None:
-    """Left: the metric by train share per row (mean ± std); right: each row's paired gap to `versus` (mean ± SE)."""
+    """Left: the metric by train share per row (mean ± std); right: each row's paired gap to `versus` (mean ± SE).
+    LM-based rows are solid lines marked "(LM)", the classics dashed."""
     require("matplotlib", "plot", "the train-share plot")
     from matplotlib.figure import Figure  # no pyplot: Agg, no window
 
     fig = Figure(figsize=(13.0 if versus else 6.5, 5.0), layout="constrained")
     left, right = fig.subplots(1, 2) if versus else (fig.subplots(1, 1), None)
     for i, base in enumerate(sorted({e["model"] for e in entries})):
-        style = {"marker": "o", "capsize": 3, "label": base, "color": f"C{i % 10}"}  # one colour per row, both panels
         mine = sorted((e for e in entries if e["model"] == base), key=lambda e: e["share"])
+        lm = mine[0].get("lm_based", False)
+        style = {"marker": "o", "capsize": 3, "color": f"C{i % 10}", "ls": "-" if lm else "--"}  # one colour per row
+        style["label"] = f"{base} (LM)" if lm else base
         shares = [e["share"] for e in mine]
         left.errorbar(shares, [e["mean"] for e in mine], [e["std"] for e in mine], **style)
         gaps = [e for e in mine if "mean" in e.get("versus", {})]
@@ -118,13 +128,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--fixed", action="store_true", help="the `_trainNNfixed` rows (P2's test set at every share)")
     parser.add_argument("--out", type=Path, default=None, help="JSON summary; the plot goes beside it as .png")
     args = parser.parse_args(argv)
-    table = by_share(read_records(args.records, "--records"), args.metric, args.fixed)
+    records = read_records(args.records, "--records")
+    table = by_share(records, args.metric, args.fixed)
     table = {base: shares for base, shares in table.items() if not args.models or base in args.models}
     if not table:
         raise SystemExit(f"--records: no P2 record with metric {args.metric!r}")
     if args.versus and args.versus not in table:
         raise SystemExit(f"--versus {args.versus}: no such row in --records (rows: {', '.join(sorted(table))})")
-    entries = summarise(table, args.versus)
+    entries = summarise(table, args.versus, lm_based_rows(records))
     print(format_table(entries, args.metric))
     if args.out:
         write_text_atomic(args.out, json.dumps(entries, indent=2) + "\n")

@@ -10,7 +10,8 @@ from benchmarks.train_share import main
 
 
 def _record(model: str, seed: int, auc: float, protocol: str = "P2") -> dict:
-    return {"protocol": protocol, "model": model, "seed": seed, "metrics": {"AUC": auc}}
+    lm_based = model.startswith("lm")
+    return {"protocol": protocol, "model": model, "lm_based": lm_based, "seed": seed, "metrics": {"AUC": auc}}
 
 
 def test_rows_by_share_with_paired_gaps_to_the_reference(tmp_path):
@@ -24,6 +25,7 @@ def test_rows_by_share_with_paired_gaps_to_the_reference(tmp_path):
     got = {(e["model"], e["share"]): e for e in entries}
     assert set(got) == {("ref", 80), ("ref", 10), ("lm", 80), ("lm", 10)}  # the P1 record is not a P2 row
     assert got[("ref", 10)]["mean"] == pytest.approx(0.61) and "versus" not in got[("ref", 10)]
+    assert [got[key]["lm_based"] for key in [("ref", 80), ("ref", 10), ("lm", 80), ("lm", 10)]] == [0, 0, 1, 1]
     # lm - ref at share 10, seeds 0-2: 0.03, 0.01, 0.37 → mean 0.41 / 3; at share 80, seeds 0-1: 0.01, 0.02
     assert got[("lm", 10)]["versus"]["mean"] == pytest.approx(0.41 / 3)
     assert got[("lm", 10)]["versus"]["higher"] == 3
