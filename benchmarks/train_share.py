@@ -95,7 +95,7 @@ def plot(entries: list[dict], metric: str, versus: str | None, path: Path) -> No
     left, right = fig.subplots(1, 2) if versus else (fig.subplots(1, 1), None)
     for i, base in enumerate(sorted({e["model"] for e in entries})):
         mine = sorted((e for e in entries if e["model"] == base), key=lambda e: e["share"])
-        lm = mine[0].get("lm_based", False)
+        lm = mine[0]["lm_based"]  # summarise sets it on every entry
         style = {"marker": "o", "capsize": 3, "color": f"C{i % 10}", "ls": "-" if lm else "--"}  # one colour per row
         style["label"] = f"{base} (LM)" if lm else base
         shares = [e["share"] for e in mine]
